@@ -1,0 +1,412 @@
+//! Putting one resolved input on the volume: S3 transfer with resume, or a local copy.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::types::ChecksumMode;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kubestyle_manifest::atomic::{AtomicFile, Clobber};
+use kubestyle_manifest::digest::{Hasher, HashingWriter};
+use kubestyle_manifest::manifest::media_type_for;
+use kubestyle_manifest::{Artifact, ArtifactKind, Sha256Hex, StageError, sha256_file};
+use kubestyle_s3::ObjectInfo;
+use serde_json::{Map, Value};
+
+use crate::{Outcome, Previous, Resolved, s3_artifact};
+
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub client: Option<Client>,
+    pub volume: PathBuf,
+    pub force: bool,
+    pub max_resumes: u32,
+    pub previous: Previous,
+    pub progress: ProgressBar,
+}
+
+/// A byte progress bar on a terminal; hidden (plain log lines only) otherwise.
+pub(crate) fn progress_bar(total: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+pub(crate) async fn materialise(
+    ctx: &Ctx,
+    name: String,
+    rel: String,
+    from: Resolved,
+) -> Result<(Artifact, Outcome), StageError> {
+    match from {
+        Resolved::S3(o) => fetch_s3(ctx, name, rel, o).await,
+        Resolved::Local { path, .. } => {
+            let volume = ctx.volume.clone();
+            let force = ctx.force;
+            tokio::task::spawn_blocking(move || local(&volume, name, rel, &path, force))
+                .await
+                .map_err(|e| StageError::Internal(format!("local copy task: {e}")))?
+        }
+    }
+}
+
+async fn hash_blocking(p: PathBuf) -> Result<(Sha256Hex, u64), StageError> {
+    tokio::task::spawn_blocking(move || sha256_file(p))
+        .await
+        .map_err(|e| StageError::Internal(format!("hash task: {e}")))?
+}
+
+async fn fetch_s3(
+    ctx: &Ctx,
+    name: String,
+    rel: String,
+    o: ObjectInfo,
+) -> Result<(Artifact, Outcome), StageError> {
+    let dest = ctx.volume.join(&rel);
+    let uri = o.uri();
+    let present = if ctx.force {
+        None
+    } else {
+        already_present(ctx, &o, &rel, &dest).await?
+    };
+    if let Some(exp) = present {
+        tracing::info!("skipped {uri}: {rel} already present with the same digest");
+        ctx.progress.inc(o.size);
+        return Ok((
+            s3_artifact(name, rel, &o, exp, o.size, "existing-file-sha256"),
+            Outcome::Skipped,
+        ));
+    }
+    let client = ctx
+        .client
+        .as_ref()
+        .ok_or_else(|| StageError::Internal("no S3 client".into()))?;
+    let mut file = AtomicFile::create(&dest, Clobber::Replace)?;
+    let open = |offset: u64| open_s3(client, &o, offset);
+    let (sha, n) = resumable_copy(
+        open,
+        &mut file,
+        o.size,
+        ctx.max_resumes,
+        &uri,
+        &ctx.progress,
+    )
+    .await?;
+    let verified_by = match &o.sha256 {
+        Some(exp) if exp != &sha => {
+            return Err(StageError::Integrity(format!(
+                "{uri}: downloaded data has sha256 {sha}, the object records {exp}"
+            )));
+        }
+        Some(_) => "sha256",
+        None => "size+s3-checksum",
+    };
+    file.commit()?;
+    tracing::info!("downloaded {uri} ({n} bytes) -> {rel}");
+    Ok((
+        s3_artifact(name, rel, &o, sha, n, verified_by),
+        Outcome::Downloaded,
+    ))
+}
+
+/// The digest of `dest` if it already holds this object: same size, and a digest that matches
+/// what S3 records, or what our previous manifest recorded for the same ETag.
+async fn already_present(
+    ctx: &Ctx,
+    o: &ObjectInfo,
+    rel: &str,
+    dest: &Path,
+) -> Result<Option<Sha256Hex>, StageError> {
+    match std::fs::metadata(dest) {
+        Ok(m) if m.is_file() && m.len() == o.size => {}
+        _ => return Ok(None),
+    }
+    let expected = o.sha256.clone().or_else(|| {
+        ctx.previous
+            .get(&o.uri())
+            .filter(|(etag, _, path)| etag.is_some() && *etag == o.etag && path == rel)
+            .map(|(_, sha, _)| sha.clone())
+    });
+    let Some(expected) = expected else {
+        tracing::info!(
+            "{}: no recorded digest to compare {rel} with; downloading again",
+            o.uri()
+        );
+        return Ok(None);
+    };
+    let (have, _) = hash_blocking(dest.to_path_buf()).await?;
+    Ok((have == expected).then_some(expected))
+}
+
+type Body = BoxStream<'static, Result<Bytes, String>>;
+
+/// GET the object from `offset` on. Always conditional on the ETag we HEADed, so a resumed body
+/// can never splice two versions of an object.
+async fn open_s3(client: &Client, o: &ObjectInfo, offset: u64) -> Result<Body, StageError> {
+    let mut req = client.get_object().bucket(&o.bucket).key(&o.key);
+    if let Some(etag) = &o.etag {
+        req = req.if_match(etag);
+    }
+    req = if offset == 0 {
+        req.checksum_mode(ChecksumMode::Enabled)
+    } else {
+        req.range(format!("bytes={offset}-"))
+    };
+    let uri = o.uri();
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) if kubestyle_s3::is_precondition_failed(&e) => {
+            return Err(StageError::Integrity(format!(
+                "{uri} changed while it was being downloaded (ETag no longer matches)"
+            )));
+        }
+        Err(e) => return Err(kubestyle_s3::storage_error(&format!("GET {uri}"), e)),
+    };
+    let body = resp.body;
+    Ok(futures::stream::unfold(body, |mut b| async move {
+        b.next().await.map(|r| {
+            (
+                r.map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(e).to_string()),
+                b,
+            )
+        })
+    })
+    .boxed())
+}
+
+/// Copy a body of `expected_len` bytes into `out`, hashing it. When the body breaks (an error
+/// or an early end), reopen it at the current offset — at most `max_resumes` times, with
+/// exponential backoff.
+pub async fn resumable_copy<F, Fut>(
+    mut open: F,
+    out: &mut impl Write,
+    expected_len: u64,
+    max_resumes: u32,
+    what: &str,
+    progress: &ProgressBar,
+) -> Result<(Sha256Hex, u64), StageError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Body, StageError>>,
+{
+    let mut hasher = Hasher::new();
+    let mut resumes = 0u32;
+    loop {
+        let offset = hasher.bytes();
+        let mut body = open(offset).await?;
+        let broke = loop {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    if hasher.bytes() + chunk.len() as u64 > expected_len {
+                        return Err(StageError::Integrity(format!(
+                            "{what}: body longer than the {expected_len} bytes announced"
+                        )));
+                    }
+                    out.write_all(&chunk).map_err(|e| StageError::io(what, e))?;
+                    hasher.update(&chunk);
+                    progress.inc(chunk.len() as u64);
+                }
+                Some(Err(e)) => break e,
+                None if hasher.bytes() == expected_len => return Ok(hasher.finish()),
+                None => {
+                    break format!(
+                        "body ended after {} of {expected_len} bytes",
+                        hasher.bytes()
+                    );
+                }
+            }
+        };
+        if hasher.bytes() == expected_len {
+            // All bytes arrived and the SDK then rejected them: a checksum mismatch.
+            return Err(StageError::Integrity(format!("{what}: {broke}")));
+        }
+        if resumes >= max_resumes {
+            return Err(StageError::Storage(format!(
+                "{what}: transfer broke {} times, giving up at byte {}: {broke}",
+                resumes + 1,
+                hasher.bytes()
+            )));
+        }
+        resumes += 1;
+        let delay = std::time::Duration::from_millis(200u64 << resumes.min(6));
+        tracing::warn!(
+            "{what}: transfer broke at byte {} ({broke}); resuming in {:?} (attempt {resumes}/{max_resumes})",
+            hasher.bytes(),
+            delay
+        );
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// A local input: inside the volume it is used in place; outside it is copied in.
+fn local(
+    volume: &Path,
+    name: String,
+    rel: String,
+    src: &Path,
+    force: bool,
+) -> Result<(Artifact, Outcome), StageError> {
+    let dest = volume.join(&rel);
+    let mut attributes = Map::new();
+    let outcome = if dest == src {
+        Outcome::InPlace
+    } else {
+        let (src_sha, src_len) = sha256_file(src)?;
+        let same = !force
+            && std::fs::metadata(&dest).is_ok_and(|m| m.len() == src_len)
+            && sha256_file(&dest).is_ok_and(|(d, _)| d == src_sha);
+        if same {
+            tracing::info!(
+                "skipped {}: {rel} already present with the same digest",
+                src.display()
+            );
+            Outcome::Skipped
+        } else {
+            let mut f = AtomicFile::create(&dest, Clobber::Replace)?;
+            let mut input = std::fs::File::open(src).map_err(|e| StageError::read(src, e))?;
+            let mut w = HashingWriter::new(&mut f);
+            std::io::copy(&mut input, &mut w).map_err(|e| StageError::io(&dest, e))?;
+            let (_, d, _) = w.finish();
+            if d != src_sha {
+                return Err(StageError::Integrity(format!(
+                    "{} changed while it was being copied",
+                    src.display()
+                )));
+            }
+            f.commit()?;
+            tracing::info!("copied {} -> {rel}", src.display());
+            Outcome::Copied
+        }
+    };
+    if outcome == Outcome::InPlace {
+        tracing::info!("using {rel} in place");
+    }
+    attributes.insert("origin".into(), Value::String("local".into()));
+    let mut a = Artifact::from_file(volume, &rel, name, ArtifactKind::guess(&rel))?;
+    a.media_type = media_type_for(&rel);
+    a.source = Some(src.display().to_string());
+    a.attributes = attributes;
+    Ok((a, outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn data() -> Vec<u8> {
+        (0..100_000u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    /// A source that serves `data` from the requested offset but breaks after `cut` bytes for
+    /// its first `breaks` openings; records the offsets asked for.
+    fn flaky(
+        data: Vec<u8>,
+        cut: usize,
+        breaks: usize,
+        log: Arc<Mutex<Vec<u64>>>,
+    ) -> impl FnMut(u64) -> std::future::Ready<Result<Body, StageError>> {
+        let mut opened = 0usize;
+        move |offset| {
+            log.lock().unwrap().push(offset);
+            opened += 1;
+            let rest = data[offset as usize..].to_vec();
+            let chunks: Vec<Result<Bytes, String>> = if opened <= breaks {
+                let n = cut.min(rest.len());
+                vec![
+                    Ok(Bytes::copy_from_slice(&rest[..n / 2])),
+                    Ok(Bytes::copy_from_slice(&rest[n / 2..n])),
+                    Err("connection reset".into()),
+                ]
+            } else {
+                rest.chunks(8192)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect()
+            };
+            std::future::ready(Ok(futures::stream::iter(chunks).boxed()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resumes_from_the_break_and_hashes_the_whole_object() {
+        let d = data();
+        let log = Arc::new(Mutex::new(vec![]));
+        let mut out = Vec::new();
+        let pb = ProgressBar::hidden();
+        let (sha, n) = resumable_copy(
+            flaky(d.clone(), 30_000, 2, log.clone()),
+            &mut out,
+            d.len() as u64,
+            5,
+            "t",
+            &pb,
+        )
+        .await
+        .unwrap();
+        assert_eq!(out, d);
+        assert_eq!(
+            (sha, n),
+            (kubestyle_manifest::sha256_bytes(&d), d.len() as u64)
+        );
+        assert_eq!(*log.lock().unwrap(), vec![0, 30_000, 60_000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_after_max_resumes() {
+        let d = data();
+        let log = Arc::new(Mutex::new(vec![]));
+        let pb = ProgressBar::hidden();
+        let e = resumable_copy(
+            flaky(d.clone(), 10, 100, log.clone()),
+            &mut Vec::new(),
+            d.len() as u64,
+            3,
+            "t",
+            &pb,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.exit_status(), kubestyle_manifest::ExitStatus::Storage);
+        assert_eq!(log.lock().unwrap().len(), 4);
+    }
+
+    #[tokio::test]
+    async fn early_end_is_resumed_and_overlong_body_refused() {
+        let d = data();
+        let pb = ProgressBar::hidden();
+        // Body one byte too long.
+        let mut long = d.clone();
+        long.push(0);
+        let open = move |_o: u64| {
+            std::future::ready(Ok::<Body, StageError>(
+                futures::stream::iter(vec![Ok(Bytes::from(long.clone()))]).boxed(),
+            ))
+        };
+        let e = resumable_copy(open, &mut Vec::new(), d.len() as u64, 0, "t", &pb)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_status(), kubestyle_manifest::ExitStatus::Integrity);
+        // Error after the last byte: a checksum failure, not resumable.
+        let dd = d.clone();
+        let open = move |_o: u64| {
+            std::future::ready(Ok::<Body, StageError>(
+                futures::stream::iter(vec![
+                    Ok(Bytes::from(dd.clone())),
+                    Err("checksum mismatch".to_string()),
+                ])
+                .boxed(),
+            ))
+        };
+        let e = resumable_copy(open, &mut Vec::new(), d.len() as u64, 3, "t", &pb)
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_status(), kubestyle_manifest::ExitStatus::Integrity);
+    }
+}

@@ -1,0 +1,171 @@
+//! One error type for every stage, and the exit codes it maps to.
+//!
+//! The table is part of the public contract (it is printed in the README and relied on by
+//! `pipeline` and by Kubernetes `podFailurePolicy` rules): never renumber a code.
+
+use std::path::{Path, PathBuf};
+
+/// Process exit codes shared by every kubestyle binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ExitStatus {
+    /// Success.
+    Ok = 0,
+    /// A bug or an unexpected internal failure.
+    Internal = 1,
+    /// Bad command line (clap also uses 2).
+    Usage = 2,
+    /// An input (object, file, prefix, bucket) does not exist.
+    InputMissing = 3,
+    /// An input exists but cannot be used (malformed URI, bad manifest, wrong format).
+    InputInvalid = 4,
+    /// Storage or network failure talking to S3 (after retries), access denied.
+    Storage = 5,
+    /// Data does not match its recorded digest or size.
+    Integrity = 6,
+    /// Destination already holds different data (use `--overwrite`/`--force`).
+    Conflict = 7,
+    /// Local filesystem failure (disk full, permission denied, read-only volume).
+    LocalIo = 8,
+}
+
+impl ExitStatus {
+    pub const ALL: [ExitStatus; 9] = [
+        ExitStatus::Ok,
+        ExitStatus::Internal,
+        ExitStatus::Usage,
+        ExitStatus::InputMissing,
+        ExitStatus::InputInvalid,
+        ExitStatus::Storage,
+        ExitStatus::Integrity,
+        ExitStatus::Conflict,
+        ExitStatus::LocalIo,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Short stable name, used in logs and the README table.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExitStatus::Ok => "ok",
+            ExitStatus::Internal => "internal",
+            ExitStatus::Usage => "usage",
+            ExitStatus::InputMissing => "input-missing",
+            ExitStatus::InputInvalid => "input-invalid",
+            ExitStatus::Storage => "storage",
+            ExitStatus::Integrity => "integrity",
+            ExitStatus::Conflict => "conflict",
+            ExitStatus::LocalIo => "local-io",
+        }
+    }
+}
+
+impl From<ExitStatus> for std::process::ExitCode {
+    fn from(s: ExitStatus) -> Self {
+        std::process::ExitCode::from(s.code())
+    }
+}
+
+/// The error every stage library returns. Each variant maps to one [`ExitStatus`].
+///
+/// Messages are meant for people: they name the key, file or field at fault. They never
+/// contain credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("usage: {0}")]
+    Usage(String),
+    #[error("input missing: {}", .0.join("; "))]
+    InputMissing(Vec<String>),
+    #[error("input invalid: {0}")]
+    InputInvalid(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("integrity: {0}")]
+    Integrity(String),
+    #[error("conflict: {}", .0.join("; "))]
+    Conflict(Vec<String>),
+    #[error("{}: {source}", .path.display())]
+    LocalIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl StageError {
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            StageError::Usage(_) => ExitStatus::Usage,
+            StageError::InputMissing(_) => ExitStatus::InputMissing,
+            StageError::InputInvalid(_) => ExitStatus::InputInvalid,
+            StageError::Storage(_) => ExitStatus::Storage,
+            StageError::Integrity(_) => ExitStatus::Integrity,
+            StageError::Conflict(_) => ExitStatus::Conflict,
+            StageError::LocalIo { .. } => ExitStatus::LocalIo,
+            StageError::Internal(_) => ExitStatus::Internal,
+        }
+    }
+
+    /// Wrap an I/O error with the path it concerns. A missing file we were asked to read is an
+    /// input problem, not a filesystem failure.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        StageError::LocalIo {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// Like [`StageError::io`], but `NotFound` becomes [`StageError::InputMissing`].
+    pub fn read(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StageError::InputMissing(vec![format!("{} does not exist", path.as_ref().display())])
+        } else {
+            StageError::io(path, source)
+        }
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        StageError::InputInvalid(msg.into())
+    }
+}
+
+pub type Result<T, E = StageError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_stable() {
+        let codes: Vec<u8> = ExitStatus::ALL.iter().map(|s| s.code()).collect();
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut names: Vec<&str> = ExitStatus::ALL.iter().map(|s| s.name()).collect();
+        names.dedup();
+        assert_eq!(names.len(), ExitStatus::ALL.len());
+    }
+
+    #[test]
+    fn read_of_missing_file_is_input_missing() {
+        let e = StageError::read(
+            "/nope",
+            std::io::Error::new(std::io::ErrorKind::NotFound, "x"),
+        );
+        assert_eq!(e.exit_status(), ExitStatus::InputMissing);
+        assert!(e.to_string().contains("/nope"));
+        let e = StageError::read(
+            "/nope",
+            std::io::Error::new(std::io::ErrorKind::PermissionDenied, "x"),
+        );
+        assert_eq!(e.exit_status(), ExitStatus::LocalIo);
+    }
+
+    #[test]
+    fn missing_lists_every_item() {
+        let e = StageError::InputMissing(vec!["s3://b/a".into(), "s3://b/c".into()]);
+        assert_eq!(e.to_string(), "input missing: s3://b/a; s3://b/c");
+    }
+}

@@ -1,0 +1,515 @@
+//! The manifest every stage writes last, as its commit marker: `kubestyle.manifest/v1`.
+//!
+//! Stages find each other's manifests at `<volume>/runs/<run_id>/<stage>.manifest.json`
+//! ([`manifest_path`]). Reading is strict ([`Manifest::read`]): a manifest that could make a
+//! stage touch files outside the volume, or that is ambiguous, is refused.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::atomic::{Clobber, write_atomic};
+use crate::digest::{Sha256Hex, sha256_file};
+use crate::error::StageError;
+use crate::location::validate_relative_path;
+
+/// The schema identifier this build reads and writes.
+pub const SCHEMA_ID: &str = "kubestyle.manifest/v1";
+
+/// One stage's record of what it read and what it produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "kubestyle manifest v1")]
+pub struct Manifest {
+    /// Always `kubestyle.manifest/v1`.
+    #[schemars(regex(pattern = r"^kubestyle\.manifest/v1$"))]
+    pub schema: String,
+    /// Stage name: `download`, `package-model`, `stylize`, `upload`.
+    pub stage: String,
+    /// Run identifier shared by all stages of one pipeline run (DNS-label safe).
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"))]
+    pub run_id: String,
+    pub component: Component,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The stage's effective parameters (never credentials).
+    pub params: Map<String, Value>,
+    /// SHA-256 over stage, component version, parameters and input digests.
+    pub cache_key: Sha256Hex,
+    pub inputs: Vec<Artifact>,
+    pub outputs: Vec<Artifact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    Image,
+    Model,
+    Package,
+    Styled,
+    Table,
+    Log,
+    Other,
+}
+
+impl ArtifactKind {
+    /// A kind guessed from the file name, for inputs whose role is not known otherwise.
+    pub fn guess(path: &str) -> ArtifactKind {
+        let ext = path
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "png" | "jpg" | "jpeg" | "webp" | "bmp" | "gif" | "tif" | "tiff" | "tga" | "pnm"
+            | "ppm" | "pgm" => ArtifactKind::Image,
+            "pth" | "pt" | "onnx" | "safetensors" | "bpk" | "model" => ArtifactKind::Model,
+            "csv" | "tsv" => ArtifactKind::Table,
+            "log" => ArtifactKind::Log,
+            _ => ArtifactKind::Other,
+        }
+    }
+}
+
+/// A file on the volume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    /// Unique within its list.
+    pub name: String,
+    pub kind: ArtifactKind,
+    /// Relative to the volume root, `/`-separated, no `..`.
+    pub path: String,
+    pub sha256: Sha256Hex,
+    pub bytes: u64,
+    pub media_type: String,
+    /// Where it came from (an `s3://` URI or a local path), when it was fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub attributes: Map<String, Value>,
+}
+
+/// Media type from a file name (`application/octet-stream` when unknown).
+pub fn media_type_for(path: &str) -> String {
+    if path.ends_with(".json") {
+        return "application/json".into();
+    }
+    mime_guess::from_path(path)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_string()
+}
+
+impl Artifact {
+    /// Describe the file at `<root>/<rel>`, hashing it.
+    pub fn from_file(
+        root: &Path,
+        rel: &str,
+        name: impl Into<String>,
+        kind: ArtifactKind,
+    ) -> Result<Artifact, StageError> {
+        validate_relative_path(rel).map_err(StageError::InputInvalid)?;
+        let (sha256, bytes) = sha256_file(root.join(rel))?;
+        Ok(Artifact {
+            name: name.into(),
+            kind,
+            path: rel.to_string(),
+            sha256,
+            bytes,
+            media_type: media_type_for(rel),
+            source: None,
+            attributes: Map::new(),
+        })
+    }
+
+    pub fn abs_path(&self, root: &Path) -> PathBuf {
+        root.join(&self.path)
+    }
+
+    /// Check the file still has the recorded size and digest.
+    pub fn verify(&self, root: &Path) -> Result<(), StageError> {
+        let p = self.abs_path(root);
+        let meta = std::fs::metadata(&p).map_err(|e| StageError::read(&p, e))?;
+        if meta.len() != self.bytes {
+            return Err(StageError::Integrity(format!(
+                "{}: {} bytes on disk, manifest says {}",
+                self.path,
+                meta.len(),
+                self.bytes
+            )));
+        }
+        let (d, _) = sha256_file(&p)?;
+        if d != self.sha256 {
+            return Err(StageError::Integrity(format!(
+                "{}: sha256 {} on disk, manifest says {}",
+                self.path, d, self.sha256
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `<volume>/runs/<run_id>/<stage>.manifest.json`.
+pub fn manifest_path(volume: &Path, run_id: &str, stage: &str) -> PathBuf {
+    volume
+        .join("runs")
+        .join(run_id)
+        .join(format!("{stage}.manifest.json"))
+}
+
+/// Run ids become parts of Kubernetes object names and S3 keys: 1-40 of `a-z0-9-`, starting and
+/// ending with a letter or digit.
+pub fn validate_run_id(id: &str) -> Result<(), StageError> {
+    let ok = (1..=40).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.starts_with('-')
+        && !id.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(StageError::Usage(format!(
+            "invalid run id {id:?}: 1-40 characters of a-z, 0-9 and '-', not starting or ending with '-'"
+        )))
+    }
+}
+
+/// A fresh run id: `run-<utc yyyymmdd-hhmmss>-<4 random hex>`.
+pub fn new_run_id() -> String {
+    format!(
+        "run-{}-{:04x}",
+        Utc::now().format("%Y%m%d-%H%M%S"),
+        rand::random::<u16>()
+    )
+}
+
+/// SHA-256 over the canonical JSON of stage, component version, parameters and input digests.
+pub fn cache_key(
+    stage: &str,
+    version: &str,
+    params: &Map<String, Value>,
+    inputs: &[String],
+) -> Sha256Hex {
+    let mut inputs = inputs.to_vec();
+    inputs.sort();
+    let v = serde_json::json!({
+        "stage": stage,
+        "version": version,
+        "params": params,
+        "inputs": inputs,
+    });
+    // serde_json's Map is ordered by key: this serialisation is canonical.
+    crate::digest::sha256_bytes(v.to_string().as_bytes())
+}
+
+impl Manifest {
+    /// Check everything [`Manifest::read`] checks that does not need the filesystem.
+    pub fn validate(&self) -> Result<(), StageError> {
+        let bad = |m: String| Err(StageError::InputInvalid(format!("manifest: {m}")));
+        if self.schema != SCHEMA_ID {
+            return bad(format!(
+                "unsupported schema {:?} (this build reads {SCHEMA_ID})",
+                self.schema
+            ));
+        }
+        validate_run_id(&self.run_id).or_else(|e| bad(e.to_string()))?;
+        if self.stage.is_empty() {
+            return bad("empty stage".into());
+        }
+        for (list, arts) in [("inputs", &self.inputs), ("outputs", &self.outputs)] {
+            let mut seen = BTreeSet::new();
+            for a in arts.iter() {
+                if !seen.insert(a.name.as_str()) {
+                    return bad(format!("duplicate artifact name {:?} in {list}", a.name));
+                }
+                if let Err(e) = validate_relative_path(&a.path) {
+                    return bad(format!("{list} artifact {:?}: {e}", a.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read and validate a manifest. `volume` is the root its paths are relative to: paths that
+    /// resolve (through symlinks) outside it are refused.
+    pub fn read(path: &Path, volume: &Path) -> Result<Manifest, StageError> {
+        let text = std::fs::read_to_string(path).map_err(|e| StageError::read(path, e))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            StageError::InputInvalid(format!("{}: not valid JSON: {e}", path.display()))
+        })?;
+        match value.get("schema").and_then(Value::as_str) {
+            Some(SCHEMA_ID) => {}
+            Some(other) => {
+                return Err(StageError::InputInvalid(format!(
+                    "{}: unsupported manifest schema {other:?} (this build reads {SCHEMA_ID})",
+                    path.display()
+                )));
+            }
+            None => {
+                return Err(StageError::InputInvalid(format!(
+                    "{}: not a kubestyle manifest (no \"schema\" field)",
+                    path.display()
+                )));
+            }
+        }
+        let m: Manifest = serde_json::from_value(value)
+            .map_err(|e| StageError::InputInvalid(format!("{}: {e}", path.display())))?;
+        m.validate().map_err(|e| {
+            StageError::InputInvalid(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string().trim_start_matches("input invalid: ")
+            ))
+        })?;
+        for a in m.inputs.iter().chain(&m.outputs) {
+            check_inside(volume, &a.path).map_err(|e| {
+                StageError::InputInvalid(format!("{}: artifact {:?}: {e}", path.display(), a.name))
+            })?;
+        }
+        Ok(m)
+    }
+
+    /// Write atomically (replacing any previous manifest). Call this last.
+    pub fn write(&self, path: &Path) -> Result<(), StageError> {
+        self.validate().map_err(|e| {
+            StageError::Internal(format!("refusing to write an invalid manifest: {e}"))
+        })?;
+        let mut text = serde_json::to_string_pretty(self)
+            .map_err(|e| StageError::Internal(format!("serialising manifest: {e}")))?;
+        text.push('\n');
+        write_atomic(path, text.as_bytes(), Clobber::Replace)
+    }
+
+    /// The JSON Schema of this manifest version (published as `schemas/manifest-v1.schema.json`).
+    pub fn json_schema() -> Value {
+        let schema = schemars::schema_for!(Manifest);
+        serde_json::to_value(schema).unwrap_or(Value::Null)
+    }
+}
+
+/// The deepest existing ancestor of `root/rel`, resolved through symlinks, must lie inside the
+/// resolved root.
+fn check_inside(root: &Path, rel: &str) -> Result<(), String> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("volume root {}: {e}", root.display()))?;
+    let mut p = root.join(rel);
+    loop {
+        match p.canonicalize() {
+            Ok(real) => {
+                return if real.starts_with(&root) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "path {rel:?} resolves outside the volume (to {})",
+                        real.display()
+                    ))
+                };
+            }
+            Err(_) => {
+                if !p.pop() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ExitStatus;
+
+    fn sample(root: &Path) -> Manifest {
+        std::fs::create_dir_all(root.join("inputs")).unwrap();
+        std::fs::write(root.join("inputs/a.png"), b"png-bytes").unwrap();
+        let mut out =
+            Artifact::from_file(root, "inputs/a.png", "a.png", ArtifactKind::Image).unwrap();
+        out.source = Some("s3://bucket/a.png".into());
+        let params: Map<String, Value> = serde_json::from_str(r#"{"jobs": 4}"#).unwrap();
+        Manifest {
+            schema: SCHEMA_ID.into(),
+            stage: "download".into(),
+            run_id: "run-1".into(),
+            component: Component {
+                name: "download".into(),
+                version: "0.1.0".into(),
+            },
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            cache_key: cache_key("download", "0.1.0", &params, &[]),
+            params,
+            inputs: vec![],
+            outputs: vec![out],
+        }
+    }
+
+    fn write_raw(root: &Path, v: &Value) -> PathBuf {
+        let p = root.join("m.json");
+        std::fs::write(&p, serde_json::to_vec(v).unwrap()).unwrap();
+        p
+    }
+
+    #[test]
+    fn round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        let m = sample(d.path());
+        assert_eq!(m.outputs[0].media_type, "image/png");
+        let p = manifest_path(d.path(), "run-1", "download");
+        m.write(&p).unwrap();
+        assert!(p.ends_with("runs/run-1/download.manifest.json"));
+        assert_eq!(Manifest::read(&p, d.path()).unwrap(), m);
+        m.outputs[0].verify(d.path()).unwrap();
+    }
+
+    fn refused(root: &Path, v: Value, needle: &str) {
+        let p = write_raw(root, &v);
+        let e = Manifest::read(&p, root).unwrap_err();
+        assert_eq!(e.exit_status(), ExitStatus::InputInvalid, "{e}");
+        assert!(
+            e.to_string().contains(needle),
+            "{e} should mention {needle}"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_manifests() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let good = serde_json::to_value(sample(root)).unwrap();
+
+        let mut v = good.clone();
+        v["schema"] = "kubestyle.manifest/v2".into();
+        refused(root, v, "unsupported manifest schema");
+
+        let mut v = good.clone();
+        v["outputs"][0]["path"] = "/etc/passwd".into();
+        refused(root, v, "absolute");
+
+        let mut v = good.clone();
+        v["outputs"][0]["path"] = "inputs/../../x".into();
+        refused(root, v, "'..'");
+
+        let mut v = good.clone();
+        v["outputs"][0]["sha256"] = "abc".into();
+        refused(root, v, "SHA-256");
+
+        let mut v = good.clone();
+        let dup = v["outputs"][0].clone();
+        v["outputs"].as_array_mut().unwrap().push(dup);
+        refused(root, v, "duplicate artifact name");
+
+        let mut v = good.clone();
+        v["surprise"] = 1.into();
+        refused(root, v, "unknown field");
+
+        refused(
+            root,
+            serde_json::json!({"hello": 1}),
+            "not a kubestyle manifest",
+        );
+        let p = root.join("garbage.json");
+        std::fs::write(&p, b"{not json").unwrap();
+        assert_eq!(
+            Manifest::read(&p, root).unwrap_err().exit_status(),
+            ExitStatus::InputInvalid
+        );
+        assert_eq!(
+            Manifest::read(&root.join("nope.json"), root)
+                .unwrap_err()
+                .exit_status(),
+            ExitStatus::InputMissing
+        );
+    }
+
+    #[test]
+    fn refuses_symlink_escape() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let good = serde_json::to_value(sample(root)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+        let mut v = good.clone();
+        v["outputs"][0]["path"] = "escape/secret.png".into();
+        refused(root, v, "outside the volume");
+        // A symlink that stays inside is fine.
+        std::os::unix::fs::symlink(root.join("inputs"), root.join("alias")).unwrap();
+        let mut v = good;
+        v["outputs"][0]["path"] = "alias/a.png".into();
+        let p = write_raw(root, &v);
+        Manifest::read(&p, root).unwrap();
+    }
+
+    #[test]
+    fn verify_detects_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let m = sample(d.path());
+        std::fs::write(d.path().join("inputs/a.png"), b"png-bytez").unwrap();
+        assert_eq!(
+            m.outputs[0].verify(d.path()).unwrap_err().exit_status(),
+            ExitStatus::Integrity
+        );
+        std::fs::write(d.path().join("inputs/a.png"), b"short").unwrap();
+        assert_eq!(
+            m.outputs[0].verify(d.path()).unwrap_err().exit_status(),
+            ExitStatus::Integrity
+        );
+    }
+
+    #[test]
+    fn cache_key_follows_content_not_order() {
+        let p: Map<String, Value> = serde_json::from_str(r#"{"a":1,"b":2}"#).unwrap();
+        let q: Map<String, Value> = serde_json::from_str(r#"{"b":2,"a":1}"#).unwrap();
+        let k1 = cache_key("s", "1", &p, &["x".into(), "y".into()]);
+        assert_eq!(k1, cache_key("s", "1", &q, &["y".into(), "x".into()]));
+        assert_ne!(k1, cache_key("s", "2", &p, &["x".into(), "y".into()]));
+        assert_ne!(k1, cache_key("s", "1", &p, &["x".into(), "z".into()]));
+    }
+
+    #[test]
+    fn run_ids() {
+        validate_run_id(&new_run_id()).unwrap();
+        for bad in ["", "-a", "a-", "A", "a_b", &"a".repeat(41)] {
+            assert!(validate_run_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(ArtifactKind::guess("x/y.JPG"), ArtifactKind::Image);
+        assert_eq!(ArtifactKind::guess("m.pth"), ArtifactKind::Model);
+        assert_eq!(ArtifactKind::guess("list.csv"), ArtifactKind::Table);
+        assert_eq!(ArtifactKind::guess("README"), ArtifactKind::Other);
+    }
+
+    /// The published schema must match the types. Regenerate with
+    /// `KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p kubestyle-manifest`.
+    #[test]
+    fn published_schema_is_in_sync() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/manifest-v1.schema.json");
+        let mut want = serde_json::to_string_pretty(&Manifest::json_schema()).unwrap();
+        want.push('\n');
+        if std::env::var_os("KUBESTYLE_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{} is out of date: run KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p kubestyle-manifest",
+            path.display()
+        );
+    }
+}

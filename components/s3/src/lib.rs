@@ -1,0 +1,351 @@
+//! S3 access shared by the kubestyle stages.
+//!
+//! Configuration follows the standard AWS chain (environment, profile, SSO, web identity,
+//! instance metadata) for credentials and region. `--endpoint-url` / `AWS_ENDPOINT_URL` points
+//! at MinIO, moto or any S3-compatible server; addressing is path-style whenever a custom
+//! endpoint is set (MinIO's default) unless `--addressing virtual` says otherwise.
+//!
+//! Nothing here ever logs or returns credentials; endpoints are logged with any user-info
+//! stripped ([`redact_endpoint`]).
+
+use std::collections::HashMap;
+
+use aws_config::BehaviorVersion;
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
+use aws_smithy_types::error::display::DisplayErrorContext;
+use base64::Engine;
+use kubestyle_manifest::{Sha256Hex, StageError};
+
+pub use aws_sdk_s3;
+
+/// Metadata key (`x-amz-meta-sha256`) under which kubestyle records an object's SHA-256 (hex).
+/// Multipart objects only have composite S3 checksums, so this is the one digest every object
+/// written by kubestyle carries.
+pub const SHA256_METADATA: &str = "sha256";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Addressing {
+    /// Path-style when a custom endpoint is set, virtual-hosted otherwise.
+    Auto,
+    /// `https://endpoint/bucket/key` (MinIO, moto, most on-premise servers).
+    Path,
+    /// `https://bucket.endpoint/key` (AWS).
+    Virtual,
+}
+
+/// S3 connection options shared by every stage's command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct S3Args {
+    /// S3-compatible endpoint (MinIO, moto, Ceph...). Default: AWS.
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Bucket addressing style.
+    #[arg(long, env = "KUBESTYLE_S3_ADDRESSING", value_enum, default_value_t = Addressing::Auto)]
+    pub addressing: Addressing,
+    /// Region (default: the AWS chain, then us-east-1).
+    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// Attempts per request for transient errors (throttling, 5xx, timeouts), with backoff.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub max_attempts: u32,
+}
+
+impl Default for S3Args {
+    fn default() -> Self {
+        S3Args {
+            endpoint_url: None,
+            addressing: Addressing::Auto,
+            region: None,
+            max_attempts: 5,
+        }
+    }
+}
+
+impl S3Args {
+    pub fn path_style(&self) -> bool {
+        match self.addressing {
+            Addressing::Path => true,
+            Addressing::Virtual => false,
+            Addressing::Auto => self.endpoint_url.is_some(),
+        }
+    }
+
+    /// Build a client. Does not contact the server.
+    pub async fn client(&self) -> Result<Client, StageError> {
+        if let Some(ep) = &self.endpoint_url {
+            let u = url::Url::parse(ep).map_err(|e| {
+                StageError::Usage(format!(
+                    "invalid endpoint URL {:?}: {e}",
+                    redact_endpoint(ep)
+                ))
+            })?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err(StageError::Usage(format!(
+                    "invalid endpoint URL {:?}: scheme must be http or https",
+                    redact_endpoint(ep)
+                )));
+            }
+        }
+        let region =
+            RegionProviderChain::first_try(self.region.clone().map(aws_config::Region::new))
+                .or_default_provider()
+                .or_else("us-east-1");
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .region(region)
+            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts.max(1)));
+        if let Some(ep) = &self.endpoint_url {
+            loader = loader.endpoint_url(ep);
+        }
+        let shared = loader.load().await;
+        let conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(self.path_style())
+            .build();
+        tracing::debug!(
+            endpoint = %self.endpoint_url.as_deref().map(redact_endpoint).unwrap_or_else(|| "aws".into()),
+            path_style = self.path_style(),
+            "S3 client ready"
+        );
+        Ok(Client::from_conf(conf))
+    }
+}
+
+/// Strip user-info (`user:password@`) and query strings from an endpoint for display.
+pub fn redact_endpoint(ep: &str) -> String {
+    match url::Url::parse(ep) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "<unparseable endpoint>".into(),
+    }
+}
+
+/// What S3 knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub bucket: String,
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// The object's full SHA-256, from kubestyle's metadata or a full-object S3 checksum.
+    pub sha256: Option<Sha256Hex>,
+    /// The full-object S3 SHA-256 checksum, when the server keeps one.
+    pub checksum_sha256: Option<Sha256Hex>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl ObjectInfo {
+    pub fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// A full-object base64 SHA-256 checksum as hex. Composite checksums (`…-N`) are not digests
+/// of the object and give `None`.
+pub fn checksum_to_hex(b64: &str) -> Option<Sha256Hex> {
+    if b64.contains('-') {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    let arr: [u8; 32] = raw.try_into().ok()?;
+    Some(Sha256Hex::from_bytes(arr))
+}
+
+pub fn hex_to_checksum(d: &Sha256Hex) -> String {
+    base64::engine::general_purpose::STANDARD.encode(d.to_bytes())
+}
+
+/// HEAD an object. `Ok(None)` when it (or its bucket) does not exist.
+pub async fn head(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<ObjectInfo>, StageError> {
+    let r = client
+        .head_object()
+        .bucket(bucket)
+        .key(key)
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await;
+    match r {
+        Ok(h) => {
+            let metadata = h.metadata().cloned().unwrap_or_default();
+            let full = !matches!(h.checksum_type(), Some(ChecksumType::Composite));
+            let checksum_sha256 = h
+                .checksum_sha256()
+                .filter(|_| full)
+                .and_then(checksum_to_hex);
+            let meta_sha = metadata
+                .get(SHA256_METADATA)
+                .and_then(|s| s.parse::<Sha256Hex>().ok());
+            Ok(Some(ObjectInfo {
+                bucket: bucket.into(),
+                key: key.into(),
+                size: h.content_length().unwrap_or(0).max(0) as u64,
+                etag: h.e_tag().map(str::to_string),
+                sha256: meta_sha.or_else(|| checksum_sha256.clone()),
+                checksum_sha256,
+                metadata,
+            }))
+        }
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(storage_error(&format!("HEAD s3://{bucket}/{key}"), e)),
+    }
+}
+
+/// Whether the bucket exists (and we may see it).
+pub async fn bucket_exists(client: &Client, bucket: &str) -> Result<bool, StageError> {
+    match client.head_bucket().bucket(bucket).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(storage_error(&format!("HEAD bucket {bucket}"), e)),
+    }
+}
+
+/// Every object under `prefix` (sizes and ETags; no metadata).
+pub async fn list(
+    client: &Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<ObjectInfo>, StageError> {
+    let mut out = Vec::new();
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(p) => p,
+            Err(e) if is_not_found(&e) => {
+                return Err(StageError::InputMissing(vec![format!(
+                    "bucket {bucket:?} does not exist"
+                )]));
+            }
+            Err(e) => return Err(storage_error(&format!("LIST s3://{bucket}/{prefix}"), e)),
+        };
+        for o in page.contents() {
+            let Some(key) = o.key() else { continue };
+            out.push(ObjectInfo {
+                bucket: bucket.into(),
+                key: key.into(),
+                size: o.size().unwrap_or(0).max(0) as u64,
+                etag: o.e_tag().map(str::to_string),
+                sha256: None,
+                checksum_sha256: None,
+                metadata: HashMap::new(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn status_of<E, R: HasStatus>(e: &SdkError<E, R>) -> Option<u16> {
+    e.raw_response().map(HasStatus::status_u16)
+}
+
+/// Response types whose HTTP status we can read.
+pub trait HasStatus {
+    fn status_u16(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn status_u16(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+pub fn is_not_found<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bool {
+    status_of(e) == Some(404) || matches!(e.code(), Some("NoSuchKey" | "NoSuchBucket" | "NotFound"))
+}
+
+pub fn is_precondition_failed<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkError<E, R>) -> bool {
+    status_of(e) == Some(412) || e.code() == Some("PreconditionFailed")
+}
+
+/// Map an SDK error to the stage error taxonomy with a message that says what was being done.
+pub fn storage_error<E, R>(what: &str, e: SdkError<E, R>) -> StageError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: HasStatus + std::fmt::Debug,
+{
+    let status = status_of(&e);
+    let code = e.code().map(str::to_string);
+    let detail = match (&code, e.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.clone(),
+        _ => DisplayErrorContext(&e).to_string(),
+    };
+    match (status, code.as_deref()) {
+        (Some(404), _) | (_, Some("NoSuchBucket" | "NoSuchKey")) => {
+            StageError::InputMissing(vec![format!("{what}: {detail}")])
+        }
+        (Some(403), _)
+        | (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) => {
+            StageError::Storage(format!(
+                "{what}: access denied ({detail}); check the credentials and the bucket policy"
+            ))
+        }
+        (None, _) => StageError::Storage(format!(
+            "{what}: could not reach the S3 endpoint ({detail})"
+        )),
+        (Some(s), _) => StageError::Storage(format!("{what}: HTTP {s}: {detail}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_redaction_drops_credentials() {
+        let r = redact_endpoint("http://AKIA:supersecret@127.0.0.1:9000/?X-Amz-Signature=abc");
+        assert!(
+            !r.contains("supersecret") && !r.contains("AKIA") && !r.contains("abc"),
+            "{r}"
+        );
+        assert!(r.starts_with("http://127.0.0.1:9000"), "{r}");
+    }
+
+    #[test]
+    fn checksum_conversion() {
+        let d = kubestyle_manifest::sha256_bytes(b"abc");
+        let b64 = hex_to_checksum(&d);
+        assert_eq!(b64, "ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
+        assert_eq!(checksum_to_hex(&b64), Some(d));
+        assert_eq!(
+            checksum_to_hex("ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=-3"),
+            None
+        );
+        assert_eq!(checksum_to_hex("bm90IDMyIGJ5dGVz"), None);
+    }
+
+    #[test]
+    fn path_style_follows_endpoint() {
+        let mut a = S3Args::default();
+        assert!(!a.path_style());
+        a.endpoint_url = Some("http://127.0.0.1:9000".into());
+        assert!(a.path_style());
+        a.addressing = Addressing::Virtual;
+        assert!(!a.path_style());
+    }
+
+    #[tokio::test]
+    async fn bad_endpoint_is_usage_error() {
+        let a = S3Args {
+            endpoint_url: Some("ftp://user:pw@host".into()),
+            ..S3Args::default()
+        };
+        let e = a.client().await.unwrap_err();
+        assert_eq!(e.exit_status(), kubestyle_manifest::ExitStatus::Usage);
+        assert!(!e.to_string().contains("pw"), "{e}");
+    }
+}

@@ -1,0 +1,514 @@
+//! The `upload` stage.
+//!
+//! * `upload publish`: every output of the given manifests, the manifests themselves and a
+//!   `SHA256SUMS` file go to `<to>/<run_id>/…`, keeping the volume's relative layout, so that
+//!   `sha256sum -c SHA256SUMS` works in a copy of that prefix.
+//! * `upload push`: local files or directories to a prefix, only where absent (the "up" half of
+//!   the seeds' up/down).
+//!
+//! Both plan first: every key is checked (HEAD) before anything is written. Identical objects
+//! are skipped, a different object at a key is a conflict (exit 7) unless `--overwrite`. After
+//! the transfers every object is HEADed again and its size and SHA-256 checked. Every S3 object
+//! carries its SHA-256 as `x-amz-meta-sha256` and, for single-part uploads, as the S3 SHA-256
+//! checksum.
+
+pub mod dest;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytesize::ByteSize;
+use chrono::Utc;
+use futures::{StreamExt, TryStreamExt};
+use kubestyle_manifest::atomic::{Clobber, write_atomic};
+use kubestyle_manifest::location::validate_relative_path;
+use kubestyle_manifest::manifest::{cache_key, manifest_path, media_type_for, validate_run_id};
+use kubestyle_manifest::{
+    Artifact, ArtifactKind, Component, Location, Manifest, SCHEMA_ID, StageError, sha256_file,
+};
+use kubestyle_s3::S3Args;
+use serde_json::{Map, Value, json};
+
+pub use dest::{Dest, Item, Remote, Transfer};
+
+pub const STAGE: &str = "upload";
+const MIN_PART: u64 = 5 * 1024 * 1024;
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "upload", version, about = "Publish kubestyle results to S3 (or a directory)", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Publish a run: the manifests' outputs, the manifests and SHA256SUMS under <TO>/<run-id>/.
+    Publish(PublishArgs),
+    /// Push local files or directories to a prefix where they are absent.
+    Push(PushArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TransferArgs {
+    /// Objects at least this large are sent as multipart uploads.
+    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
+    pub multipart_threshold: ByteSize,
+    /// Part size for multipart uploads (at least 5MiB, the S3 minimum).
+    #[arg(long, default_value = "16MiB", value_name = "SIZE")]
+    pub part_size: ByteSize,
+    /// Uploads in flight at once.
+    #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    /// Replace objects that differ instead of failing with a conflict.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl TransferArgs {
+    fn transfer(&self) -> Result<Transfer, StageError> {
+        let part_size = self.part_size.as_u64();
+        if part_size < MIN_PART {
+            return Err(StageError::Usage(format!(
+                "--part-size must be at least 5MiB, got {}",
+                self.part_size
+            )));
+        }
+        Ok(Transfer {
+            multipart_threshold: self.multipart_threshold.as_u64().max(1),
+            part_size,
+        })
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PublishArgs {
+    /// A stage manifest whose outputs to publish. Repeatable; all must share one run id.
+    #[arg(long = "manifest", required = true, value_name = "FILE")]
+    pub manifests: Vec<PathBuf>,
+    /// Destination: `s3://bucket/prefix` or a local directory. The run goes to `<TO>/<run-id>/`.
+    #[arg(long, value_name = "URI")]
+    pub to: String,
+    /// Root of the shared volume (manifest paths are relative to it).
+    #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
+    pub volume: PathBuf,
+    /// Write the receipt manifest here (default `<volume>/runs/<run-id>/upload.manifest.json`).
+    #[arg(long, value_name = "FILE")]
+    pub receipt: Option<PathBuf>,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PushArgs {
+    /// Local files or directories (a directory's files keep their layout under its name).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Destination prefix: `s3://bucket/prefix/` or a local directory.
+    #[arg(long, value_name = "URI")]
+    pub to: String,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// What happened to one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Uploaded,
+    Unchanged,
+    Replaced,
+}
+
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub item: Item,
+    pub uri: String,
+    pub status: Status,
+    pub etag: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub published: Vec<Published>,
+    pub receipt: Option<PathBuf>,
+}
+
+impl Report {
+    pub fn count(&self, s: Status) -> usize {
+        self.published.iter().filter(|p| p.status == s).count()
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<Report, StageError> {
+    match cli.command {
+        Command::Publish(a) => publish(a).await,
+        Command::Push(a) => push(a).await,
+    }
+}
+
+pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
+    let started_at = Utc::now();
+    let transfer = args.transfer.transfer()?;
+    args.to.parse::<Location>()?;
+    let volume = args
+        .volume
+        .canonicalize()
+        .map_err(|e| StageError::Usage(format!("volume {}: {e}", args.volume.display())))?;
+
+    // Read and check everything local first.
+    let mut run_id: Option<String> = None;
+    let mut items: BTreeMap<String, Item> = BTreeMap::new();
+    let mut inputs = Vec::new();
+    for mpath in &args.manifests {
+        let m = Manifest::read(mpath, &volume)?;
+        match &run_id {
+            None => run_id = Some(m.run_id.clone()),
+            Some(r) if *r != m.run_id => {
+                return Err(StageError::InputInvalid(format!(
+                    "{} belongs to run {:?}, the other manifests to {r:?}",
+                    mpath.display(),
+                    m.run_id
+                )));
+            }
+            Some(_) => {}
+        }
+        for a in &m.outputs {
+            a.verify(&volume).map_err(|e| match e {
+                StageError::Integrity(msg) => {
+                    StageError::Integrity(format!("{}: {msg}", mpath.display()))
+                }
+                other => other,
+            })?;
+            add_item(
+                &mut items,
+                Item {
+                    key: a.path.clone(),
+                    local: a.abs_path(&volume),
+                    sha256: a.sha256.clone(),
+                    bytes: a.bytes,
+                    media_type: a.media_type.clone(),
+                },
+            )?;
+        }
+        let rel = relative_to(&volume, mpath)?;
+        let file_name = Path::new(&rel)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| rel.clone());
+        let art = Artifact::from_file(
+            &volume,
+            &rel,
+            format!("manifests/{file_name}"),
+            ArtifactKind::Other,
+        )?;
+        add_item(
+            &mut items,
+            Item {
+                key: format!("manifests/{file_name}"),
+                local: volume.join(&rel),
+                sha256: art.sha256.clone(),
+                bytes: art.bytes,
+                media_type: "application/json".into(),
+            },
+        )?;
+        inputs.push(art);
+    }
+    let run_id = run_id.ok_or_else(|| StageError::Usage("no manifests given".into()))?;
+    validate_run_id(&run_id)?;
+
+    // SHA256SUMS over everything published, written to the volume beside the manifests.
+    let sums_rel = format!("runs/{run_id}/SHA256SUMS");
+    let sums: String = items
+        .values()
+        .map(|i| format!("{}  {}\n", i.sha256, i.key))
+        .collect();
+    write_atomic(volume.join(&sums_rel), sums.as_bytes(), Clobber::Replace)?;
+    let sums_art = Artifact::from_file(&volume, &sums_rel, "SHA256SUMS", ArtifactKind::Other)?;
+    add_item(
+        &mut items,
+        Item {
+            key: "SHA256SUMS".into(),
+            local: volume.join(&sums_rel),
+            sha256: sums_art.sha256.clone(),
+            bytes: sums_art.bytes,
+            media_type: "text/plain".into(),
+        },
+    )?;
+
+    let dest = Dest::open(&args.to, Some(&run_id), &args.s3).await?;
+    let items: Vec<Item> = items.into_values().collect();
+    let published = transfer_all(&dest, items, &args.transfer, transfer).await?;
+
+    // Receipt manifest, last.
+    let mut outputs = Vec::new();
+    for p in &published {
+        let rel = relative_to(&volume, &p.item.local)?;
+        let mut attributes = Map::new();
+        attributes.insert("uri".into(), Value::String(p.uri.clone()));
+        attributes.insert("key".into(), Value::String(p.item.key.clone()));
+        if let Some(e) = &p.etag {
+            attributes.insert("etag".into(), Value::String(e.clone()));
+        }
+        attributes.insert(
+            "status".into(),
+            Value::String(
+                match p.status {
+                    Status::Uploaded => "uploaded",
+                    Status::Unchanged => "unchanged",
+                    Status::Replaced => "replaced",
+                }
+                .into(),
+            ),
+        );
+        outputs.push(Artifact {
+            name: p.item.key.clone(),
+            kind: ArtifactKind::guess(&p.item.key),
+            path: rel,
+            sha256: p.item.sha256.clone(),
+            bytes: p.item.bytes,
+            media_type: p.item.media_type.clone(),
+            source: None,
+            attributes,
+        });
+    }
+    let params = match json!({
+        "to": args.to,
+        "destination": dest.uri(""),
+        "overwrite": args.transfer.overwrite,
+    }) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let input_digests: Vec<String> = inputs.iter().map(|a| a.sha256.to_string()).collect();
+    let receipt = Manifest {
+        schema: SCHEMA_ID.into(),
+        stage: STAGE.into(),
+        run_id: run_id.clone(),
+        component: Component {
+            name: STAGE.into(),
+            version: version.into(),
+        },
+        started_at,
+        finished_at: Utc::now(),
+        cache_key: cache_key(STAGE, version, &params, &input_digests),
+        params,
+        inputs,
+        outputs,
+    };
+    let receipt_path = args
+        .receipt
+        .clone()
+        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    receipt.write(&receipt_path)?;
+    let report = Report {
+        published,
+        receipt: Some(receipt_path),
+    };
+    log_report(&report, &dest.uri(""));
+    Ok(report)
+}
+
+pub async fn push(args: PushArgs) -> Result<Report, StageError> {
+    let transfer = args.transfer.transfer()?;
+    args.to.parse::<Location>()?;
+    let mut items = BTreeMap::new();
+    let mut missing = Vec::new();
+    for p in &args.paths {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => {
+                let base = p
+                    .canonicalize()
+                    .ok()
+                    .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_default();
+                for rel in
+                    kubestyle_manifest::files::walk_files(p).map_err(|e| StageError::io(p, e))?
+                {
+                    add_item(
+                        &mut items,
+                        local_item(&p.join(&rel), format!("{base}/{rel}"))?,
+                    )?;
+                }
+            }
+            Ok(_) => {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                add_item(&mut items, local_item(p, name)?)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push(format!("{} does not exist", p.display()));
+            }
+            Err(e) => return Err(StageError::io(p, e)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(StageError::InputMissing(missing));
+    }
+    let dest = Dest::open(&args.to, None, &args.s3).await?;
+    let published = transfer_all(
+        &dest,
+        items.into_values().collect(),
+        &args.transfer,
+        transfer,
+    )
+    .await?;
+    let report = Report {
+        published,
+        receipt: None,
+    };
+    log_report(&report, &dest.uri(""));
+    Ok(report)
+}
+
+fn log_report(r: &Report, dest: &str) {
+    tracing::info!(
+        "{} objects at {dest}: {} uploaded, {} unchanged, {} replaced",
+        r.published.len(),
+        r.count(Status::Uploaded),
+        r.count(Status::Unchanged),
+        r.count(Status::Replaced)
+    );
+}
+
+fn local_item(path: &Path, key: String) -> Result<Item, StageError> {
+    validate_relative_path(&key).map_err(StageError::InputInvalid)?;
+    let (sha256, bytes) = sha256_file(path)?;
+    Ok(Item {
+        media_type: media_type_for(&key),
+        key,
+        local: path.to_path_buf(),
+        sha256,
+        bytes,
+    })
+}
+
+fn add_item(items: &mut BTreeMap<String, Item>, item: Item) -> Result<(), StageError> {
+    if let Some(prev) = items.get(&item.key) {
+        if prev.sha256 != item.sha256 {
+            return Err(StageError::InputInvalid(format!(
+                "two different files would be published as {}: {} and {}",
+                item.key,
+                prev.local.display(),
+                item.local.display()
+            )));
+        }
+        return Ok(());
+    }
+    items.insert(item.key.clone(), item);
+    Ok(())
+}
+
+fn relative_to(volume: &Path, p: &Path) -> Result<String, StageError> {
+    let abs = p.canonicalize().map_err(|e| StageError::read(p, e))?;
+    let rel = abs.strip_prefix(volume).map_err(|_| {
+        StageError::InputInvalid(format!(
+            "{} is outside the volume {}",
+            p.display(),
+            volume.display()
+        ))
+    })?;
+    Ok(rel.to_string_lossy().into_owned())
+}
+
+/// Plan (HEAD every key), refuse conflicts, transfer, verify.
+async fn transfer_all(
+    dest: &Dest,
+    items: Vec<Item>,
+    args: &TransferArgs,
+    t: Transfer,
+) -> Result<Vec<Published>, StageError> {
+    let jobs = args.jobs as usize;
+    let heads: Vec<(Item, Option<Remote>)> =
+        futures::stream::iter(items.into_iter().map(|i| async move {
+            let r = dest.head(&i.key).await?;
+            Ok::<_, StageError>((i, r))
+        }))
+        .buffered(jobs)
+        .try_collect()
+        .await?;
+    let mut conflicts = Vec::new();
+    let mut plan = Vec::new();
+    for (item, remote) in heads {
+        let status = match remote {
+            None => Status::Uploaded,
+            Some(r) if r.size == item.bytes && r.sha256.as_ref() == Some(&item.sha256) => {
+                Status::Unchanged
+            }
+            Some(r) => {
+                if !args.overwrite {
+                    conflicts.push(format!(
+                        "{} already exists with different content ({} bytes, sha256 {})",
+                        dest.uri(&item.key),
+                        r.size,
+                        r.sha256
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "unknown".into())
+                    ));
+                }
+                Status::Replaced
+            }
+        };
+        plan.push((item, status));
+    }
+    if !conflicts.is_empty() {
+        conflicts.push("nothing was uploaded; use --overwrite to replace them".into());
+        return Err(StageError::Conflict(conflicts));
+    }
+    let published: Vec<Published> =
+        futures::stream::iter(plan.into_iter().map(|(item, status)| async move {
+            let uri = dest.uri(&item.key);
+            let etag = if status == Status::Unchanged {
+                tracing::info!("unchanged {uri}");
+                None
+            } else {
+                let e = dest.put(&item, t).await?;
+                tracing::info!(
+                    "{} {uri} ({} bytes)",
+                    if status == Status::Replaced {
+                        "replaced"
+                    } else {
+                        "uploaded"
+                    },
+                    item.bytes
+                );
+                e
+            };
+            Ok::<_, StageError>(Published {
+                item,
+                uri,
+                status,
+                etag,
+            })
+        }))
+        .buffered(jobs)
+        .try_collect()
+        .await?;
+    // Verify what the destination now holds.
+    let verified: Vec<Published> =
+        futures::stream::iter(published.into_iter().map(|mut p| async move {
+            let r = dest.head(&p.item.key).await?.ok_or_else(|| {
+                StageError::Integrity(format!("{} is missing right after upload", p.uri))
+            })?;
+            if r.size != p.item.bytes || r.sha256.as_ref() != Some(&p.item.sha256) {
+                return Err(StageError::Integrity(format!(
+                    "{}: destination has {} bytes / sha256 {:?}, expected {} bytes / {}",
+                    p.uri, r.size, r.sha256, p.item.bytes, p.item.sha256
+                )));
+            }
+            if p.etag.is_none() {
+                p.etag = r.etag;
+            }
+            Ok::<_, StageError>(p)
+        }))
+        .buffered(jobs)
+        .try_collect()
+        .await?;
+    Ok(verified)
+}

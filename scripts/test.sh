@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every kubestyle test on a fresh machine.
+#
+# Installs what the tests need into .venv (moto's S3 server), starts moto_server on a free
+# 127.0.0.1 port, then runs rustfmt, clippy and the whole cargo test suite against it, and stops
+# the server. Exits non-zero on any failure.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -p download     # extra arguments go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# --- Python tools (moto) --------------------------------------------------------------------
+venv=${KUBESTYLE_VENV:-$root/.venv}
+stamp="$venv/.kubestyle-requirements"
+if [ ! -x "$venv/bin/python" ]; then
+  log "creating $venv"
+  python3 -m venv "$venv"
+fi
+if ! cmp -s scripts/requirements-test.txt "$stamp"; then
+  log "installing test tools (moto) into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+  cp scripts/requirements-test.txt "$stamp"
+fi
+
+# --- S3 server --------------------------------------------------------------------------------
+port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+moto_log=$(mktemp -t kubestyle-moto.XXXXXX.log)
+"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+moto_pid=$!
+cleanup() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; rm -f "$moto_log"; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  if "$venv/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" 2>/dev/null; then
+    break
+  fi
+  if ! kill -0 "$moto_pid" 2>/dev/null; then
+    cat "$moto_log" >&2; echo "moto_server did not start" >&2; exit 1
+  fi
+  sleep 0.2
+done
+log "moto S3 server on http://127.0.0.1:$port"
+
+export KUBESTYLE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+# Dummy credentials for moto; keep the developer's real AWS config out of the tests.
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+unset AWS_PROFILE AWS_SESSION_TOKEN AWS_ENDPOINT_URL || true
+
+# --- Rust -------------------------------------------------------------------------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --workspace --locked --no-fail-fast "$@"
