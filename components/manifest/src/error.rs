@@ -169,3 +169,23 @@ mod tests {
         assert_eq!(e.to_string(), "input missing: s3://b/a; s3://b/c");
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::ExitStatus;
+
+    /// The README's exit-code table is the user's documentation of this enum.
+    #[test]
+    fn readme_table_matches_codes() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .expect("README.md");
+        for s in ExitStatus::ALL {
+            let row = format!("| {} | {} |", s.code(), s.name());
+            assert!(
+                readme.contains(&row),
+                "README.md lacks the exit-code row {row:?}"
+            );
+        }
+    }
+}

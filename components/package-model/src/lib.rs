@@ -1,0 +1,334 @@
+//! The `package-model` stage.
+//!
+//! Reads style-transfer weights — PyTorch `.pth` (zip and legacy pickle formats), `.safetensors`
+//! or the MultiStyle26 ONNX graph — checks that every tensor the architecture needs is present
+//! with the right shape and nothing unexpected remains (legacy InstanceNorm running statistics
+//! are dropped), and writes a package directory: `model.bpk` (burnpack weights) and
+//! `model.json` (the model card: architecture, style names, parameter count, source URI and
+//! SHA-256). The stage manifest is written last.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use chrono::Utc;
+use kubestyle_manifest::location::validate_relative_path;
+use kubestyle_manifest::manifest::{cache_key, manifest_path, new_run_id, validate_run_id};
+use kubestyle_manifest::{
+    Artifact, ArtifactKind, Component, Manifest, SCHEMA_ID, StageError, sha256_file,
+};
+use kubestyle_models::package::{ModelCard, PACKAGE_FORMAT, SourceInfo, WeightsInfo};
+use kubestyle_models::{Architecture, Network, read_weights, write_package};
+use serde_json::{Map, Value, json};
+
+pub const STAGE: &str = "package-model";
+
+/// Package style-transfer weights for `stylize`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "package-model", version, about, long_about = None)]
+pub struct Args {
+    /// Weight files (.pth/.pt, .safetensors, .onnx). Default: every model artifact of the
+    /// run's download manifest (or of --from-manifest).
+    #[arg(value_name = "WEIGHTS")]
+    pub weights: Vec<PathBuf>,
+    /// Take the weight files from this manifest's model outputs.
+    #[arg(long, value_name = "FILE")]
+    pub from_manifest: Option<PathBuf>,
+    /// Architecture; `auto` recognises it from the tensor names.
+    #[arg(
+        long,
+        default_value = "auto",
+        value_name = "auto|transformer-net|multistyle26"
+    )]
+    pub architecture: String,
+    /// Style names, comma-separated, one per style (default: the file name for TransformerNet,
+    /// `style-00`..`style-25` for MultiStyle26, whose authors never named them).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub style_names: Vec<String>,
+    /// Root of the shared volume.
+    #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
+    pub volume: PathBuf,
+    /// Directory under the volume for packages (`<out>/<weights file stem>/`).
+    #[arg(long, default_value = "models", value_name = "REL")]
+    pub out: String,
+    #[arg(long, env = "KUBESTYLE_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Write the manifest here (default `<volume>/runs/<run-id>/package-model.manifest.json`).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Summary {
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+    pub cards: Vec<ModelCard>,
+}
+
+/// One weight file to package.
+#[derive(Debug, Clone)]
+struct Input {
+    path: PathBuf,
+    /// What to record as its origin (the download source when known).
+    uri: String,
+    /// Input artifact when the file is on the volume.
+    artifact: Option<Artifact>,
+}
+
+pub fn run(args: Args) -> Result<Summary, StageError> {
+    let started_at = Utc::now();
+    let volume = args
+        .volume
+        .canonicalize()
+        .map_err(|e| StageError::Usage(format!("volume {}: {e}", args.volume.display())))?;
+    let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
+    validate_run_id(&run_id)?;
+    validate_relative_path(&args.out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
+    let forced_arch = match args.architecture.as_str() {
+        "auto" => None,
+        s => Some(Architecture::parse(s).ok_or_else(|| {
+            StageError::Usage(format!(
+                "unknown --architecture {s:?} (auto, transformer-net, multistyle26)"
+            ))
+        })?),
+    };
+    let inputs = gather_inputs(&args, &volume, &run_id)?;
+    if inputs.len() > 1 && !args.style_names.is_empty() {
+        return Err(StageError::Usage(
+            "--style-names applies to a single weight file".into(),
+        ));
+    }
+
+    // Read and check every input before writing any package.
+    let device = Device::flex();
+    let mut prepared = Vec::new();
+    for input in &inputs {
+        let (mut map, format) = read_weights(&input.path)?;
+        let arch = match (forced_arch, Architecture::detect(&map)) {
+            (Some(a), _) => a,
+            (None, Some(a)) => a,
+            (None, None) => {
+                return Err(StageError::InputInvalid(format!(
+                    "{}: not a known style-transfer network (no conv1.conv2d.weight or contract.0.w tensor)",
+                    input.path.display()
+                )));
+            }
+        };
+        let dropped = arch.check(&mut map).map_err(|e| {
+            StageError::InputInvalid(format!(
+                "{}: {}",
+                input.path.display(),
+                e.to_string().trim_start_matches("input invalid: ")
+            ))
+        })?;
+        let stem = stem(&input.path);
+        let styles = style_names(arch, &stem, &args.style_names)?;
+        let net = Network::from_checked(arch, &mut map, &device);
+        let (sha256, _) = sha256_file(&input.path)?;
+        let card = ModelCard {
+            format: PACKAGE_FORMAT.into(),
+            architecture: arch,
+            styles,
+            parameters: net.num_params() as u64,
+            source: SourceInfo {
+                uri: input.uri.clone(),
+                sha256,
+                format,
+            },
+            weights: WeightsInfo {
+                file: String::new(),
+                sha256: kubestyle_manifest::sha256_bytes(b""),
+                bytes: 0,
+            },
+            dropped_keys: dropped,
+            kubestyle_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        prepared.push((stem, net, card));
+    }
+    let mut stems: Vec<&str> = prepared.iter().map(|(s, _, _)| s.as_str()).collect();
+    stems.sort();
+    if let Some(w) = stems.windows(2).find(|w| w[0] == w[1]) {
+        return Err(StageError::InputInvalid(format!(
+            "two weight files would both be packaged as {:?}",
+            w[0]
+        )));
+    }
+
+    let mut outputs = Vec::new();
+    let mut cards = Vec::new();
+    for (stem, net, card) in prepared {
+        let rel_dir = format!("{}/{stem}", args.out);
+        let card = write_package(&volume.join(&rel_dir), &net, card)?;
+        tracing::info!(
+            "packaged {} ({}, {} styles, {} parameters, from {}) -> {rel_dir}",
+            card.source.uri,
+            card.architecture.name(),
+            card.styles.len(),
+            card.parameters,
+            card.source.format.name()
+        );
+        let mut attrs = Map::new();
+        attrs.insert(
+            "architecture".into(),
+            Value::String(card.architecture.name().into()),
+        );
+        attrs.insert("styles".into(), json!(card.styles));
+        attrs.insert("package".into(), Value::String(rel_dir.clone()));
+        for (file, kind) in [
+            ("model.bpk", ArtifactKind::Model),
+            ("model.json", ArtifactKind::Package),
+        ] {
+            let rel = format!("{rel_dir}/{file}");
+            let mut a = Artifact::from_file(&volume, &rel, format!("{stem}/{file}"), kind)?;
+            a.attributes = attrs.clone();
+            outputs.push(a);
+        }
+        cards.push(card);
+    }
+    let params = match json!({
+        "architecture": args.architecture,
+        "style_names": args.style_names,
+        "out": args.out,
+    }) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let digests: Vec<String> = cards.iter().map(|c| c.source.sha256.to_string()).collect();
+    let version = env!("CARGO_PKG_VERSION");
+    let manifest = Manifest {
+        schema: SCHEMA_ID.into(),
+        stage: STAGE.into(),
+        run_id: run_id.clone(),
+        component: Component {
+            name: STAGE.into(),
+            version: version.into(),
+        },
+        started_at,
+        finished_at: Utc::now(),
+        cache_key: cache_key(STAGE, version, &params, &digests),
+        params,
+        inputs: inputs.into_iter().filter_map(|i| i.artifact).collect(),
+        outputs,
+    };
+    let manifest_path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    manifest.write(&manifest_path)?;
+    Ok(Summary {
+        manifest_path,
+        manifest,
+        cards,
+    })
+}
+
+fn stem(p: &Path) -> String {
+    let s = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    clean.trim_start_matches('.').to_string()
+}
+
+fn style_names(
+    arch: Architecture,
+    stem: &str,
+    given: &[String],
+) -> Result<Vec<String>, StageError> {
+    let n = arch.num_styles();
+    if !given.is_empty() {
+        if given.len() != n {
+            return Err(StageError::Usage(format!(
+                "--style-names: {} names for a {} network with {n} styles",
+                given.len(),
+                arch.name()
+            )));
+        }
+        return Ok(given.to_vec());
+    }
+    Ok(match arch {
+        Architecture::TransformerNet => vec![stem.to_string()],
+        Architecture::MultiStyle26 => (0..n).map(|i| format!("style-{i:02}")).collect(),
+    })
+}
+
+fn gather_inputs(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<Input>, StageError> {
+    let mut out = Vec::new();
+    let mut missing = Vec::new();
+    for p in &args.weights {
+        let abs = if p.is_absolute() {
+            p.clone()
+        } else {
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.clone())
+        };
+        match abs.canonicalize() {
+            Ok(c) => {
+                let artifact = match c.strip_prefix(volume) {
+                    Ok(rel) => {
+                        let rel = rel.to_string_lossy().into_owned();
+                        Some(Artifact::from_file(
+                            volume,
+                            &rel,
+                            rel.clone(),
+                            ArtifactKind::Model,
+                        )?)
+                    }
+                    Err(_) => None,
+                };
+                out.push(Input {
+                    uri: p.display().to_string(),
+                    path: c,
+                    artifact,
+                });
+            }
+            Err(_) => missing.push(format!("{} does not exist", p.display())),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(StageError::InputMissing(missing));
+    }
+    if !args.weights.is_empty() {
+        return Ok(out);
+    }
+    let mpath = args
+        .from_manifest
+        .clone()
+        .unwrap_or_else(|| manifest_path(volume, run_id, "download"));
+    let m = Manifest::read(&mpath, volume).map_err(|e| match e {
+        StageError::InputMissing(_) if args.from_manifest.is_none() => StageError::Usage(format!(
+            "no weight files given and no download manifest at {}",
+            mpath.display()
+        )),
+        other => other,
+    })?;
+    for a in m
+        .outputs
+        .into_iter()
+        .filter(|a| a.kind == ArtifactKind::Model)
+    {
+        a.verify(volume)?;
+        out.push(Input {
+            path: a.abs_path(volume),
+            uri: a.source.clone().unwrap_or_else(|| a.path.clone()),
+            artifact: Some(a),
+        });
+    }
+    if out.is_empty() {
+        return Err(StageError::InputMissing(vec![format!(
+            "{} lists no model files",
+            mpath.display()
+        )]));
+    }
+    Ok(out)
+}

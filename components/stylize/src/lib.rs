@@ -1,0 +1,553 @@
+//! The `stylize` stage: packaged networks × images × styles → stylised images.
+//!
+//! Inputs come from flags or from the run's manifests (package-model's packages, download's
+//! images). Everything is checked before the first forward pass: packages load and verify,
+//! every `--style` resolves, every image decodes within the pixel limit. Each output keeps its
+//! input's format and suffix (or `--format`), is written atomically, and is recorded in the
+//! manifest with its size, style, backend, device and forward-pass time. The manifest is last.
+
+pub mod image_io;
+pub mod style;
+pub mod tiles;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use chrono::Utc;
+use kubestyle_manifest::location::validate_relative_path;
+use kubestyle_manifest::manifest::{cache_key, manifest_path, new_run_id, validate_run_id};
+use kubestyle_manifest::{Artifact, ArtifactKind, Component, Manifest, SCHEMA_ID, StageError};
+use kubestyle_models::{ModelCard, Network, crop, load_package, pad_to_multiple};
+use serde_json::{Map, Value, json};
+
+pub use image_io::OutFormat;
+pub use style::{Style, parse_style};
+
+pub const STAGE: &str = "stylize";
+
+/// Apply packaged style-transfer networks to images.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "stylize", version, about, long_about = None)]
+pub struct Args {
+    /// Images (files or directories). Default: the image outputs of the run's download manifest.
+    #[arg(long = "image", value_name = "PATH")]
+    pub images: Vec<PathBuf>,
+    /// Model packages (directories with model.json). Default: the run's package-model manifest.
+    #[arg(long = "package", value_name = "DIR")]
+    pub packages: Vec<PathBuf>,
+    /// Style: an index (`7`), a name (`style-07`, `candy`) or a blend (`3:0.5,12:0.5`).
+    /// Repeatable. Default: style 0 of each package.
+    #[arg(long = "style", value_name = "SPEC")]
+    pub styles: Vec<String>,
+    /// Longest edge in pixels; larger images are scaled down (aspect kept).
+    #[arg(long, value_name = "N")]
+    pub max_size: Option<u32>,
+    /// Refuse images with more pixels than this (decompression bombs).
+    #[arg(long, default_value_t = 100_000_000, value_name = "N")]
+    pub max_pixels: u64,
+    /// Images with more pixels than this are processed in overlapping tiles.
+    #[arg(long, default_value_t = 4_194_304, value_name = "N")]
+    pub tile_above: u64,
+    /// Tile edge in pixels (a multiple of 4).
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    pub tile: usize,
+    /// Overlap between tiles in pixels.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub overlap: usize,
+    /// Output encoding.
+    #[arg(long, value_enum, default_value_t = OutFormat::Keep)]
+    pub format: OutFormat,
+    /// `auto` (a usable GPU, else the CPU), `cpu`, or `cuda[:N]` (needs the tch build).
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
+    pub device: String,
+    /// `auto` (libtorch when built with the `tch` feature, else flex), `flex` or `tch`.
+    #[arg(long, default_value = "auto", value_name = "auto|flex|tch")]
+    pub backend: String,
+    /// Root of the shared volume.
+    #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
+    pub volume: PathBuf,
+    /// Directory under the volume for results: `<out>/<package>/<style>/<image>`.
+    #[arg(long, default_value = "styled", value_name = "REL")]
+    pub out: String,
+    #[arg(long, env = "KUBESTYLE_RUN_ID", value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Write the manifest here (default `<volume>/runs/<run-id>/stylize.manifest.json`).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
+/// The compute device and how to describe it.
+#[derive(Debug, Clone)]
+pub struct Compute {
+    pub device: Device,
+    pub backend: &'static str,
+    pub name: String,
+}
+
+/// Resolve `--backend` and `--device`. The default build has the pure-Rust CPU backend
+/// (burn-flex) only; the `tch` build adds libtorch on the CPU or on CUDA GPUs.
+pub fn select_device(backend: &str, spec: &str) -> Result<Compute, StageError> {
+    let flex = || Compute {
+        device: Device::flex(),
+        backend: "flex",
+        name: "cpu".into(),
+    };
+    let cuda_index = match spec {
+        "auto" | "cpu" => None,
+        "cuda" => Some(0usize),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => Some(i),
+            _ => {
+                return Err(StageError::Usage(format!(
+                    "--device {s:?}: expected auto, cpu or cuda[:N]"
+                )));
+            }
+        },
+    };
+    match backend {
+        "flex" => match cuda_index {
+            None => Ok(flex()),
+            Some(_) => Err(StageError::Usage(format!(
+                "--device {spec}: the flex backend runs on the CPU only"
+            ))),
+        },
+        "auto" | "tch" => {
+            #[cfg(feature = "tch")]
+            {
+                tch_device(spec, cuda_index)
+            }
+            #[cfg(not(feature = "tch"))]
+            {
+                if backend == "tch" {
+                    return Err(StageError::Usage(
+                        "--backend tch: this build has no libtorch backend (build stylize with --features tch)".into(),
+                    ));
+                }
+                match cuda_index {
+                    None => Ok(flex()),
+                    Some(_) => Err(StageError::Usage(format!(
+                        "--device {spec}: this build has no GPU backend (build stylize with --features tch)"
+                    ))),
+                }
+            }
+        }
+        other => Err(StageError::Usage(format!(
+            "--backend {other:?}: expected auto, flex or tch"
+        ))),
+    }
+}
+
+#[cfg(feature = "tch")]
+#[allow(deprecated)]
+fn tch_device(spec: &str, cuda_index: Option<usize>) -> Result<Compute, StageError> {
+    let gpus = tch::Cuda::device_count().max(0) as usize;
+    match (spec, cuda_index) {
+        ("auto", _) if gpus > 0 => Ok(Compute {
+            device: Device::libtorch_cuda(0usize),
+            backend: "tch",
+            name: "cuda:0".into(),
+        }),
+        (_, None) => Ok(Compute {
+            device: Device::libtorch(),
+            backend: "tch",
+            name: "cpu".into(),
+        }),
+        (_, Some(i)) if i < gpus => Ok(Compute {
+            device: Device::libtorch_cuda(i),
+            backend: "tch",
+            name: format!("cuda:{i}"),
+        }),
+        (_, Some(i)) => Err(StageError::Usage(format!(
+            "--device {spec}: no CUDA device {i} (libtorch sees {gpus} GPU{})",
+            if gpus == 1 { "" } else { "s" }
+        ))),
+    }
+}
+
+/// One image to stylise.
+#[derive(Debug, Clone)]
+struct ImageInput {
+    abs: PathBuf,
+    /// Path under the output directory (keeps inputs with equal names apart).
+    rel_out: String,
+    artifact: Option<Artifact>,
+}
+
+struct Loaded {
+    dir_name: String,
+    card: ModelCard,
+    net: Network,
+    styles: Vec<Style>,
+    artifact: Vec<Artifact>,
+}
+
+#[derive(Debug)]
+pub struct Summary {
+    pub manifest_path: PathBuf,
+    pub manifest: Manifest,
+}
+
+pub fn run(args: Args) -> Result<Summary, StageError> {
+    let started_at = Utc::now();
+    let volume = args
+        .volume
+        .canonicalize()
+        .map_err(|e| StageError::Usage(format!("volume {}: {e}", args.volume.display())))?;
+    let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
+    validate_run_id(&run_id)?;
+    validate_relative_path(&args.out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
+    if !args.tile.is_multiple_of(4) || args.tile < 64 || args.overlap * 2 >= args.tile {
+        return Err(StageError::Usage(
+            "--tile must be a multiple of 4, at least 64, and more than twice --overlap".into(),
+        ));
+    }
+    let compute = select_device(&args.backend, &args.device)?;
+    tracing::info!("backend {} on {}", compute.backend, compute.name);
+
+    // Everything is loaded and checked before the first forward pass.
+    let packages = load_packages(&args, &volume, &run_id, &compute)?;
+    let images = gather_images(&args, &volume, &run_id)?;
+    let mut decoded = Vec::new();
+    for img in &images {
+        decoded.push(image_io::load(&img.abs, args.max_pixels, args.max_size)?);
+    }
+
+    let mut outputs = Vec::new();
+    for pkg in &packages {
+        for style in &pkg.styles {
+            for (img, planar) in images.iter().zip(&decoded) {
+                let ext = img
+                    .abs
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or("png")
+                    .to_string();
+                let (format, ext) = image_io::choose(args.format, planar.format, &ext);
+                let stem_rel = img
+                    .rel_out
+                    .rsplit_once('.')
+                    .map(|(s, _)| s)
+                    .unwrap_or(&img.rel_out);
+                let rel = format!(
+                    "{}/{}/{}/{stem_rel}.{ext}",
+                    args.out, pkg.dir_name, style.label
+                );
+                validate_relative_path(&rel).map_err(StageError::InputInvalid)?;
+                let t0 = Instant::now();
+                let (rgb, tiles) =
+                    stylize_planar(&pkg.net, planar, &style.weights, &compute.device, &args)?;
+                let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                image_io::save(
+                    &volume.join(&rel),
+                    planar.width,
+                    planar.height,
+                    &rgb,
+                    planar.alpha.as_deref(),
+                    format,
+                )?;
+                tracing::info!(
+                    "{} × {} → {rel} ({}x{}, {ms:.0} ms{})",
+                    img.abs.display(),
+                    style.label,
+                    planar.width,
+                    planar.height,
+                    if tiles > 1 {
+                        format!(", {tiles} tiles")
+                    } else {
+                        String::new()
+                    }
+                );
+                let mut a = Artifact::from_file(&volume, &rel, rel.clone(), ArtifactKind::Styled)?;
+                let mut attrs = Map::new();
+                attrs.insert(
+                    "input".into(),
+                    json!(
+                        img.artifact
+                            .as_ref()
+                            .map(|a| a.path.clone())
+                            .unwrap_or_else(|| img.abs.display().to_string())
+                    ),
+                );
+                attrs.insert(
+                    "input_source".into(),
+                    json!(img.artifact.as_ref().and_then(|a| a.source.clone())),
+                );
+                attrs.insert("package".into(), json!(pkg.dir_name));
+                attrs.insert("architecture".into(), json!(pkg.card.architecture.name()));
+                attrs.insert("style".into(), json!(style.label));
+                attrs.insert("style_weights".into(), json!(style.parts));
+                attrs.insert("width".into(), json!(planar.width));
+                attrs.insert("height".into(), json!(planar.height));
+                attrs.insert("backend".into(), json!(compute.backend));
+                attrs.insert("device".into(), json!(compute.name));
+                attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
+                attrs.insert("tiles".into(), json!(tiles));
+                a.attributes = attrs;
+                outputs.push(a);
+            }
+        }
+    }
+
+    let mut inputs: Vec<Artifact> = packages.iter().flat_map(|p| p.artifact.clone()).collect();
+    inputs.extend(images.iter().filter_map(|i| i.artifact.clone()));
+    dedupe(&mut inputs);
+    let params = match json!({
+        "styles": args.styles,
+        "max_size": args.max_size,
+        "format": format!("{:?}", args.format).to_lowercase(),
+        "tile_above": args.tile_above,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "out": args.out,
+        "backend": compute.backend,
+    }) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    let digests: Vec<String> = inputs
+        .iter()
+        .map(|a| format!("{}@{}", a.path, a.sha256))
+        .collect();
+    let version = env!("CARGO_PKG_VERSION");
+    let manifest = Manifest {
+        schema: SCHEMA_ID.into(),
+        stage: STAGE.into(),
+        run_id: run_id.clone(),
+        component: Component {
+            name: STAGE.into(),
+            version: version.into(),
+        },
+        started_at,
+        finished_at: Utc::now(),
+        cache_key: cache_key(STAGE, version, &params, &digests),
+        params,
+        inputs,
+        outputs,
+    };
+    let manifest_path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    manifest.write(&manifest_path)?;
+    tracing::info!(
+        "{} images written; manifest {}",
+        manifest.outputs.len(),
+        manifest_path.display()
+    );
+    Ok(Summary {
+        manifest_path,
+        manifest,
+    })
+}
+
+fn dedupe(arts: &mut Vec<Artifact>) {
+    let mut seen = std::collections::BTreeSet::new();
+    arts.retain(|a| seen.insert(a.name.clone()));
+}
+
+/// Run the network on one image (whole, or in tiles above `--tile-above` pixels).
+/// Returns planar RGB in 0..1 and the number of tiles used.
+pub fn stylize_planar(
+    net: &Network,
+    img: &image_io::Planar,
+    style: &[f32],
+    device: &Device,
+    args: &Args,
+) -> Result<(Vec<f32>, usize), StageError> {
+    let (h, w) = (img.height, img.width);
+    let whole = |rgb: Vec<f32>, th: usize, tw: usize| -> Result<Vec<f32>, StageError> {
+        let x = Tensor::<4>::from_data(TensorData::new(rgb, [1, 3, th, tw]), device);
+        let (padded, hw) = pad_to_multiple(x, 4);
+        let y = crop(net.stylize(padded, style)?, hw);
+        y.into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| StageError::Internal(format!("reading the result: {e:?}")))
+    };
+    if (h * w) as u64 <= args.tile_above {
+        return Ok((whole(img.rgb.clone(), h, w)?, 1));
+    }
+    let ys = tiles::starts(h, args.tile, args.overlap);
+    let xs = tiles::starts(w, args.tile, args.overlap);
+    let (plane, mut acc, mut wsum) = (h * w, vec![0f32; 3 * h * w], vec![0f32; h * w]);
+    for &y0 in &ys {
+        let th = args.tile.min(h);
+        for &x0 in &xs {
+            let tw = args.tile.min(w);
+            let mut tile = vec![0f32; 3 * th * tw];
+            for c in 0..3 {
+                for r in 0..th {
+                    let src = c * plane + (y0 + r) * w + x0;
+                    tile[c * th * tw + r * tw..c * th * tw + (r + 1) * tw]
+                        .copy_from_slice(&img.rgb[src..src + tw]);
+                }
+            }
+            let out = whole(tile, th, tw)?;
+            for r in 0..th {
+                let wy = tiles::ramp(r, y0, th, h, args.overlap);
+                for col in 0..tw {
+                    let wgt = wy.min(tiles::ramp(col, x0, tw, w, args.overlap));
+                    let di = (y0 + r) * w + x0 + col;
+                    wsum[di] += wgt;
+                    for c in 0..3 {
+                        acc[c * plane + di] += wgt * out[c * th * tw + r * tw + col];
+                    }
+                }
+            }
+        }
+    }
+    for (i, v) in acc.iter_mut().enumerate() {
+        *v /= wsum[i % plane].max(f32::MIN_POSITIVE);
+    }
+    Ok((acc, ys.len() * xs.len()))
+}
+
+fn load_packages(
+    args: &Args,
+    volume: &Path,
+    run_id: &str,
+    compute: &Compute,
+) -> Result<Vec<Loaded>, StageError> {
+    let mut dirs: Vec<(PathBuf, Vec<Artifact>)> = Vec::new();
+    if args.packages.is_empty() {
+        let mpath = manifest_path(volume, run_id, "package-model");
+        let m = Manifest::read(&mpath, volume).map_err(|e| match e {
+            StageError::InputMissing(_) => StageError::Usage(format!(
+                "no --package given and no package-model manifest at {}",
+                mpath.display()
+            )),
+            other => other,
+        })?;
+        for a in m.outputs {
+            a.verify(volume)?;
+            let Some(dir) = a
+                .attributes
+                .get("package")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            match dirs.iter_mut().find(|(d, _)| *d == volume.join(&dir)) {
+                Some((_, arts)) => arts.push(a),
+                None => dirs.push((volume.join(&dir), vec![a])),
+            }
+        }
+    } else {
+        for p in &args.packages {
+            dirs.push((p.clone(), vec![]));
+        }
+    }
+    let mut out = Vec::new();
+    for (dir, artifact) in dirs {
+        let (card, net) = load_package(&dir, &compute.device)?;
+        let specs: Vec<String> = if args.styles.is_empty() {
+            vec!["0".into()]
+        } else {
+            args.styles.clone()
+        };
+        let styles = specs
+            .iter()
+            .map(|s| parse_style(s, &card.styles))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                StageError::InputInvalid(format!(
+                    "package {}: {}",
+                    dir.display(),
+                    e.to_string().trim_start_matches("input invalid: ")
+                ))
+            })?;
+        let dir_name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        out.push(Loaded {
+            dir_name,
+            card,
+            net,
+            styles,
+            artifact,
+        });
+    }
+    if out.is_empty() {
+        return Err(StageError::InputMissing(vec!["no model packages".into()]));
+    }
+    Ok(out)
+}
+
+fn gather_images(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<ImageInput>, StageError> {
+    let mut out = Vec::new();
+    if args.images.is_empty() {
+        let mpath = manifest_path(volume, run_id, "download");
+        let m = Manifest::read(&mpath, volume).map_err(|e| match e {
+            StageError::InputMissing(_) => StageError::Usage(format!(
+                "no --image given and no download manifest at {}",
+                mpath.display()
+            )),
+            other => other,
+        })?;
+        for a in m
+            .outputs
+            .into_iter()
+            .filter(|a| a.kind == ArtifactKind::Image)
+        {
+            a.verify(volume)?;
+            let rel_out = a
+                .path
+                .strip_prefix("inputs/")
+                .unwrap_or(&a.path)
+                .to_string();
+            out.push(ImageInput {
+                abs: a.abs_path(volume),
+                rel_out,
+                artifact: Some(a),
+            });
+        }
+    } else {
+        let mut missing = Vec::new();
+        for p in &args.images {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => {
+                    for rel in kubestyle_manifest::files::walk_files(p)
+                        .map_err(|e| StageError::io(p, e))?
+                    {
+                        if ArtifactKind::guess(&rel) == ArtifactKind::Image {
+                            out.push(ImageInput {
+                                abs: p.join(&rel),
+                                rel_out: rel,
+                                artifact: None,
+                            });
+                        }
+                    }
+                }
+                Ok(_) => {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    out.push(ImageInput {
+                        abs: p.clone(),
+                        rel_out: name,
+                        artifact: None,
+                    });
+                }
+                Err(_) => missing.push(format!("{} does not exist", p.display())),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(StageError::InputMissing(missing));
+        }
+        let mut names: Vec<&str> = out.iter().map(|i| i.rel_out.as_str()).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StageError::InputInvalid(format!(
+                "two input images are both named {:?}",
+                w[0]
+            )));
+        }
+    }
+    if out.is_empty() {
+        return Err(StageError::InputMissing(vec!["no input images".into()]));
+    }
+    Ok(out)
+}

@@ -1,0 +1,122 @@
+//! `--style` specs: an index (`7`), a name (`style-07`, `candy`), or a blend
+//! (`3:0.5,12:0.5`, names allowed) of a package's styles.
+
+use kubestyle_manifest::StageError;
+
+/// A resolved style: weights over the package's styles and a path-safe label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Style {
+    pub label: String,
+    pub weights: Vec<f32>,
+    /// (style name, weight) as given, for the manifest.
+    pub parts: Vec<(String, f32)>,
+}
+
+fn resolve_one(token: &str, names: &[String]) -> Result<usize, String> {
+    if let Ok(i) = token.parse::<usize>() {
+        return if i < names.len() {
+            Ok(i)
+        } else {
+            Err(format!(
+                "style index {i} is out of range (0 to {})",
+                names.len() - 1
+            ))
+        };
+    }
+    names.iter().position(|n| n == token).ok_or_else(|| {
+        let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
+        format!(
+            "unknown style {token:?} (styles: {}{})",
+            shown.join(", "),
+            if names.len() > 8 { ", …" } else { "" }
+        )
+    })
+}
+
+/// Parse one `--style` value against a package's style names.
+pub fn parse_style(spec: &str, names: &[String]) -> Result<Style, StageError> {
+    let bad = |m: String| StageError::InputInvalid(format!("--style {spec:?}: {m}"));
+    let spec_t = spec.trim();
+    if spec_t.is_empty() {
+        return Err(bad("empty".into()));
+    }
+    let mut weights = vec![0.0f32; names.len()];
+    let mut parts = Vec::new();
+    if !spec_t.contains(':') && !spec_t.contains(',') {
+        let i = resolve_one(spec_t, names).map_err(bad)?;
+        weights[i] = 1.0;
+        return Ok(Style {
+            label: names[i].clone(),
+            weights,
+            parts: vec![(names[i].clone(), 1.0)],
+        });
+    }
+    for item in spec_t.split(',') {
+        let (tok, w) = item
+            .split_once(':')
+            .ok_or_else(|| bad(format!("blend item {item:?} needs STYLE:WEIGHT")))?;
+        let i = resolve_one(tok.trim(), names).map_err(bad)?;
+        let w: f32 = w
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("weight {w:?} is not a number")))?;
+        if !w.is_finite() || w < 0.0 {
+            return Err(bad(format!("weight {w} must be a non-negative number")));
+        }
+        weights[i] += w;
+        parts.push((names[i].clone(), w));
+    }
+    let sum: f32 = weights.iter().sum();
+    if sum <= 0.0 {
+        return Err(bad("weights are all zero".into()));
+    }
+    let label = parts
+        .iter()
+        .map(|(n, w)| format!("{n}@{:.2}", w / sum))
+        .collect::<Vec<_>>()
+        .join("+");
+    Ok(Style {
+        label,
+        weights,
+        parts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        (0..26).map(|i| format!("style-{i:02}")).collect()
+    }
+
+    #[test]
+    fn index_name_blend() {
+        let n = names();
+        let s = parse_style("7", &n).unwrap();
+        assert_eq!((s.label.as_str(), s.weights[7]), ("style-07", 1.0));
+        assert_eq!(parse_style("style-12", &n).unwrap().weights[12], 1.0);
+        let b = parse_style("3:0.5,12:0.5", &n).unwrap();
+        assert_eq!((b.weights[3], b.weights[12]), (0.5, 0.5));
+        assert_eq!(b.label, "style-03@0.50+style-12@0.50");
+        let b = parse_style("style-01:1, 2:3", &n).unwrap();
+        assert_eq!(b.label, "style-01@0.25+style-02@0.75");
+    }
+
+    #[test]
+    fn errors_are_input_invalid() {
+        let n = names();
+        for bad in [
+            "26", "nope", "3:x", "3:-1", "3:0,4:0", "", "3;0.5", "3:0.5,",
+        ] {
+            let e = parse_style(bad, &n).unwrap_err();
+            assert_eq!(e.exit_status().code(), 4, "{bad}: {e}");
+        }
+        assert!(
+            parse_style("26", &n)
+                .unwrap_err()
+                .to_string()
+                .contains("0 to 25")
+        );
+    }
+}
