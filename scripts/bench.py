@@ -98,13 +98,14 @@ def main():
         return worker(a.worker, a.size, a.reps, a.threads)
 
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    flex_bin = os.path.join(target, "release/examples/bench_forward")
+    profile = os.environ.get("KUBESTYLE_BENCH_PROFILE", "release")
+    flex_bin = os.environ.get("KUBESTYLE_BENCH_FLEX", os.path.join(target, profile, "examples/bench_forward"))
     tch_bin = os.environ.get("KUBESTYLE_BENCH_TCH")  # a bench_forward built with --features tch
     if not os.path.exists(flex_bin):
         raise SystemExit(f"{flex_bin} missing: cargo build --release -p stylize --example bench_forward")
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads))
     with tempfile.TemporaryDirectory() as vol:
-        pm = os.path.join(target, "release/package-model")
+        pm = os.path.join(target, profile, "package-model")
         subprocess.run([pm, "--volume", vol, "--run-id", "bench", TN_PTH,
                         os.path.join(ASSETS, "multistyle26.onnx")], check=True, capture_output=True)
         tn_pkg, ms_pkg = os.path.join(vol, "models/tn_zip"), os.path.join(vol, "models/multistyle26")

@@ -73,5 +73,12 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-log "cargo test"
+log "cargo test (default build: burn-flex)"
 cargo test --workspace --locked --no-fail-fast "$@"
+
+# The libtorch backend, against the venv's torch 2.9.0 (what burn-tch 0.22 needs). The build
+# bakes an rpath to torch/lib, so the binaries run without LD_LIBRARY_PATH.
+log "cargo test --features tch (burn-tch on libtorch 2.9.0)"
+PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" LIBTORCH_USE_PYTORCH=1 KUBESTYLE_TEST_BACKEND=tch \
+  cargo test --locked --no-fail-fast -p kubestyle-models -p stylize \
+  --features kubestyle-models/tch,stylize/tch "$@"

@@ -94,7 +94,12 @@ fn styles_blends_and_every_kind_of_image() {
         String::from_utf8_lossy(&out.stderr)
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("backend flex on cpu"), "{err}");
+    let want = if cfg!(feature = "tch") {
+        "backend tch on cpu"
+    } else {
+        "backend flex on cpu"
+    };
+    assert!(err.contains(want), "{err}");
     let m = Manifest::read(&manifest_path(vol.path(), "t", "stylize"), vol.path()).unwrap();
     assert_eq!(m.outputs.len(), 8);
     for a in &m.outputs {

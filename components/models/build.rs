@@ -1,0 +1,3 @@
+fn main() {
+    kubestyle_build::torch_rpath();
+}
