@@ -188,3 +188,54 @@ fn multistyle26_matches_onnxruntime() {
         );
     }
 }
+
+#[test]
+fn safetensors_read_the_same_weights_and_bad_shapes_are_named() {
+    let dir = generated("transformer_net");
+    let (map, _) = read_weights(&dir.join("tn_zip.pth")).unwrap();
+    // Write the same tensors as safetensors.
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = map
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                t.shape.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(k, b, s)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let st = safetensors::tensor::serialize(views, None).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("candy.safetensors");
+    std::fs::write(&p, st).unwrap();
+    let (mut st_map, format) = read_weights(&p).unwrap();
+    assert_eq!(format, SourceFormat::Safetensors);
+    assert_eq!(st_map, map);
+    Architecture::TransformerNet.check(&mut st_map).unwrap();
+
+    // One tensor of the wrong shape, one missing, one extra: all three named.
+    let (mut bad, _) = read_weights(&dir.join("tn_zip.pth")).unwrap();
+    bad.get_mut("conv2.conv2d.weight").unwrap().shape = vec![64, 32, 9, 1];
+    bad.remove("in5.bias");
+    bad.insert("fc.weight".into(), bad["in1.weight"].clone());
+    let e = Architecture::TransformerNet
+        .check(&mut bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("conv2.conv2d.weight has shape [64, 32, 9, 1], expected [64, 32, 3, 3]"),
+        "{e}"
+    );
+    assert!(e.contains("missing in5.bias"), "{e}");
+    assert!(e.contains("unexpected fc.weight"), "{e}");
+}

@@ -330,3 +330,67 @@ fn tiled_result_stays_close_to_untiled() {
     // "Large images"): measured 12.9/255 mean here. Guard against regressions, not zero.
     assert!(mean * 255.0 < 16.0, "mean diff {}", mean * 255.0);
 }
+
+#[test]
+fn max_size_keeps_the_aspect_ratio() {
+    let vol = volume();
+    let out = stylize(vol.path())
+        .args([
+            "--image",
+            vol.path().join("img/odd.png").to_str().unwrap(),
+            "--max-size",
+            "32",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (w, h) =
+        image::image_dimensions(vol.path().join("styled/multistyle26/style-00/odd.png")).unwrap();
+    assert_eq!((w, h), (32, 20));
+}
+
+/// The way `pipeline run` chains the stages: each reads the previous stage's manifest.
+#[test]
+fn inputs_come_from_the_previous_manifests() {
+    use clap::Parser;
+    let vol = volume();
+    let img = vol.path().join("img");
+    let argv = [
+        "download",
+        "--volume",
+        vol.path().to_str().unwrap(),
+        "--run-id",
+        "t",
+        img.to_str().unwrap(),
+    ];
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(kubestyle_download::run(
+            kubestyle_download::Args::parse_from(argv),
+        ))
+        .unwrap();
+    let out = stylize(vol.path())
+        .args(["--style", "style-19"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = Manifest::read(&manifest_path(vol.path(), "t", "stylize"), vol.path()).unwrap();
+    assert_eq!(m.outputs.len(), 4, "one per image of the download manifest");
+    let names: Vec<&str> = m.inputs.iter().map(|a| a.name.as_str()).collect();
+    assert!(names.contains(&"multistyle26/model.bpk"), "{names:?}");
+    assert!(
+        m.inputs.iter().any(|a| a.path == "img/alpha.png"),
+        "{names:?}"
+    );
+    assert!(
+        m.outputs
+            .iter()
+            .all(|a| a.path.starts_with("styled/multistyle26/style-19/img/")),
+        "{:?}",
+        m.outputs
+    );
+}
