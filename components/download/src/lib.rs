@@ -17,15 +17,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{
-    cache_key, manifest_path, media_type_for, new_run_id, validate_run_id,
-};
-use kubestyle_manifest::{
-    Artifact, ArtifactKind, Component, Manifest, SCHEMA_ID, Sha256Hex, StageError,
-};
+use kubestyle_manifest::manifest::{manifest_path, media_type_for, new_run_id, validate_run_id};
+use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun};
 use kubestyle_s3::{ObjectInfo, S3Args};
 use serde_json::{Map, Value, json};
 
@@ -110,9 +105,9 @@ struct Planned {
 }
 
 pub async fn run(args: Args) -> Result<Summary, StageError> {
-    let started_at = Utc::now();
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
+    let stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), run_id.clone());
     if args.sources.is_empty() && args.lists.is_empty() {
         return Err(StageError::Usage(
             "nothing to download: give SOURCE arguments or --list".into(),
@@ -166,27 +161,11 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
         outputs.push(a);
     }
     outputs.sort_by(|a, b| a.name.cmp(&b.name));
-    let params = params(&args);
     let keyed: Vec<String> = outputs
         .iter()
         .map(|a| format!("{}@{}", a.source.as_deref().unwrap_or(&a.path), a.sha256))
         .collect();
-    let version = env!("CARGO_PKG_VERSION");
-    let manifest = Manifest {
-        schema: SCHEMA_ID.into(),
-        stage: STAGE.into(),
-        run_id,
-        component: Component {
-            name: STAGE.into(),
-            version: version.into(),
-        },
-        started_at,
-        finished_at: Utc::now(),
-        cache_key: cache_key(STAGE, version, &params, &keyed),
-        params,
-        inputs: vec![],
-        outputs,
-    };
+    let manifest = stage.finish(params(&args), &keyed, vec![], outputs);
     manifest.write(&manifest_path)?;
     let summary = Summary {
         manifest_path,
@@ -223,18 +202,14 @@ fn prepare_volume(v: &Path) -> Result<PathBuf, StageError> {
     v.canonicalize().map_err(|e| StageError::io(v, e))
 }
 
-fn params(args: &Args) -> Map<String, Value> {
-    let v = json!({
+fn params(args: &Args) -> Value {
+    json!({
         "sources": args.sources,
         "lists": args.lists,
         "column": args.column,
         "include": args.include,
         "dest": args.dest,
-    });
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
+    })
 }
 
 /// Decide where every resolved input lands; refuse keys that cannot be stored safely and two

@@ -20,4 +20,4 @@ pub use atomic::{AtomicFile, Clobber, write_atomic};
 pub use digest::{Sha256Hex, sha256_bytes, sha256_file};
 pub use error::{ExitStatus, StageError};
 pub use location::Location;
-pub use manifest::{Artifact, ArtifactKind, Component, Manifest, SCHEMA_ID};
+pub use manifest::{Artifact, ArtifactKind, Component, Manifest, SCHEMA_ID, StageRun};

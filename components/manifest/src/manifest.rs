@@ -214,6 +214,57 @@ pub fn cache_key(
     crate::digest::sha256_bytes(v.to_string().as_bytes())
 }
 
+/// A stage run in progress: what every manifest records about the stage itself.
+#[derive(Debug, Clone)]
+pub struct StageRun {
+    pub stage: &'static str,
+    pub version: &'static str,
+    pub run_id: String,
+    pub started_at: DateTime<Utc>,
+}
+
+impl StageRun {
+    /// Start the clock for `stage` (version: the component's `CARGO_PKG_VERSION`).
+    pub fn start(stage: &'static str, version: &'static str, run_id: impl Into<String>) -> Self {
+        StageRun {
+            stage,
+            version,
+            run_id: run_id.into(),
+            started_at: Utc::now(),
+        }
+    }
+
+    /// The finished manifest. `params` must be a JSON object (anything else is recorded under
+    /// `"value"`); `input_keys` identify the inputs by content for the cache key.
+    pub fn finish(
+        &self,
+        params: Value,
+        input_keys: &[String],
+        inputs: Vec<Artifact>,
+        outputs: Vec<Artifact>,
+    ) -> Manifest {
+        let params = match params {
+            Value::Object(m) => m,
+            other => Map::from_iter([("value".to_string(), other)]),
+        };
+        Manifest {
+            schema: SCHEMA_ID.into(),
+            stage: self.stage.into(),
+            run_id: self.run_id.clone(),
+            component: Component {
+                name: self.stage.into(),
+                version: self.version.into(),
+            },
+            started_at: self.started_at,
+            finished_at: Utc::now(),
+            cache_key: cache_key(self.stage, self.version, &params, input_keys),
+            params,
+            inputs,
+            outputs,
+        }
+    }
+}
+
 impl Manifest {
     /// Check everything [`Manifest::read`] checks that does not need the filesystem.
     pub fn validate(&self) -> Result<(), StageError> {

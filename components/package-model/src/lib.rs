@@ -10,12 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use chrono::Utc;
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{cache_key, manifest_path, new_run_id, validate_run_id};
-use kubestyle_manifest::{
-    Artifact, ArtifactKind, Component, Manifest, SCHEMA_ID, StageError, sha256_file,
-};
+use kubestyle_manifest::manifest::{manifest_path, new_run_id, validate_run_id};
+use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun, sha256_file};
 use kubestyle_models::package::{ModelCard, PACKAGE_FORMAT, SourceInfo, WeightsInfo};
 use kubestyle_models::{Architecture, Network, read_weights, write_package};
 use serde_json::{Map, Value, json};
@@ -75,13 +72,13 @@ struct Input {
 }
 
 pub fn run(args: Args) -> Result<Summary, StageError> {
-    let started_at = Utc::now();
     let volume = args
         .volume
         .canonicalize()
         .map_err(|e| StageError::Usage(format!("volume {}: {e}", args.volume.display())))?;
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
+    let stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), run_id.clone());
     validate_relative_path(&args.out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
     let forced_arch = match args.architecture.as_str() {
         "auto" => None,
@@ -184,31 +181,18 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         }
         cards.push(card);
     }
-    let params = match json!({
+    let params = json!({
         "architecture": args.architecture,
         "style_names": args.style_names,
         "out": args.out,
-    }) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
+    });
     let digests: Vec<String> = cards.iter().map(|c| c.source.sha256.to_string()).collect();
-    let version = env!("CARGO_PKG_VERSION");
-    let manifest = Manifest {
-        schema: SCHEMA_ID.into(),
-        stage: STAGE.into(),
-        run_id: run_id.clone(),
-        component: Component {
-            name: STAGE.into(),
-            version: version.into(),
-        },
-        started_at,
-        finished_at: Utc::now(),
-        cache_key: cache_key(STAGE, version, &params, &digests),
+    let manifest = stage.finish(
         params,
-        inputs: inputs.into_iter().filter_map(|i| i.artifact).collect(),
+        &digests,
+        inputs.into_iter().filter_map(|i| i.artifact).collect(),
         outputs,
-    };
+    );
     let manifest_path = args
         .manifest
         .clone()

@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use chrono::Utc;
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{cache_key, manifest_path, new_run_id, validate_run_id};
-use kubestyle_manifest::{Artifact, ArtifactKind, Component, Manifest, SCHEMA_ID, StageError};
+use kubestyle_manifest::manifest::{manifest_path, new_run_id, validate_run_id};
+use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun};
 use kubestyle_models::{ModelCard, Network, crop, load_package, pad_to_multiple};
 use serde_json::{Map, Value, json};
 
@@ -189,13 +188,13 @@ pub struct Summary {
 }
 
 pub fn run(args: Args) -> Result<Summary, StageError> {
-    let started_at = Utc::now();
     let volume = args
         .volume
         .canonicalize()
         .map_err(|e| StageError::Usage(format!("volume {}: {e}", args.volume.display())))?;
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
+    let stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), run_id.clone());
     validate_relative_path(&args.out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
     if !args.tile.is_multiple_of(4) || args.tile < 64 || args.overlap * 2 >= args.tile {
         return Err(StageError::Usage(
@@ -292,7 +291,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     let mut inputs: Vec<Artifact> = packages.iter().flat_map(|p| p.artifact.clone()).collect();
     inputs.extend(images.iter().filter_map(|i| i.artifact.clone()));
     dedupe(&mut inputs);
-    let params = match json!({
+    let params = json!({
         "styles": args.styles,
         "max_size": args.max_size,
         "format": format!("{:?}", args.format).to_lowercase(),
@@ -301,30 +300,12 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         "overlap": args.overlap,
         "out": args.out,
         "backend": compute.backend,
-    }) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
+    });
     let digests: Vec<String> = inputs
         .iter()
         .map(|a| format!("{}@{}", a.path, a.sha256))
         .collect();
-    let version = env!("CARGO_PKG_VERSION");
-    let manifest = Manifest {
-        schema: SCHEMA_ID.into(),
-        stage: STAGE.into(),
-        run_id: run_id.clone(),
-        component: Component {
-            name: STAGE.into(),
-            version: version.into(),
-        },
-        started_at,
-        finished_at: Utc::now(),
-        cache_key: cache_key(STAGE, version, &params, &digests),
-        params,
-        inputs,
-        outputs,
-    };
+    let manifest = stage.finish(params, &digests, inputs, outputs);
     let manifest_path = args
         .manifest
         .clone()

@@ -18,13 +18,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytesize::ByteSize;
-use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use kubestyle_manifest::atomic::{Clobber, write_atomic};
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{cache_key, manifest_path, media_type_for, validate_run_id};
+use kubestyle_manifest::manifest::{manifest_path, media_type_for, validate_run_id};
 use kubestyle_manifest::{
-    Artifact, ArtifactKind, Component, Location, Manifest, SCHEMA_ID, StageError, sha256_file,
+    Artifact, ArtifactKind, Location, Manifest, StageError, StageRun, sha256_file,
 };
 use kubestyle_s3::S3Args;
 use serde_json::{Map, Value, json};
@@ -151,7 +150,7 @@ pub async fn run(cli: Cli) -> Result<Report, StageError> {
 }
 
 pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
-    let started_at = Utc::now();
+    let mut stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), "");
     let transfer = args.transfer.transfer()?;
     args.to.parse::<Location>()?;
     let volume = args
@@ -219,6 +218,7 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     }
     let run_id = run_id.ok_or_else(|| StageError::Usage("no manifests given".into()))?;
     validate_run_id(&run_id)?;
+    stage.run_id = run_id.clone();
 
     // SHA256SUMS over everything published, written to the volume beside the manifests.
     let sums_rel = format!("runs/{run_id}/SHA256SUMS");
@@ -275,31 +275,13 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             attributes,
         });
     }
-    let params = match json!({
+    let params = json!({
         "to": args.to,
         "destination": dest.uri(""),
         "overwrite": args.transfer.overwrite,
-    }) {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
-    let version = env!("CARGO_PKG_VERSION");
+    });
     let input_digests: Vec<String> = inputs.iter().map(|a| a.sha256.to_string()).collect();
-    let receipt = Manifest {
-        schema: SCHEMA_ID.into(),
-        stage: STAGE.into(),
-        run_id: run_id.clone(),
-        component: Component {
-            name: STAGE.into(),
-            version: version.into(),
-        },
-        started_at,
-        finished_at: Utc::now(),
-        cache_key: cache_key(STAGE, version, &params, &input_digests),
-        params,
-        inputs,
-        outputs,
-    };
+    let receipt = stage.finish(params, &input_digests, inputs, outputs);
     let receipt_path = args
         .receipt
         .clone()
