@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every kubestyle test on a fresh machine.
 #
-# Installs what the tests need into .venv (moto's S3 server), starts moto_server on a free
+# Installs what the tests need into a venv (moto, torch, onnxruntime), starts moto_server on a free
 # 127.0.0.1 port, then runs rustfmt, clippy and the whole cargo test suite against it, and stops
 # the server. Exits non-zero on any failure.
 #
@@ -14,7 +14,9 @@ root=$(pwd)
 log() { printf '== %s\n' "$*" >&2; }
 
 # --- Python tools (moto) --------------------------------------------------------------------
-venv=${KUBESTYLE_VENV:-$root/.venv}
+# Outside the clone, at a stable path: torch-sys (burn-tch) records where libtorch is when it is
+# built, so a cached target dir stays valid across clones. ~7 GB.
+venv=${KUBESTYLE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestyle/venv}
 stamp="$venv/.kubestyle-requirements"
 if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv"
@@ -79,6 +81,12 @@ cargo test --workspace --locked --no-fail-fast "$@"
 # The libtorch backend, against the venv's torch 2.9.0 (what burn-tch 0.22 needs). The build
 # bakes an rpath to torch/lib, so the binaries run without LD_LIBRARY_PATH.
 log "cargo test --features tch (burn-tch on libtorch 2.9.0)"
+# torch-sys's build script does not notice a different venv: rebuild it when ours moved.
+tdir=${CARGO_TARGET_DIR:-$root/target}
+if [ "$(cat "$tdir/.kubestyle-libtorch" 2>/dev/null)" != "$venv" ]; then
+  cargo clean --quiet -p torch-sys 2>/dev/null || true
+  mkdir -p "$tdir" && echo "$venv" >"$tdir/.kubestyle-libtorch"
+fi
 PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" LIBTORCH_USE_PYTORCH=1 KUBESTYLE_TEST_BACKEND=tch \
   cargo test --locked --no-fail-fast -p kubestyle-models -p stylize \
   --features kubestyle-models/tch,stylize/tch "$@"

@@ -168,6 +168,41 @@ pub fn manifest_path(volume: &Path, run_id: &str, stage: &str) -> PathBuf {
         .join(format!("{stage}.manifest.json"))
 }
 
+/// The outputs of kind `kind` of `stage`'s manifest for this run, each verified against the
+/// volume. A missing manifest is a usage error naming `instead` (the flag that would have
+/// named the inputs directly).
+pub fn previous_outputs(
+    volume: &Path,
+    run_id: &str,
+    stage: &str,
+    kind: ArtifactKind,
+    instead: &str,
+) -> Result<Vec<Artifact>, StageError> {
+    let mpath = manifest_path(volume, run_id, stage);
+    previous_outputs_at(&mpath, volume, kind).map_err(|e| match e {
+        StageError::InputMissing(_) if !mpath.exists() => StageError::Usage(format!(
+            "no {instead} given and no {stage} manifest at {}",
+            mpath.display()
+        )),
+        other => other,
+    })
+}
+
+/// Like [`previous_outputs`], for a manifest at an explicit path.
+pub fn previous_outputs_at(
+    mpath: &Path,
+    volume: &Path,
+    kind: ArtifactKind,
+) -> Result<Vec<Artifact>, StageError> {
+    let m = Manifest::read(mpath, volume)?;
+    let mut out = Vec::new();
+    for a in m.outputs.into_iter().filter(|a| a.kind == kind) {
+        a.verify(volume)?;
+        out.push(a);
+    }
+    Ok(out)
+}
+
 /// Run ids become parts of Kubernetes object names and S3 keys: 1-40 of `a-z0-9-`, starting and
 /// ending with a letter or digit.
 pub fn validate_run_id(id: &str) -> Result<(), StageError> {

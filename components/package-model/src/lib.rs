@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{manifest_path, new_run_id, validate_run_id};
+use kubestyle_manifest::manifest::{
+    manifest_path, new_run_id, previous_outputs, previous_outputs_at, validate_run_id,
+};
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun, sha256_file};
 use kubestyle_models::package::{ModelCard, PACKAGE_FORMAT, SourceInfo, WeightsInfo};
 use kubestyle_models::{Architecture, Network, read_weights, write_package};
@@ -285,23 +287,17 @@ fn gather_inputs(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<Input>,
     if !args.weights.is_empty() {
         return Ok(out);
     }
-    let mpath = args
-        .from_manifest
-        .clone()
-        .unwrap_or_else(|| manifest_path(volume, run_id, "download"));
-    let m = Manifest::read(&mpath, volume).map_err(|e| match e {
-        StageError::InputMissing(_) if args.from_manifest.is_none() => StageError::Usage(format!(
-            "no weight files given and no download manifest at {}",
-            mpath.display()
-        )),
-        other => other,
-    })?;
-    for a in m
-        .outputs
-        .into_iter()
-        .filter(|a| a.kind == ArtifactKind::Model)
-    {
-        a.verify(volume)?;
+    let arts = match &args.from_manifest {
+        Some(p) => previous_outputs_at(p, volume, ArtifactKind::Model)?,
+        None => previous_outputs(
+            volume,
+            run_id,
+            "download",
+            ArtifactKind::Model,
+            "weight files",
+        )?,
+    };
+    for a in arts {
         out.push(Input {
             path: a.abs_path(volume),
             uri: a.source.clone().unwrap_or_else(|| a.path.clone()),
@@ -309,10 +305,9 @@ fn gather_inputs(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<Input>,
         });
     }
     if out.is_empty() {
-        return Err(StageError::InputMissing(vec![format!(
-            "{} lists no model files",
-            mpath.display()
-        )]));
+        return Err(StageError::InputMissing(vec![
+            "the download manifest lists no model files".into(),
+        ]));
     }
     Ok(out)
 }

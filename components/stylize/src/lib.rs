@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{manifest_path, new_run_id, validate_run_id};
+use kubestyle_manifest::manifest::{manifest_path, new_run_id, previous_outputs, validate_run_id};
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun};
 use kubestyle_models::{ModelCard, Network, crop, load_package, pad_to_multiple};
 use serde_json::{Map, Value, json};
@@ -459,20 +459,7 @@ fn load_packages(
 fn gather_images(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<ImageInput>, StageError> {
     let mut out = Vec::new();
     if args.images.is_empty() {
-        let mpath = manifest_path(volume, run_id, "download");
-        let m = Manifest::read(&mpath, volume).map_err(|e| match e {
-            StageError::InputMissing(_) => StageError::Usage(format!(
-                "no --image given and no download manifest at {}",
-                mpath.display()
-            )),
-            other => other,
-        })?;
-        for a in m
-            .outputs
-            .into_iter()
-            .filter(|a| a.kind == ArtifactKind::Image)
-        {
-            a.verify(volume)?;
+        for a in previous_outputs(volume, run_id, "download", ArtifactKind::Image, "--image")? {
             let rel_out = a
                 .path
                 .strip_prefix("inputs/")
