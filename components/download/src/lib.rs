@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{manifest_path, media_type_for, new_run_id, validate_run_id};
+use kubestyle_manifest::manifest::{
+    manifest_path, media_type_for, new_run_id, open_volume, validate_run_id,
+};
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun};
 use kubestyle_s3::{ObjectInfo, S3Args};
 use serde_json::{Map, Value, json};
@@ -114,7 +116,7 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
         ));
     }
     validate_relative_path(&args.dest).map_err(|e| StageError::Usage(format!("--dest: {e}")))?;
-    let volume = prepare_volume(&args.volume)?;
+    let volume = open_volume(&args.volume)?;
     let manifest_path = args
         .manifest
         .clone()
@@ -182,24 +184,6 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
         summary.manifest_path.display()
     );
     Ok(summary)
-}
-
-/// The volume must exist (it is a mounted volume in a cluster; creating it would hide a
-/// mis-mount). Returns its canonical path.
-fn prepare_volume(v: &Path) -> Result<PathBuf, StageError> {
-    let meta = std::fs::metadata(v).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            StageError::Usage(format!("volume {} does not exist", v.display()))
-        }
-        _ => StageError::io(v, e),
-    })?;
-    if !meta.is_dir() {
-        return Err(StageError::Usage(format!(
-            "volume {} is not a directory",
-            v.display()
-        )));
-    }
-    v.canonicalize().map_err(|e| StageError::io(v, e))
 }
 
 fn params(args: &Args) -> Value {

@@ -160,6 +160,24 @@ impl Artifact {
     }
 }
 
+/// The volume root, canonicalised. It must already exist (in a cluster it is a mounted volume:
+/// creating it would hide a mis-mount); otherwise a usage error.
+pub fn open_volume(v: &Path) -> Result<PathBuf, StageError> {
+    let meta = std::fs::metadata(v).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            StageError::Usage(format!("volume {} does not exist", v.display()))
+        }
+        _ => StageError::io(v, e),
+    })?;
+    if !meta.is_dir() {
+        return Err(StageError::Usage(format!(
+            "volume {} is not a directory",
+            v.display()
+        )));
+    }
+    v.canonicalize().map_err(|e| StageError::io(v, e))
+}
+
 /// `<volume>/runs/<run_id>/<stage>.manifest.json`.
 pub fn manifest_path(volume: &Path, run_id: &str, stage: &str) -> PathBuf {
     volume

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use kubestyle_manifest::location::validate_relative_path;
 use kubestyle_manifest::manifest::{
-    manifest_path, new_run_id, previous_outputs, previous_outputs_at, validate_run_id,
+    manifest_path, new_run_id, open_volume, previous_outputs, previous_outputs_at, validate_run_id,
 };
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun, sha256_file};
 use kubestyle_models::package::{ModelCard, PACKAGE_FORMAT, SourceInfo, WeightsInfo};
@@ -74,10 +74,7 @@ struct Input {
 }
 
 pub fn run(args: Args) -> Result<Summary, StageError> {
-    let volume = args
-        .volume
-        .canonicalize()
-        .map_err(|e| StageError::Usage(format!("volume {}: {e}", args.volume.display())))?;
+    let volume = open_volume(&args.volume)?;
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
     let stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), run_id.clone());

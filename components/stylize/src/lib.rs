@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{manifest_path, new_run_id, previous_outputs, validate_run_id};
+use kubestyle_manifest::manifest::{
+    manifest_path, new_run_id, open_volume, previous_outputs, validate_run_id,
+};
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun};
 use kubestyle_models::{ModelCard, Network, crop, load_package, pad_to_multiple};
 use serde_json::{Map, Value, json};
@@ -188,10 +190,7 @@ pub struct Summary {
 }
 
 pub fn run(args: Args) -> Result<Summary, StageError> {
-    let volume = args
-        .volume
-        .canonicalize()
-        .map_err(|e| StageError::Usage(format!("volume {}: {e}", args.volume.display())))?;
+    let volume = open_volume(&args.volume)?;
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
     let stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), run_id.clone());

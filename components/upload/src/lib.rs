@@ -21,7 +21,7 @@ use bytesize::ByteSize;
 use futures::{StreamExt, TryStreamExt};
 use kubestyle_manifest::atomic::{Clobber, write_atomic};
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{manifest_path, media_type_for, validate_run_id};
+use kubestyle_manifest::manifest::{manifest_path, media_type_for, open_volume, validate_run_id};
 use kubestyle_manifest::{
     Artifact, ArtifactKind, Location, Manifest, StageError, StageRun, sha256_file,
 };
@@ -153,10 +153,7 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     let mut stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), "");
     let transfer = args.transfer.transfer()?;
     args.to.parse::<Location>()?;
-    let volume = args
-        .volume
-        .canonicalize()
-        .map_err(|e| StageError::Usage(format!("volume {}: {e}", args.volume.display())))?;
+    let volume = open_volume(&args.volume)?;
 
     // Read and check everything local first.
     let mut run_id: Option<String> = None;
