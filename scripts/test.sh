@@ -75,6 +75,8 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+log "cargo build (the end-to-end tests run the binaries)"
+cargo build --workspace --locked
 log "cargo test (default build: burn-flex)"
 cargo test --workspace --locked --no-fail-fast "$@"
 

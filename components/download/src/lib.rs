@@ -66,7 +66,8 @@ pub struct Args {
     /// Transfers and HEAD requests in flight at once.
     #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: u16,
-    /// Download again even when an identical file is already on the volume.
+    /// Download again even when an identical file is already on the volume (and even when the
+    /// run's manifest shows the same inputs: the step cache).
     #[arg(long)]
     pub force: bool,
     /// How often a broken response body is resumed (with `Range` + `If-Match`) before giving up.
@@ -106,6 +107,20 @@ struct Planned {
     from: Resolved,
 }
 
+/// Resolve every source (HEAD every object, list every prefix, read every list, stat every
+/// local path) and write nothing: what `pipeline run` checks before any stage starts. Returns
+/// how many files the sources name.
+pub async fn check(args: &Args) -> Result<usize, StageError> {
+    if args.sources.is_empty() && args.lists.is_empty() {
+        return Err(StageError::Usage(
+            "nothing to download: give SOURCE arguments or --list".into(),
+        ));
+    }
+    let resolver = sources::Resolver::new(args).await?;
+    let (resolved, _) = resolver.resolve_all(args).await?;
+    Ok(resolved.len())
+}
+
 pub async fn run(args: Args) -> Result<Summary, StageError> {
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
@@ -127,6 +142,23 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
     let (resolved, client) = resolver.resolve_all(&args).await?;
     // 3: plan.
     let plan = plan(&volume, &args.dest, resolved)?;
+    let params = params(&args);
+    let key_inputs = input_keys(&plan)?;
+    let key = stage.key(&params, &key_inputs);
+    if !args.force
+        && let Some(manifest) = stage.reusable(&manifest_path, &volume, &key)
+    {
+        let outcomes = manifest
+            .outputs
+            .iter()
+            .map(|a| (a.name.clone(), Outcome::Skipped))
+            .collect();
+        return Ok(Summary {
+            manifest_path,
+            manifest,
+            outcomes,
+        });
+    }
     let previous = previous_records(&manifest_path, &volume);
 
     // 4: transfer.
@@ -163,11 +195,7 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
         outputs.push(a);
     }
     outputs.sort_by(|a, b| a.name.cmp(&b.name));
-    let keyed: Vec<String> = outputs
-        .iter()
-        .map(|a| format!("{}@{}", a.source.as_deref().unwrap_or(&a.path), a.sha256))
-        .collect();
-    let manifest = stage.finish(params(&args), &keyed, vec![], outputs);
+    let manifest = stage.finish(params, &key_inputs, vec![], outputs);
     manifest.write(&manifest_path)?;
     let summary = Summary {
         manifest_path,
@@ -184,6 +212,32 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
         summary.manifest_path.display()
     );
     Ok(summary)
+}
+
+/// What identifies each input by content before it is fetched, for the step cache: an S3
+/// object by URI, size, ETag and SHA-256 (when the object carries one); a local file by its
+/// SHA-256. An object replaced under the same key gets a new ETag, so it changes the key.
+fn input_keys(plan: &[Planned]) -> Result<Vec<String>, StageError> {
+    plan.iter()
+        .map(|p| {
+            Ok(match &p.from {
+                Resolved::S3(o) => format!(
+                    "{} -> {} size={} etag={} sha256={}",
+                    o.uri(),
+                    p.rel,
+                    o.size,
+                    o.etag.as_deref().unwrap_or("-"),
+                    o.sha256.as_ref().map(|d| d.to_string()).unwrap_or_default()
+                ),
+                Resolved::Local { path, .. } => format!(
+                    "{} -> {} sha256={}",
+                    path.display(),
+                    p.rel,
+                    kubestyle_manifest::sha256_file(path)?.0
+                ),
+            })
+        })
+        .collect()
 }
 
 fn params(args: &Args) -> Value {

@@ -68,10 +68,17 @@ impl AtomicFile {
         }
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
         let (prefix, suffix) = temp_name_parts(&name);
-        let tmp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .suffix(&suffix)
-            .rand_bytes(10)
+        sweep_stale_temps(&dir, &prefix, &suffix);
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(&prefix).suffix(&suffix).rand_bytes(RAND_LEN);
+        // Results are meant to be read by others (a web server, another stage's user): the
+        // mode of a plain new file (0666 less the umask), not tempfile's private 0600.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let tmp = builder
             .tempfile_in(&dir)
             .map_err(|e| StageError::io(&dir, e))?;
         Ok(AtomicFile {
@@ -127,6 +134,56 @@ impl Write for AtomicFile {
     fn flush(&mut self) -> std::io::Result<()> {
         self.tmp.flush()
     }
+}
+
+/// Length of the random part of a temp name.
+const RAND_LEN: usize = 10;
+
+/// Remove temp files of this target left behind by a writer that was killed (SIGKILL, OOM,
+/// node loss) before it could clean up: `<prefix><10 alphanumerics><suffix>` in `dir`. Writing
+/// one target from two processes at once is not supported (one's temp may be swept).
+fn sweep_stale_temps(dir: &Path, prefix: &str, suffix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_temp_of(name, prefix, suffix) && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => tracing::info!("removed stale temp file {}", e.path().display()),
+                Err(err) => tracing::warn!("stale temp file {}: {err}", e.path().display()),
+            }
+        }
+    }
+}
+
+fn is_temp_of(name: &str, prefix: &str, suffix: &str) -> bool {
+    name.len() == prefix.len() + RAND_LEN + suffix.len()
+        && name.starts_with(prefix)
+        && name.ends_with(suffix)
+        && name[prefix.len()..prefix.len() + RAND_LEN]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Whether `name` looks like one of [`AtomicFile`]'s temp files (for checks that none is left).
+pub fn is_temp_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('.') else {
+        return false;
+    };
+    // `.<stem>.<10 random><suffix>`: find a `.`+10 alphanumerics followed by `.` or the end.
+    rest.match_indices('.').any(|(i, _)| {
+        let after = &rest[i + 1..];
+        after.len() >= RAND_LEN
+            && after[..RAND_LEN].bytes().all(|b| b.is_ascii_alphanumeric())
+            && (after.len() == RAND_LEN || after.as_bytes()[RAND_LEN] == b'.')
+            && {
+                let target = format!("{}{}", &rest[..i], &after[RAND_LEN..]);
+                let (p, s) = temp_name_parts(&target);
+                is_temp_of(name, &p, &s)
+            }
+    })
 }
 
 fn sync_parent_dir(target: &Path) -> Result<(), StageError> {
@@ -213,6 +270,26 @@ mod tests {
         drop(a);
         drop(b);
         assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn stale_temps_of_a_killed_writer_are_swept() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("cat.png");
+        // What a writer killed mid-write leaves behind, plus look-alikes that must stay.
+        std::fs::write(d.path().join(".cat.AbCdE12345.png"), b"partial").unwrap();
+        std::fs::write(d.path().join(".cat.short.png"), b"keep").unwrap();
+        std::fs::write(d.path().join(".dog.AbCdE12345.png"), b"other target").unwrap();
+        assert!(is_temp_name(".cat.AbCdE12345.png"));
+        assert!(is_temp_name(".SHA256SUMS.AbCdE12345"));
+        assert!(is_temp_name(".x.AbCdE12345.tar.gz"));
+        assert!(!is_temp_name(".cat.short.png"));
+        assert!(!is_temp_name("cat.png"));
+        write_atomic(&target, b"new", Clobber::Replace).unwrap();
+        assert_eq!(
+            entries(d.path()),
+            vec![".cat.short.png", ".dog.AbCdE12345.png", "cat.png"]
+        );
     }
 
     #[test]

@@ -267,6 +267,39 @@ pub fn cache_key(
     crate::digest::sha256_bytes(v.to_string().as_bytes())
 }
 
+fn params_map(params: Value) -> Map<String, Value> {
+    match params {
+        Value::Object(m) => m,
+        other => Map::from_iter([("value".to_string(), other)]),
+    }
+}
+
+/// The package directory name for a weights file: its file stem, with anything but ASCII
+/// letters, digits, `-`, `_` and `.` replaced by `_`. package-model writes
+/// `<out>/<name>/`; stylize's `--style NAME/SPEC` and the pipeline refer to packages by it.
+pub fn package_name(weights_file: &Path) -> String {
+    let s = weights_file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let clean: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let clean = clean.trim_start_matches('.');
+    if clean.is_empty() {
+        "model".into()
+    } else {
+        clean.to_string()
+    }
+}
+
 /// A stage run in progress: what every manifest records about the stage itself.
 #[derive(Debug, Clone)]
 pub struct StageRun {
@@ -287,6 +320,50 @@ impl StageRun {
         }
     }
 
+    /// The cache key of this stage for these parameters and inputs (what [`StageRun::finish`]
+    /// records). `input_keys` identify the inputs by content (digests), not by name alone.
+    pub fn key(&self, params: &Value, input_keys: &[String]) -> Sha256Hex {
+        cache_key(
+            self.stage,
+            self.version,
+            &params_map(params.clone()),
+            input_keys,
+        )
+    }
+
+    /// The step cache: the manifest already at `path` when it records `key` and every one of
+    /// its outputs still verifies on the volume; then the stage has nothing to do. Anything
+    /// else (no manifest, another key, an unreadable manifest, a changed or missing output)
+    /// is logged and answers `None`: the stage runs.
+    pub fn reusable(&self, path: &Path, volume: &Path, key: &Sha256Hex) -> Option<Manifest> {
+        if !path.exists() {
+            return None;
+        }
+        let m = match Manifest::read(path, volume) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("previous manifest unusable, running the stage: {e}");
+                return None;
+            }
+        };
+        if m.cache_key != *key || m.stage != self.stage || m.run_id != self.run_id {
+            tracing::info!("inputs or parameters changed since the last run: running the stage");
+            return None;
+        }
+        for a in &m.outputs {
+            if let Err(e) = a.verify(volume) {
+                tracing::warn!("cached output no longer verifies, running the stage: {e}");
+                return None;
+            }
+        }
+        tracing::info!(
+            "cached: {} has cache key {key} and its {} outputs verify; nothing to do",
+            path.display(),
+            m.outputs.len()
+        );
+        Some(m)
+    }
+
     /// The finished manifest. `params` must be a JSON object (anything else is recorded under
     /// `"value"`); `input_keys` identify the inputs by content for the cache key.
     pub fn finish(
@@ -296,10 +373,7 @@ impl StageRun {
         inputs: Vec<Artifact>,
         outputs: Vec<Artifact>,
     ) -> Manifest {
-        let params = match params {
-            Value::Object(m) => m,
-            other => Map::from_iter([("value".to_string(), other)]),
-        };
+        let params = params_map(params);
         Manifest {
             schema: SCHEMA_ID.into(),
             stage: self.stage.into(),

@@ -43,6 +43,10 @@ pub struct Args {
     /// `style-00`..`style-25` for MultiStyle26, whose authors never named them).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub style_names: Vec<String>,
+    /// Package again even when the run's manifest shows the same inputs and parameters and
+    /// its packages still verify (the step cache).
+    #[arg(long)]
+    pub force: bool,
     /// Root of the shared volume.
     #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
     pub volume: PathBuf,
@@ -92,6 +96,44 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         return Err(StageError::Usage(
             "--style-names applies to a single weight file".into(),
         ));
+    }
+
+    let manifest_path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    let params = json!({
+        "architecture": args.architecture,
+        "style_names": args.style_names,
+        "out": args.out,
+    });
+    let mut digests = Vec::new();
+    for i in &inputs {
+        let sha = match &i.artifact {
+            Some(a) => a.sha256.clone(),
+            None => sha256_file(&i.path)?.0,
+        };
+        digests.push(format!("{}@{sha}", stem(&i.path)));
+    }
+    let key = stage.key(&params, &digests);
+    if !args.force
+        && let Some(manifest) = stage.reusable(&manifest_path, &volume, &key)
+    {
+        let mut cards = Vec::new();
+        for a in manifest
+            .outputs
+            .iter()
+            .filter(|a| a.kind == ArtifactKind::Package)
+        {
+            if let Some(dir) = a.abs_path(&volume).parent() {
+                cards.push(kubestyle_models::package::read_card(dir)?);
+            }
+        }
+        return Ok(Summary {
+            manifest_path,
+            manifest,
+            cards,
+        });
     }
 
     // Read and check every input before writing any package.
@@ -180,22 +222,12 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         }
         cards.push(card);
     }
-    let params = json!({
-        "architecture": args.architecture,
-        "style_names": args.style_names,
-        "out": args.out,
-    });
-    let digests: Vec<String> = cards.iter().map(|c| c.source.sha256.to_string()).collect();
     let manifest = stage.finish(
         params,
         &digests,
         inputs.into_iter().filter_map(|i| i.artifact).collect(),
         outputs,
     );
-    let manifest_path = args
-        .manifest
-        .clone()
-        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
     manifest.write(&manifest_path)?;
     Ok(Summary {
         manifest_path,
@@ -205,21 +237,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
 }
 
 fn stem(p: &Path) -> String {
-    let s = p
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let clean: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    clean.trim_start_matches('.').to_string()
+    kubestyle_manifest::manifest::package_name(p)
 }
 
 fn style_names(

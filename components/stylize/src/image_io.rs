@@ -19,9 +19,12 @@ pub struct Planar {
     pub format: Option<ImageFormat>,
 }
 
-/// Decode `path`, refusing images above `max_pixels` before allocating them, applying the EXIF
-/// orientation and resizing so the longest edge is at most `max_size`.
-pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Planar, StageError> {
+/// Open `path` and read its header: the format and dimensions, checked against `max_pixels`
+/// before anything is allocated.
+fn open(
+    path: &Path,
+    max_pixels: u64,
+) -> Result<(impl ImageDecoder + use<>, Option<ImageFormat>), StageError> {
     let bad = |m: String| StageError::InputInvalid(format!("{}: {m}", path.display()));
     let reader = ImageReader::open(path)
         .map_err(|e| StageError::read(path, e))?
@@ -36,7 +39,7 @@ pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Plana
     // Decoders allocate ~4 bytes per pixel per channel at most for our formats.
     limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
     reader.limits(limits);
-    let mut decoder = reader
+    let decoder = reader
         .into_decoder()
         .map_err(|e| bad(format!("cannot decode: {e}")))?;
     let (w, h) = decoder.dimensions();
@@ -51,6 +54,20 @@ pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Plana
             "{w}x{h} is too small (both sides need at least 4 pixels)"
         )));
     }
+    Ok((decoder, format))
+}
+
+/// The format of the image at `path`, reading only its header (same checks as [`load`] makes
+/// before decoding).
+pub fn probe(path: &Path, max_pixels: u64) -> Result<Option<ImageFormat>, StageError> {
+    open(path, max_pixels).map(|(_, f)| f)
+}
+
+/// Decode `path`, refusing images above `max_pixels` before allocating them, applying the EXIF
+/// orientation and resizing so the longest edge is at most `max_size`.
+pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Planar, StageError> {
+    let bad = |m: String| StageError::InputInvalid(format!("{}: {m}", path.display()));
+    let (mut decoder, format) = open(path, max_pixels)?;
     let orientation = decoder
         .orientation()
         .map_err(|e| bad(format!("cannot read orientation: {e}")))?;

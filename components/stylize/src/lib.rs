@@ -18,7 +18,9 @@ use kubestyle_manifest::location::validate_relative_path;
 use kubestyle_manifest::manifest::{
     manifest_path, new_run_id, open_volume, previous_outputs, validate_run_id,
 };
-use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun};
+use kubestyle_manifest::{
+    Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun, sha256_bytes, sha256_file,
+};
 use kubestyle_models::{ModelCard, Network, crop, load_package, pad_to_multiple};
 use serde_json::{Map, Value, json};
 
@@ -37,8 +39,9 @@ pub struct Args {
     /// Model packages (directories with model.json). Default: the run's package-model manifest.
     #[arg(long = "package", value_name = "DIR")]
     pub packages: Vec<PathBuf>,
-    /// Style: an index (`7`), a name (`style-07`, `candy`) or a blend (`3:0.5,12:0.5`).
-    /// Repeatable. Default: style 0 of each package.
+    /// Style: an index (`7`), a name (`style-07`, `candy`) or a blend (`3:0.5,12:0.5`),
+    /// for every package; `PACKAGE/SPEC` (e.g. `multistyle26/7`) for one package only.
+    /// Repeatable. Default: style 0 of each package no style applies to.
     #[arg(long = "style", value_name = "SPEC")]
     pub styles: Vec<String>,
     /// Longest edge in pixels; larger images are scaled down (aspect kept).
@@ -65,6 +68,10 @@ pub struct Args {
     /// `auto` (libtorch when built with the `tch` feature, else flex), `flex` or `tch`.
     #[arg(long, default_value = "auto", value_name = "auto|flex|tch")]
     pub backend: String,
+    /// Compute every output again, even those the run's manifest shows were made from the same
+    /// package, style, image and options and still verify (the step cache).
+    #[arg(long)]
+    pub force: bool,
     /// Root of the shared volume.
     #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
     pub volume: PathBuf,
@@ -172,6 +179,7 @@ struct ImageInput {
     abs: PathBuf,
     /// Path under the output directory (keeps inputs with equal names apart).
     rel_out: String,
+    sha256: Sha256Hex,
     artifact: Option<Artifact>,
 }
 
@@ -187,6 +195,9 @@ struct Loaded {
 pub struct Summary {
     pub manifest_path: PathBuf,
     pub manifest: Manifest,
+    /// Outputs computed by this run and outputs reused from the previous one.
+    pub computed: usize,
+    pub reused: usize,
 }
 
 pub fn run(args: Args) -> Result<Summary, StageError> {
@@ -206,22 +217,75 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     // Everything is loaded and checked before the first forward pass.
     let packages = load_packages(&args, &volume, &run_id, &compute)?;
     let images = gather_images(&args, &volume, &run_id)?;
-    let mut decoded = Vec::new();
-    for img in &images {
-        decoded.push(image_io::load(&img.abs, args.max_pixels, args.max_size)?);
+    let manifest_path = args
+        .manifest
+        .clone()
+        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    let params = json!({
+        "styles": args.styles,
+        "max_size": args.max_size,
+        "format": format!("{:?}", args.format).to_lowercase(),
+        "tile_above": args.tile_above,
+        "tile": args.tile,
+        "overlap": args.overlap,
+        "out": args.out,
+        "backend": compute.backend,
+        "device": compute.name,
+    });
+    let mut input_keys: Vec<String> = packages
+        .iter()
+        .map(|p| format!("package {}@{}", p.dir_name, p.card.weights.sha256))
+        .collect();
+    input_keys.extend(
+        images
+            .iter()
+            .map(|i| format!("image {}@{}", i.rel_out, i.sha256)),
+    );
+    let key = stage.key(&params, &input_keys);
+    if !args.force
+        && let Some(manifest) = stage.reusable(&manifest_path, &volume, &key)
+    {
+        return Ok(Summary {
+            manifest_path,
+            manifest,
+            computed: 0,
+            reused: 0,
+        });
     }
+    // Outputs of the previous run that may be reused item by item.
+    let previous: std::collections::HashMap<String, Artifact> = if args.force {
+        Default::default()
+    } else {
+        Manifest::read(&manifest_path, &volume)
+            .map(|m| m.outputs.into_iter().map(|a| (a.path.clone(), a)).collect())
+            .unwrap_or_default()
+    };
 
-    let mut outputs = Vec::new();
+    // Plan every output; decode (and so check) every image some output still needs.
+    struct Job<'a> {
+        pkg: &'a Loaded,
+        style: &'a Style,
+        img: usize,
+        rel: String,
+        format: image::ImageFormat,
+        item_key: Sha256Hex,
+        reuse: Option<Artifact>,
+    }
+    let mut formats = Vec::with_capacity(images.len());
+    for img in &images {
+        formats.push(image_io::probe(&img.abs, args.max_pixels)?);
+    }
+    let mut jobs = Vec::new();
     for pkg in &packages {
         for style in &pkg.styles {
-            for (img, planar) in images.iter().zip(&decoded) {
+            for (k, img) in images.iter().enumerate() {
                 let ext = img
                     .abs
                     .extension()
                     .and_then(|e| e.to_str())
                     .unwrap_or("png")
                     .to_string();
-                let (format, ext) = image_io::choose(args.format, planar.format, &ext);
+                let (format, ext) = image_io::choose(args.format, formats[k], &ext);
                 let stem_rel = img
                     .rel_out
                     .rsplit_once('.')
@@ -232,92 +296,136 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                     args.out, pkg.dir_name, style.label
                 );
                 validate_relative_path(&rel).map_err(StageError::InputInvalid)?;
-                let t0 = Instant::now();
-                let (rgb, tiles) =
-                    stylize_planar(&pkg.net, planar, &style.weights, &compute.device, &args)?;
-                let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                image_io::save(
-                    &volume.join(&rel),
-                    planar.width,
-                    planar.height,
-                    &rgb,
-                    planar.alpha.as_deref(),
+                let item_key = sha256_bytes(
+                    json!({
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "weights": pkg.card.weights.sha256,
+                        "style": style.weights,
+                        "image": img.sha256,
+                        "params": params,
+                    })
+                    .to_string()
+                    .as_bytes(),
+                );
+                let reuse = previous
+                    .get(&rel)
+                    .filter(|a| {
+                        a.attributes.get("item_key").and_then(Value::as_str)
+                            == Some(item_key.as_str())
+                    })
+                    .filter(|a| match a.verify(&volume) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!("recomputing {rel}: {e}");
+                            false
+                        }
+                    })
+                    .cloned();
+                jobs.push(Job {
+                    pkg,
+                    style,
+                    img: k,
+                    rel,
                     format,
-                )?;
-                tracing::info!(
-                    "{} × {} → {rel} ({}x{}, {ms:.0} ms{})",
-                    img.abs.display(),
-                    style.label,
-                    planar.width,
-                    planar.height,
-                    if tiles > 1 {
-                        format!(", {tiles} tiles")
-                    } else {
-                        String::new()
-                    }
-                );
-                let mut a = Artifact::from_file(&volume, &rel, rel.clone(), ArtifactKind::Styled)?;
-                let mut attrs = Map::new();
-                attrs.insert(
-                    "input".into(),
-                    json!(
-                        img.artifact
-                            .as_ref()
-                            .map(|a| a.path.clone())
-                            .unwrap_or_else(|| img.abs.display().to_string())
-                    ),
-                );
-                attrs.insert(
-                    "input_source".into(),
-                    json!(img.artifact.as_ref().and_then(|a| a.source.clone())),
-                );
-                attrs.insert("package".into(), json!(pkg.dir_name));
-                attrs.insert("architecture".into(), json!(pkg.card.architecture.name()));
-                attrs.insert("style".into(), json!(style.label));
-                attrs.insert("style_weights".into(), json!(style.parts));
-                attrs.insert("width".into(), json!(planar.width));
-                attrs.insert("height".into(), json!(planar.height));
-                attrs.insert("backend".into(), json!(compute.backend));
-                attrs.insert("device".into(), json!(compute.name));
-                attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
-                attrs.insert("tiles".into(), json!(tiles));
-                a.attributes = attrs;
-                outputs.push(a);
+                    item_key,
+                    reuse,
+                });
             }
         }
+    }
+
+    // Decode every image a computed output needs: all of them are checked before the first
+    // forward pass, so a bad one fails the stage before anything is written.
+    let mut decoded: Vec<Option<image_io::Planar>> = (0..images.len()).map(|_| None).collect();
+    for job in jobs.iter().filter(|j| j.reuse.is_none()) {
+        if decoded[job.img].is_none() {
+            let img = &images[job.img];
+            decoded[job.img] = Some(image_io::load(&img.abs, args.max_pixels, args.max_size)?);
+        }
+    }
+    let mut outputs = Vec::new();
+    let (mut computed, mut reused) = (0usize, 0usize);
+    for job in &jobs {
+        if let Some(a) = &job.reuse {
+            tracing::info!("{} unchanged since the last run: reused", job.rel);
+            outputs.push(a.clone());
+            reused += 1;
+            continue;
+        }
+        let img = &images[job.img];
+        let planar = decoded[job.img].as_ref().expect("decoded above");
+        let (pkg, style, rel) = (job.pkg, job.style, &job.rel);
+        let t0 = Instant::now();
+        let (rgb, tiles) =
+            stylize_planar(&pkg.net, planar, &style.weights, &compute.device, &args)?;
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        image_io::save(
+            &volume.join(rel),
+            planar.width,
+            planar.height,
+            &rgb,
+            planar.alpha.as_deref(),
+            job.format,
+        )?;
+        tracing::info!(
+            "{} × {} → {rel} ({}x{}, {ms:.0} ms{})",
+            img.abs.display(),
+            style.label,
+            planar.width,
+            planar.height,
+            if tiles > 1 {
+                format!(", {tiles} tiles")
+            } else {
+                String::new()
+            }
+        );
+        let mut a = Artifact::from_file(&volume, rel, rel.clone(), ArtifactKind::Styled)?;
+        let mut attrs = Map::new();
+        attrs.insert(
+            "input".into(),
+            json!(
+                img.artifact
+                    .as_ref()
+                    .map(|a| a.path.clone())
+                    .unwrap_or_else(|| img.abs.display().to_string())
+            ),
+        );
+        attrs.insert(
+            "input_source".into(),
+            json!(img.artifact.as_ref().and_then(|a| a.source.clone())),
+        );
+        attrs.insert("input_sha256".into(), json!(img.sha256));
+        attrs.insert("package".into(), json!(pkg.dir_name));
+        attrs.insert("architecture".into(), json!(pkg.card.architecture.name()));
+        attrs.insert("style".into(), json!(style.label));
+        attrs.insert("style_weights".into(), json!(style.parts));
+        attrs.insert("width".into(), json!(planar.width));
+        attrs.insert("height".into(), json!(planar.height));
+        attrs.insert("backend".into(), json!(compute.backend));
+        attrs.insert("device".into(), json!(compute.name));
+        attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
+        attrs.insert("tiles".into(), json!(tiles));
+        attrs.insert("item_key".into(), json!(job.item_key));
+        a.attributes = attrs;
+        outputs.push(a);
+        computed += 1;
     }
 
     let mut inputs: Vec<Artifact> = packages.iter().flat_map(|p| p.artifact.clone()).collect();
     inputs.extend(images.iter().filter_map(|i| i.artifact.clone()));
     dedupe(&mut inputs);
-    let params = json!({
-        "styles": args.styles,
-        "max_size": args.max_size,
-        "format": format!("{:?}", args.format).to_lowercase(),
-        "tile_above": args.tile_above,
-        "tile": args.tile,
-        "overlap": args.overlap,
-        "out": args.out,
-        "backend": compute.backend,
-    });
-    let digests: Vec<String> = inputs
-        .iter()
-        .map(|a| format!("{}@{}", a.path, a.sha256))
-        .collect();
-    let manifest = stage.finish(params, &digests, inputs, outputs);
-    let manifest_path = args
-        .manifest
-        .clone()
-        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    let manifest = stage.finish(params, &input_keys, inputs, outputs);
     manifest.write(&manifest_path)?;
     tracing::info!(
-        "{} images written; manifest {}",
+        "{} images: {computed} computed, {reused} reused; manifest {}",
         manifest.outputs.len(),
         manifest_path.display()
     );
     Ok(Summary {
         manifest_path,
         manifest,
+        computed,
+        reused,
     })
 }
 
@@ -421,11 +529,21 @@ fn load_packages(
     let mut out = Vec::new();
     for (dir, artifact) in dirs {
         let (card, net) = load_package(&dir, &compute.device)?;
-        let specs: Vec<String> = if args.styles.is_empty() {
-            vec!["0".into()]
-        } else {
-            args.styles.clone()
-        };
+        let dir_name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        let mut specs: Vec<String> = args
+            .styles
+            .iter()
+            .filter_map(|s| match s.split_once('/') {
+                Some((pkg, spec)) => (pkg == dir_name).then(|| spec.to_string()),
+                None => Some(s.clone()),
+            })
+            .collect();
+        if specs.is_empty() {
+            specs.push("0".into());
+        }
         let styles = specs
             .iter()
             .map(|s| parse_style(s, &card.styles))
@@ -437,10 +555,6 @@ fn load_packages(
                     e.to_string().trim_start_matches("input invalid: ")
                 ))
             })?;
-        let dir_name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into());
         out.push(Loaded {
             dir_name,
             card,
@@ -451,6 +565,17 @@ fn load_packages(
     }
     if out.is_empty() {
         return Err(StageError::InputMissing(vec!["no model packages".into()]));
+    }
+    for spec in &args.styles {
+        if let Some((pkg, _)) = spec.split_once('/')
+            && !out.iter().any(|l| l.dir_name == pkg)
+        {
+            let have: Vec<&str> = out.iter().map(|l| l.dir_name.as_str()).collect();
+            return Err(StageError::Usage(format!(
+                "--style {spec:?}: no package named {pkg:?} (packages: {})",
+                have.join(", ")
+            )));
+        }
     }
     Ok(out)
 }
@@ -467,6 +592,7 @@ fn gather_images(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<ImageIn
             out.push(ImageInput {
                 abs: a.abs_path(volume),
                 rel_out,
+                sha256: a.sha256.clone(),
                 artifact: Some(a),
             });
         }
@@ -479,8 +605,10 @@ fn gather_images(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<ImageIn
                         .map_err(|e| StageError::io(p, e))?
                     {
                         if ArtifactKind::guess(&rel) == ArtifactKind::Image {
+                            let abs = p.join(&rel);
                             out.push(ImageInput {
-                                abs: p.join(&rel),
+                                sha256: sha256_file(&abs)?.0,
+                                abs,
                                 rel_out: rel,
                                 artifact: None,
                             });
@@ -493,6 +621,7 @@ fn gather_images(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<ImageIn
                         .map(|n| n.to_string_lossy().into_owned())
                         .unwrap_or_default();
                     out.push(ImageInput {
+                        sha256: sha256_file(p)?.0,
                         abs: p.clone(),
                         rel_out: name,
                         artifact: None,

@@ -13,6 +13,7 @@
 //! checksum.
 
 pub mod dest;
+pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,6 +89,20 @@ pub struct PublishArgs {
     /// Destination: `s3://bucket/prefix` or a local directory. The run goes to `<TO>/<run-id>/`.
     #[arg(long, value_name = "URI")]
     pub to: String,
+    /// A stage manifest to publish (under `manifests/`) without its outputs. Repeatable.
+    #[arg(long = "record", value_name = "FILE")]
+    pub records: Vec<PathBuf>,
+    /// A log file on the volume to publish under `logs/`. Repeatable.
+    #[arg(long = "log", value_name = "FILE")]
+    pub logs: Vec<PathBuf>,
+    /// Do not write `results.csv`, `results.json` and `contact-sheet.jpg` (written by default
+    /// when a manifest has styled images).
+    #[arg(long)]
+    pub no_report: bool,
+    /// Publish again even when the receipt shows the same files went to the same destination
+    /// (the step cache). Objects already there and identical are still skipped.
+    #[arg(long)]
+    pub force: bool,
     /// Root of the shared volume (manifest paths are relative to it).
     #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
     pub volume: PathBuf,
@@ -134,6 +149,8 @@ pub struct Published {
 pub struct Report {
     pub published: Vec<Published>,
     pub receipt: Option<PathBuf>,
+    /// The receipt of an earlier identical publish, when nothing had to be done.
+    pub cached: Option<Manifest>,
 }
 
 impl Report {
@@ -159,7 +176,13 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     let mut run_id: Option<String> = None;
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     let mut inputs = Vec::new();
-    for mpath in &args.manifests {
+    let mut styled_manifests = Vec::new();
+    let all = args
+        .manifests
+        .iter()
+        .map(|p| (p, true))
+        .chain(args.records.iter().map(|p| (p, false)));
+    for (mpath, with_outputs) in all {
         let m = Manifest::read(mpath, &volume)?;
         match &run_id {
             None => run_id = Some(m.run_id.clone()),
@@ -172,7 +195,7 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             }
             Some(_) => {}
         }
-        for a in &m.outputs {
+        for a in m.outputs.iter().filter(|_| with_outputs) {
             a.verify(&volume).map_err(|e| match e {
                 StageError::Integrity(msg) => {
                     StageError::Integrity(format!("{}: {msg}", mpath.display()))
@@ -212,10 +235,69 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             },
         )?;
         inputs.push(art);
+        if with_outputs && m.outputs.iter().any(|a| a.kind == ArtifactKind::Styled) {
+            styled_manifests.push(m);
+        }
     }
     let run_id = run_id.ok_or_else(|| StageError::Usage("no manifests given".into()))?;
     validate_run_id(&run_id)?;
     stage.run_id = run_id.clone();
+    let destination = args.to.parse::<Location>()?.join(&format!("{run_id}/"));
+
+    for log in &args.logs {
+        let rel = relative_to(&volume, log)?;
+        let name = Path::new(&rel)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| rel.clone());
+        let art = Artifact::from_file(&volume, &rel, format!("logs/{name}"), ArtifactKind::Log)?;
+        add_item(
+            &mut items,
+            Item {
+                key: format!("logs/{name}"),
+                local: volume.join(&rel),
+                sha256: art.sha256.clone(),
+                bytes: art.bytes,
+                media_type: "text/plain".into(),
+            },
+        )?;
+    }
+
+    // Results table and contact sheet, beside the manifests on the volume.
+    if !args.no_report && !styled_manifests.is_empty() {
+        let rows = report::rows(&styled_manifests, |k| destination.join(k).to_string());
+        let files: [(&str, Vec<u8>); 3] = [
+            ("results.csv", report::to_csv(&rows)?),
+            (
+                "results.json",
+                report::to_json(&run_id, &destination.to_string(), &rows),
+            ),
+            ("contact-sheet.jpg", report::contact_sheet(&volume, &rows)?),
+        ];
+        for (name, bytes) in files {
+            let rel = format!("runs/{run_id}/{name}");
+            write_atomic(volume.join(&rel), &bytes, Clobber::Replace)?;
+            let art = Artifact::from_file(&volume, &rel, name, ArtifactKind::guess(name))?;
+            add_item(
+                &mut items,
+                Item {
+                    key: name.into(),
+                    local: volume.join(&rel),
+                    sha256: art.sha256.clone(),
+                    bytes: art.bytes,
+                    media_type: art.media_type.clone(),
+                },
+            )?;
+        }
+        tracing::info!(
+            "results: {} rows, contact sheet of {} inputs",
+            rows.len(),
+            rows.iter()
+                .map(|r| r.input.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        );
+    }
 
     // SHA256SUMS over everything published, written to the volume beside the manifests.
     let sums_rel = format!("runs/{run_id}/SHA256SUMS");
@@ -235,6 +317,31 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             media_type: "text/plain".into(),
         },
     )?;
+
+    // The step cache: the same files to the same destination as the receipt records.
+    let params = json!({
+        "to": args.to,
+        "destination": destination.to_string(),
+        "overwrite": args.transfer.overwrite,
+    });
+    let item_keys: Vec<String> = items
+        .values()
+        .map(|i| format!("{}@{}", i.key, i.sha256))
+        .collect();
+    let receipt_path = args
+        .receipt
+        .clone()
+        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    let key = stage.key(&params, &item_keys);
+    if !args.force
+        && let Some(receipt) = stage.reusable(&receipt_path, &volume, &key)
+    {
+        return Ok(Report {
+            published: vec![],
+            receipt: Some(receipt_path),
+            cached: Some(receipt),
+        });
+    }
 
     let dest = Dest::open(&args.to, Some(&run_id), &args.s3).await?;
     let items: Vec<Item> = items.into_values().collect();
@@ -272,21 +379,12 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             attributes,
         });
     }
-    let params = json!({
-        "to": args.to,
-        "destination": dest.uri(""),
-        "overwrite": args.transfer.overwrite,
-    });
-    let input_digests: Vec<String> = inputs.iter().map(|a| a.sha256.to_string()).collect();
-    let receipt = stage.finish(params, &input_digests, inputs, outputs);
-    let receipt_path = args
-        .receipt
-        .clone()
-        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    let receipt = stage.finish(params, &item_keys, inputs, outputs);
     receipt.write(&receipt_path)?;
     let report = Report {
         published,
         receipt: Some(receipt_path),
+        cached: None,
     };
     log_report(&report, &dest.uri(""));
     Ok(report)
@@ -341,6 +439,7 @@ pub async fn push(args: PushArgs) -> Result<Report, StageError> {
     let report = Report {
         published,
         receipt: None,
+        cached: None,
     };
     log_report(&report, &dest.uri(""));
     Ok(report)

@@ -111,20 +111,22 @@ async fn publish_is_idempotent_and_refuses_conflicts() {
                 && a.attributes["uri"].as_str().unwrap().starts_with("s3://"))
     );
 
-    // Again: nothing to do.
+    // Again: the receipt shows the same files went to the same place (the step cache).
     let r = run(cli(&publish_argv(vol.path(), &m, &to, &s3.endpoint)))
         .await
         .unwrap();
+    assert!(r.cached.is_some() && r.published.is_empty());
+    // Forced: every object is checked, all identical, nothing sent.
+    let mut forced = publish_argv(vol.path(), &m, &to, &s3.endpoint);
+    forced.push("--force");
+    let r = run(cli(&forced)).await.unwrap();
     assert_eq!(r.count(Status::Unchanged), 4, "{:?}", r.published);
 
     // Someone else's object at one of our keys: conflict, exit 7, nothing written.
     s3.put(&b, "results/r1/styled/candy/astronaut.png", b"not ours")
         .await;
     let before = s3.read(&b, "results/r1/SHA256SUMS").await;
-    let out = bin(&s3)
-        .args(publish_argv(vol.path(), &m, &to, &s3.endpoint))
-        .output()
-        .unwrap();
+    let out = bin(&s3).args(&forced).output().unwrap();
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stderr)
@@ -136,7 +138,7 @@ async fn publish_is_idempotent_and_refuses_conflicts() {
     );
     assert_eq!(s3.read(&b, "results/r1/SHA256SUMS").await, before);
     // --overwrite replaces it.
-    let mut argv = publish_argv(vol.path(), &m, &to, &s3.endpoint);
+    let mut argv = forced.clone();
     argv.push("--overwrite");
     let r = run(cli(&argv)).await.unwrap();
     assert_eq!(r.count(Status::Replaced), 1);
@@ -355,5 +357,8 @@ async fn publish_to_a_local_directory() {
         .output()
         .unwrap();
     assert!(st.status.success(), "{st:?}");
+    assert!(run(cli(&argv)).await.unwrap().cached.is_some());
+    let mut argv = argv.to_vec();
+    argv.push("--force");
     assert_eq!(run(cli(&argv)).await.unwrap().count(Status::Unchanged), 4);
 }

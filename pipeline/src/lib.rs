@@ -1,0 +1,223 @@
+//! `pipeline`: the kubestyle controller.
+//!
+//! * [`spec`]: the YAML pipeline spec (strict, every error with its field and line) and its
+//!   JSON Schema.
+//! * [`plan`]: spec → the four stage command lines (pure).
+//! * [`run`]: `pipeline run`, the stages as local processes with a step cache and resume.
+
+pub mod plan;
+pub mod run;
+pub mod spec;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use kubestyle_manifest::{ExitStatus, StageError};
+
+/// The component binaries, in pipeline order.
+pub const STAGES: [&str; 4] = ["download", "package-model", "stylize", "upload"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stage {
+    Download,
+    PackageModel,
+    Stylize,
+    Upload,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [
+        Stage::Download,
+        Stage::PackageModel,
+        Stage::Stylize,
+        Stage::Upload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        STAGES[self.index()]
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Stage {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown stage {s:?} (stages: {})", STAGES.join(", ")))
+    }
+}
+
+/// Why a pipeline command failed; [`PipelineError::exit_code`] is its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("{0}")]
+    Spec(#[from] spec::SpecErrors),
+    #[error(
+        "stage {stage} failed with exit code {}{}; log {}\n--- last lines of the {stage} log ---\n{tail}",
+        code.map(|c| c.to_string()).unwrap_or_else(|| "none (killed by a signal)".into()),
+        code.and_then(exit_name).map(|n| format!(" ({n})")).unwrap_or_default(),
+        log.display()
+    )]
+    StageFailed {
+        stage: Stage,
+        code: Option<i32>,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("interrupted during {0}; run the same command again to resume")]
+    Interrupted(Stage),
+    #[error("{0}")]
+    Other(#[from] StageError),
+}
+
+fn exit_name(code: i32) -> Option<&'static str> {
+    ExitStatus::ALL
+        .into_iter()
+        .find(|s| i32::from(s.code()) == code)
+        .map(ExitStatus::name)
+}
+
+impl PipelineError {
+    /// Spec errors are usage errors (2); a failed stage's exit code is passed on (1 when it was
+    /// killed by a signal); an interrupt is 130.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PipelineError::Spec(_) => ExitStatus::Usage.code(),
+            PipelineError::StageFailed { code, .. } => code
+                .and_then(|c| u8::try_from(c).ok())
+                .filter(|&c| c != 0)
+                .unwrap_or(ExitStatus::Internal.code()),
+            PipelineError::Interrupted(_) => 130,
+            PipelineError::Other(e) => e.exit_status().code(),
+        }
+    }
+}
+
+/// The kubestyle controller.
+#[derive(Debug, clap::Parser)]
+#[command(name = "pipeline", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Run every stage locally, as separate processes, skipping stages whose step cache holds.
+    Run {
+        /// The pipeline spec (YAML).
+        spec: PathBuf,
+        /// Run every stage, cached or not.
+        #[arg(long)]
+        force: bool,
+        /// Run this stage and every later one, cached or not.
+        #[arg(long, value_name = "STAGE")]
+        force_stage: Option<Stage>,
+        /// Where the component binaries are (default: beside pipeline, then PATH).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
+    /// Check a spec: every error with its field and line; exit 0 when it is valid.
+    Validate { spec: PathBuf },
+    /// Print the JSON Schema of the spec.
+    Schema,
+}
+
+/// Run one command; what it prints for people goes to stdout.
+pub async fn main(cli: Cli) -> Result<(), PipelineError> {
+    match cli.command {
+        Command::Run {
+            spec,
+            force,
+            force_stage,
+            bin_dir,
+        } => {
+            let opts = run::RunOptions {
+                force,
+                force_stage,
+                bin_dir,
+            };
+            let report = run::run(&spec, &opts).await?;
+            print!("{}", run::summary(&report));
+            Ok(())
+        }
+        Command::Validate { spec } => {
+            let l = spec::load(&spec)?;
+            let s = &l.spec;
+            println!(
+                "{}: valid — run {:?}, {} image source{}, {} model{}, output {}",
+                spec.display(),
+                s.name,
+                s.sources.images.len() + s.sources.lists.len(),
+                if s.sources.images.len() + s.sources.lists.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
+                s.sources.models.len(),
+                if s.sources.models.len() == 1 { "" } else { "s" },
+                l.output()
+            );
+            Ok(())
+        }
+        Command::Schema => {
+            println!("{}", spec_schema_json());
+            Ok(())
+        }
+    }
+}
+
+/// The spec's JSON Schema, pretty-printed (committed as `schemas/pipeline-spec-v1.schema.json`).
+pub fn spec_schema_json() -> String {
+    let schema = schemars::schema_for!(spec::Spec);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed schema is what the types generate. Regenerate with
+    /// `KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p pipeline`.
+    #[test]
+    fn committed_schema_is_current() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/pipeline-spec-v1.schema.json"
+        );
+        let want = format!("{}\n", spec_schema_json());
+        if std::env::var_os("KUBESTYLE_UPDATE_SCHEMA").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "{path} is stale: run KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p pipeline"
+        );
+    }
+
+    #[test]
+    fn stage_names_round_trip() {
+        for s in Stage::ALL {
+            assert_eq!(s.as_str().parse::<Stage>().unwrap(), s);
+        }
+        assert!(
+            "styler"
+                .parse::<Stage>()
+                .unwrap_err()
+                .contains("stages: download")
+        );
+    }
+}

@@ -1,0 +1,452 @@
+//! `pipeline run`: the four stages as separate processes of the component binaries, on a local
+//! volume, exactly as in a cluster: each reads the previous stage's manifest from
+//! `<volume>/runs/<run>/` and writes its own there.
+//!
+//! * Before any stage starts: the spec validates, the binaries are found, every source is
+//!   resolved (objects HEADed, prefixes listed, local paths stat-ed), every bucket is reachable.
+//! * Each stage decides itself whether its step cache holds (same cache key, outputs verify);
+//!   the runner tells "cached" from "ran" by whether the stage rewrote its manifest.
+//! * Stage output is streamed with a stage prefix and saved as `runs/<run>/<stage>.log` — only
+//!   when the stage did work, so a cached stage keeps the log of the run that made its outputs.
+//! * A failing stage stops the run: its name, exit code and log tail are printed and the
+//!   runner exits with the stage's exit code.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use kubestyle_manifest::atomic::{AtomicFile, Clobber};
+use kubestyle_manifest::manifest::manifest_path;
+use kubestyle_manifest::{ArtifactKind, Manifest, StageError};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::plan::{Layout, StageCmd, stage_commands};
+use crate::spec::{self, Loaded};
+use crate::{PipelineError, STAGES, Stage};
+
+/// How a run goes.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Run every stage even when its step cache holds.
+    pub force: bool,
+    /// Run this stage and every later one even when cached.
+    pub force_stage: Option<Stage>,
+    /// Where the component binaries are (default: beside `pipeline`, then `PATH`).
+    pub bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageStatus {
+    Ran,
+    Cached,
+}
+
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    pub stage: Stage,
+    pub status: StageStatus,
+    pub seconds: f64,
+    pub manifest: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub run_id: String,
+    pub volume: PathBuf,
+    /// Where the run was published (`<output>/<run>/`).
+    pub destination: String,
+    pub stages: Vec<StageReport>,
+}
+
+impl RunReport {
+    pub fn ran(&self) -> usize {
+        self.stages
+            .iter()
+            .filter(|s| s.status == StageStatus::Ran)
+            .count()
+    }
+}
+
+/// Find a component binary: `--bin-dir`/`KUBESTYLE_BIN_DIR`, beside this executable, `PATH`.
+pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    if let Some(d) = bin_dir {
+        dirs.push(d.to_path_buf());
+    } else {
+        if let Some(d) = std::env::var_os("KUBESTYLE_BIN_DIR") {
+            dirs.push(PathBuf::from(d));
+        }
+        if let Some(d) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            dirs.push(d);
+        }
+        if let Some(path) = std::env::var_os("PATH") {
+            dirs.extend(std::env::split_paths(&path));
+        }
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Everything that can be checked before the first stage starts.
+pub async fn preflight(l: &Loaded, cmds: &[StageCmd]) -> Result<(), StageError> {
+    // Sources: exactly what download will resolve, with download's own code.
+    let mut argv = vec!["download".to_string()];
+    argv.extend(cmds[0].args.iter().cloned());
+    argv.extend(["--max-attempts".into(), "2".into()]);
+    let args = kubestyle_download::Args::try_parse_from(&argv)
+        .map_err(|e| StageError::Internal(format!("download arguments: {e}")))?;
+    let n = kubestyle_download::check(&args).await?;
+    tracing::info!("preflight: {n} source files found");
+    // The destination bucket.
+    if let Ok(kubestyle_manifest::Location::S3 { bucket, .. }) = l.output().parse() {
+        let s3 = kubestyle_s3::S3Args {
+            max_attempts: 2,
+            ..args.s3.clone()
+        };
+        let client = s3.client().await?;
+        if !kubestyle_s3::bucket_exists(&client, &bucket).await? {
+            return Err(StageError::InputMissing(vec![format!(
+                "output bucket {bucket:?} does not exist"
+            )]));
+        }
+    }
+    Ok(())
+}
+
+/// Prints stage output and the progress line (a spinner on a terminal, plain lines otherwise).
+struct Ui {
+    bar: ProgressBar,
+}
+
+impl Ui {
+    fn new() -> Self {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{pos}/{len}] {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_length(STAGES.len() as u64);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Ui { bar }
+    }
+
+    fn line(&self, s: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{s}");
+        } else {
+            self.bar.println(s);
+        }
+    }
+}
+
+/// Run the pipeline described by the spec at `spec_path`.
+pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, PipelineError> {
+    let l = spec::load(spec_path)?;
+    let run_id = l.spec.name.clone();
+
+    let mut bins = Vec::new();
+    let mut missing = Vec::new();
+    for c in STAGES {
+        match find_binary(c, opts.bin_dir.as_deref()) {
+            Some(p) => bins.push(p),
+            None => missing.push(c),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(StageError::Usage(format!(
+            "component binaries not found beside pipeline, in KUBESTYLE_BIN_DIR or on PATH: {} \
+             (build them with `cargo build --workspace`)",
+            missing.join(", ")
+        ))
+        .into());
+    }
+
+    let first_forced = if opts.force {
+        Some(0)
+    } else {
+        opts.force_stage.map(|s| s.index())
+    };
+    let force: [bool; 4] = std::array::from_fn(|i| first_forced.is_some_and(|f| i >= f));
+    let volume = l.volume();
+    let layout = Layout {
+        volume: volume.display().to_string(),
+        with_logs: true,
+    };
+    let cmds = stage_commands(&l, &layout, force);
+    let destination = {
+        let loc: kubestyle_manifest::Location = l.output().parse()?;
+        loc.join(&format!("{run_id}/")).to_string()
+    };
+
+    // Nothing is written before the preflight passes.
+    let ui = Ui::new();
+    ui.bar.set_message("preflight");
+    preflight(&l, &cmds).await?;
+
+    let run_dir = volume.join("runs").join(&run_id);
+    std::fs::create_dir_all(&run_dir).map_err(|e| StageError::io(&run_dir, e))?;
+    // One pipeline per run at a time; the lock goes with the process, so a killed run never
+    // blocks the next one.
+    let lock_path = run_dir.join(".pipeline.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| StageError::io(&lock_path, e))?;
+    if lock.try_lock().is_err() {
+        return Err(StageError::Conflict(vec![format!(
+            "another `pipeline run` is working on run {run_id:?} (lock {})",
+            lock_path.display()
+        )])
+        .into());
+    }
+
+    let mut reports = Vec::new();
+    for (i, (cmd, bin)) in cmds.iter().zip(&bins).enumerate() {
+        ui.bar.set_position(i as u64);
+        ui.bar.set_message(cmd.stage.as_str());
+        ui.line(&format!(
+            "==> [{}/{}] {}",
+            i + 1,
+            cmds.len(),
+            cmd.stage.as_str()
+        ));
+        let report = run_stage(cmd, bin, &volume, &run_id, &ui).await?;
+        ui.line(&format!(
+            "==> {}: {} ({:.1} s)",
+            cmd.stage.as_str(),
+            match report.status {
+                StageStatus::Ran => "done",
+                StageStatus::Cached => "cached, nothing to do",
+            },
+            report.seconds
+        ));
+        if cmd.stage == Stage::PackageModel {
+            check_architectures(&l, &report.manifest, &volume)?;
+        }
+        reports.push(report);
+    }
+    ui.bar.finish_and_clear();
+    drop(lock);
+    Ok(RunReport {
+        run_id,
+        volume,
+        destination,
+        stages: reports,
+    })
+}
+
+/// The manifest a stage writes (upload's is its receipt).
+fn stage_manifest(volume: &Path, run_id: &str, stage: Stage) -> PathBuf {
+    manifest_path(volume, run_id, stage.as_str())
+}
+
+async fn run_stage(
+    cmd: &StageCmd,
+    bin: &Path,
+    volume: &Path,
+    run_id: &str,
+    ui: &Ui,
+) -> Result<StageReport, PipelineError> {
+    let stage = cmd.stage;
+    let manifest = stage_manifest(volume, run_id, stage);
+    let before = std::fs::read(&manifest).ok();
+    let log_path = volume
+        .join("runs")
+        .join(run_id)
+        .join(format!("{}.log", stage.as_str()));
+    let log = Arc::new(Mutex::new(AtomicFile::create(&log_path, Clobber::Replace)?));
+    let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
+
+    let t0 = Instant::now();
+    let mut child = tokio::process::Command::new(bin)
+        .args(&cmd.args)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| StageError::Internal(format!("cannot start {}: {e}", bin.display())))?;
+
+    let prefix = format!("{:>13} | ", stage.as_str());
+    let mut readers = Vec::new();
+    let out = child
+        .stdout
+        .take()
+        .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    let err = child
+        .stderr
+        .take()
+        .map(|o| Box::new(o) as Box<dyn tokio::io::AsyncRead + Unpin + Send>);
+    for stream in [out, err].into_iter().flatten() {
+        let (log, tail, prefix) = (log.clone(), tail.clone(), prefix.clone());
+        let bar = ui.bar.clone();
+        readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut f) = log.lock() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Ok(mut t) = tail.lock() {
+                    if t.len() == 30 {
+                        t.pop_front();
+                    }
+                    t.push_back(line.clone());
+                }
+                let shown = format!("{prefix}{line}");
+                if bar.is_hidden() {
+                    eprintln!("{shown}");
+                } else {
+                    bar.println(shown);
+                }
+            }
+        }));
+    }
+
+    let status = tokio::select! {
+        s = child.wait() => s.map_err(|e| StageError::Internal(format!("waiting for {}: {e}", stage.as_str())))?,
+        _ = interrupted() => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            for r in readers { let _ = r.await; }
+            commit_log(log)?;
+            return Err(PipelineError::Interrupted(stage));
+        }
+    };
+    for r in readers {
+        let _ = r.await;
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let after = std::fs::read(&manifest).ok();
+    if !status.success() {
+        commit_log(log)?;
+        let tail: Vec<String> = tail
+            .lock()
+            .map(|t| t.iter().cloned().collect())
+            .unwrap_or_default();
+        return Err(PipelineError::StageFailed {
+            stage,
+            code: status.code(),
+            log: log_path,
+            tail: tail.join("\n"),
+        });
+    }
+    let cached = before.is_some() && before == after;
+    if cached {
+        // Keep the log of the run that made the outputs; this one said "cached".
+        drop(log);
+    } else {
+        commit_log(log)?;
+    }
+    Ok(StageReport {
+        stage,
+        status: if cached {
+            StageStatus::Cached
+        } else {
+            StageStatus::Ran
+        },
+        seconds,
+        manifest,
+    })
+}
+
+fn commit_log(log: Arc<Mutex<AtomicFile>>) -> Result<(), StageError> {
+    match Arc::try_unwrap(log) {
+        Ok(m) => m
+            .into_inner()
+            .map_err(|_| StageError::Internal("log writer poisoned".into()))?
+            .commit(),
+        Err(_) => Err(StageError::Internal("log still in use".into())),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The packaged networks must be of the architecture the spec declares for them.
+fn check_architectures(l: &Loaded, manifest: &Path, volume: &Path) -> Result<(), StageError> {
+    let m = Manifest::read(manifest, volume)?;
+    let mut problems = Vec::new();
+    for model in &l.spec.sources.models {
+        let Some(want) = model.architecture else {
+            continue;
+        };
+        let pkg = spec::model_package_name(&model.uri);
+        let got = m
+            .outputs
+            .iter()
+            .filter(|a| a.kind == ArtifactKind::Package)
+            .find(|a| {
+                a.attributes
+                    .get("package")
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|p| p.rsplit('/').next() == Some(pkg.as_str()))
+            })
+            .and_then(|a| a.attributes.get("architecture"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        match got {
+            Some(g) if g == want.as_str() => {}
+            Some(g) => problems.push(format!(
+                "{} holds a {g} network, the spec says {}",
+                model.uri,
+                want.as_str()
+            )),
+            None => problems.push(format!("{} was not packaged", model.uri)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StageError::InputInvalid(problems.join("; ")))
+    }
+}
+
+/// The closing summary, for stdout.
+pub fn summary(r: &RunReport) -> String {
+    let mut s = String::new();
+    for st in &r.stages {
+        s.push_str(&format!(
+            "{:<14} {:<7} {:>7.1} s\n",
+            st.stage.as_str(),
+            match st.status {
+                StageStatus::Ran => "ran",
+                StageStatus::Cached => "cached",
+            },
+            st.seconds
+        ));
+    }
+    let dest = r.destination.trim_end_matches('/');
+    s.push_str(&format!(
+        "run {} — {} of {} stages ran\nresults:       {dest}/\ncontact sheet: {dest}/contact-sheet.jpg\ntable:         {dest}/results.csv\nvolume:        {}\n",
+        r.run_id,
+        r.ran(),
+        r.stages.len(),
+        r.volume.display()
+    ));
+    s
+}

@@ -1,0 +1,160 @@
+//! The demo spec (`examples/demo.yaml`) on local storage: outputs, SHA256SUMS, results table,
+//! contact sheet; then the step cache: an identical rerun, a corrupted cached output, and one
+//! input image changed under the same name.
+
+use crate::*;
+
+const STYLES: [&str; 4] = [
+    "style-07",
+    "style-19",
+    "style-23",
+    "style-03@0.50+style-12@0.50",
+];
+const PHOTOS: [&str; 3] = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"];
+
+fn styled_key(style: &str, photo: &str) -> String {
+    format!("styled/multistyle26/{style}/local/images/{photo}")
+}
+
+#[test]
+fn demo_spec_end_to_end_then_the_step_cache() {
+    let w = Workdir::new();
+    let spec = w.spec_from_example(
+        "demo.yaml",
+        &[(
+            "- images/",
+            format!("- {}/", w.path().join("images").display()),
+        )],
+    );
+    let vol = w.volume();
+    let published = w.out().join("demo");
+
+    // 1. First run: every stage runs, every expected output is published and verifies.
+    let out = run_ok(&spec, &[], &[]);
+    assert!(
+        statuses(&out).values().all(|s| s == "ran"),
+        "{:?}",
+        statuses(&out)
+    );
+    assert!(out.contains("contact sheet:"), "{out}");
+    let keys = verify_sums(&published);
+    for style in STYLES {
+        for photo in PHOTOS {
+            let k = styled_key(style, photo);
+            assert!(keys.contains(&k), "{k} not published: {keys:?}");
+        }
+    }
+    for k in [
+        "results.csv",
+        "results.json",
+        "contact-sheet.jpg",
+        "manifests/download.manifest.json",
+        "manifests/package-model.manifest.json",
+        "manifests/stylize.manifest.json",
+        "logs/download.log",
+        "logs/package-model.log",
+        "logs/stylize.log",
+    ] {
+        assert!(keys.iter().any(|x| x == k), "{k} not published: {keys:?}");
+    }
+    let stylize = manifest(&vol, "demo", "stylize");
+    assert_eq!(stylize.outputs.len(), 12);
+    check_results_match_manifest(
+        &std::fs::read(published.join("results.csv")).unwrap(),
+        &stylize,
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(published.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 12);
+    assert_eq!(json["rows"][0]["backend"], "flex");
+    // Contact sheet: 3 inputs down, input + 4 styles across.
+    let sheet = image::open(published.join("contact-sheet.jpg")).unwrap();
+    assert_eq!(sheet.width(), 8 + 5 * 200);
+    assert!(sheet.height() > 3 * 200);
+    // Every styled output keeps its input's size (max_size 320) and format.
+    let astro = image::open(published.join(styled_key("style-07", "astronaut.jpg"))).unwrap();
+    assert_eq!((astro.width(), astro.height()), (320, 320));
+
+    // 2. The same command again runs no stage: no manifest is rewritten.
+    let before = manifest_bytes(&vol, "demo");
+    let out = run_ok(&spec, &[], &[]);
+    assert!(
+        statuses(&out).values().all(|s| s == "cached"),
+        "{:?}",
+        statuses(&out)
+    );
+    assert!(out.contains("0 of 4 stages ran"), "{out}");
+    assert_eq!(
+        before,
+        manifest_bytes(&vol, "demo"),
+        "a manifest was rewritten"
+    );
+    let log = std::fs::read_to_string(vol.join("runs/demo/stylize.log")).unwrap();
+    assert!(
+        log.contains("12 computed, 0 reused"),
+        "a cached run must keep the log of the run that made the outputs: {log}"
+    );
+
+    // 3. A cached output corrupted on the volume is detected and recomputed (same bytes).
+    let victim = vol.join(styled_key("style-19", "coffee.jpg"));
+    let good = sha(&victim);
+    std::fs::write(&victim, b"not an image any more").unwrap();
+    let out = run_ok(&spec, &[], &[]);
+    let st = statuses(&out);
+    assert_eq!(st["download"], "cached");
+    assert_eq!(st["package-model"], "cached");
+    assert_eq!(st["stylize"], "ran");
+    assert_eq!(sha(&victim), good, "recomputed output differs");
+    let log = std::fs::read_to_string(vol.join("runs/demo/stylize.log")).unwrap();
+    assert!(log.contains("1 computed, 11 reused"), "{log}");
+    verify_sums(&published);
+
+    // 4. One input changed under the same name: only its outputs are redone.
+    let untouched = vol.join(styled_key("style-07", "astronaut.jpg"));
+    let untouched_mtime = std::fs::metadata(&untouched).unwrap().modified().unwrap();
+    let chelsea_old = sha(&vol.join(styled_key("style-07", "chelsea.jpg")));
+    let src = w.path().join("images/chelsea.jpg");
+    image::open(&src).unwrap().fliph().save(&src).unwrap();
+    let out = run_ok(&spec, &[], &[]);
+    let st = statuses(&out);
+    assert_eq!(st["download"], "ran");
+    assert_eq!(st["package-model"], "cached", "the model did not change");
+    assert_eq!(st["stylize"], "ran");
+    assert_eq!(st["upload"], "ran");
+    let log = std::fs::read_to_string(vol.join("runs/demo/stylize.log")).unwrap();
+    assert!(log.contains("4 computed, 8 reused"), "{log}");
+    assert_eq!(
+        std::fs::metadata(&untouched).unwrap().modified().unwrap(),
+        untouched_mtime,
+        "an output of an unchanged input was rewritten"
+    );
+    let chelsea_new = sha(&vol.join(styled_key("style-07", "chelsea.jpg")));
+    assert_ne!(chelsea_new, chelsea_old);
+    // The published copy was replaced and everything still verifies.
+    assert_eq!(
+        sha(&published.join(styled_key("style-07", "chelsea.jpg"))),
+        chelsea_new
+    );
+    verify_sums(&published);
+    check_results_match_manifest(
+        &std::fs::read(published.join("results.csv")).unwrap(),
+        &manifest(&vol, "demo", "stylize"),
+    );
+    assert!(temp_files(&vol).is_empty(), "{:?}", temp_files(&vol));
+
+    // 5. --force-stage upload re-runs upload only.
+    let out = run_ok(&spec, &["--force-stage", "upload"], &[]);
+    let st = statuses(&out);
+    assert_eq!(st["stylize"], "cached");
+    assert_eq!(st["upload"], "ran");
+}
+
+#[test]
+fn validate_accepts_the_examples() {
+    for name in ["demo.yaml", "s3.yaml", "transformer-net.yaml"] {
+        let p = repo().join("examples").join(name);
+        let out = pipeline(&["validate", p.to_str().unwrap()], &[]);
+        assert!(out.status.success(), "{name}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
+    }
+}

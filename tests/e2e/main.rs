@@ -1,0 +1,252 @@
+//! End-to-end: the `pipeline` binary running the four component binaries, on local storage and
+//! against a real S3 server (moto, started by `scripts/test.sh`), with the real trained
+//! MultiStyle26 network and real photos.
+//!
+//! The binaries are the workspace's own build (`cargo build --workspace` first; the test
+//! script does it): they are looked up beside this test executable's `deps/` directory.
+
+mod bad_input;
+mod local;
+mod resume;
+mod s3;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use kubestyle_manifest::Manifest;
+
+/// `target/<profile>/`, where cargo put the component binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in ["pipeline", "download", "package-model", "stylize", "upload"] {
+        assert!(
+            dir.join(b).is_file(),
+            "{} is missing: run `cargo build --workspace` before these tests (scripts/test.sh does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+pub fn assets() -> PathBuf {
+    let d = std::env::var_os("KUBESTYLE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".cache/assets"));
+    assert!(
+        d.join("multistyle26.onnx").exists(),
+        "assets missing in {}: run scripts/test.sh (or scripts/fetch_assets.py)",
+        d.display()
+    );
+    d
+}
+
+/// A working directory with a copy of the example photos (`images/`), to change at will.
+#[derive(Debug)]
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Workdir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Workdir {
+    pub fn new() -> Workdir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let images = dir.path().join("images");
+        std::fs::create_dir_all(&images).expect("mkdir");
+        for e in std::fs::read_dir(repo().join("examples/images")).expect("examples/images") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), images.join(e.file_name())).expect("copy");
+        }
+        Workdir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn volume(&self) -> PathBuf {
+        self.path().join("volume")
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.path().join("out")
+    }
+
+    /// `examples/<name>` rewritten to this directory: volume, output, images and model paths.
+    pub fn spec_from_example(&self, name: &str, edits: &[(&str, String)]) -> PathBuf {
+        let mut text =
+            std::fs::read_to_string(repo().join("examples").join(name)).expect("example spec");
+        let model = assets().join("multistyle26.onnx");
+        let base: Vec<(&str, String)> = vec![
+            (
+                "volume: ../.kubestyle/volume",
+                format!("volume: {}", self.volume().display()),
+            ),
+            (
+                "output: ../demo-output",
+                format!("output: {}", self.out().display()),
+            ),
+            (
+                "../.cache/assets/multistyle26.onnx",
+                model.display().to_string(),
+            ),
+        ];
+        for (from, to) in base.iter().chain(edits) {
+            text = text.replace(from, to);
+        }
+        let p = self.path().join(name);
+        std::fs::write(&p, text).expect("write spec");
+        p
+    }
+}
+
+/// `pipeline <args>`, with extra environment.
+pub fn pipeline(args: &[&str], env: &[(&str, String)]) -> Output {
+    let bins = bin_dir();
+    let out = Command::new(bins.join("pipeline"))
+        .args(args)
+        .env("KUBESTYLE_BIN_DIR", &bins)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run pipeline");
+    eprintln!(
+        "--- pipeline {args:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn run_ok(spec: &Path, extra: &[&str], env: &[(&str, String)]) -> String {
+    let mut args = vec!["run", spec.to_str().expect("utf-8 path")];
+    args.extend(extra);
+    let out = pipeline(&args, env);
+    assert!(out.status.success(), "pipeline run failed: {}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stage → "ran"/"cached", from the run summary.
+pub fn statuses(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (stage, status) = (w.next()?, w.next()?);
+            (["download", "package-model", "stylize", "upload"].contains(&stage)
+                && ["ran", "cached"].contains(&status))
+            .then(|| (stage.to_string(), status.to_string()))
+        })
+        .collect()
+}
+
+pub fn sha(p: &Path) -> String {
+    kubestyle_manifest::sha256_file(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .0
+        .to_string()
+}
+
+/// Check every line of `<dir>/SHA256SUMS` against the files in `dir`; returns the keys.
+pub fn verify_sums(dir: &Path) -> Vec<String> {
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).expect("SHA256SUMS");
+    let mut keys = Vec::new();
+    for line in sums.lines() {
+        let (digest, key) = line.split_once("  ").expect("sum line");
+        assert_eq!(
+            sha(&dir.join(key)),
+            digest,
+            "{key} does not match SHA256SUMS"
+        );
+        keys.push(key.to_string());
+    }
+    assert!(!keys.is_empty());
+    keys
+}
+
+pub fn manifest(volume: &Path, run: &str, stage: &str) -> Manifest {
+    let p = kubestyle_manifest::manifest::manifest_path(volume, run, stage);
+    Manifest::read(&p, volume).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Every manifest of a run, as bytes (to show nothing was rewritten).
+pub fn manifest_bytes(volume: &Path, run: &str) -> BTreeMap<String, Vec<u8>> {
+    ["download", "package-model", "stylize", "upload"]
+        .iter()
+        .map(|s| {
+            let p = kubestyle_manifest::manifest::manifest_path(volume, run, s);
+            (s.to_string(), std::fs::read(&p).expect("manifest"))
+        })
+        .collect()
+}
+
+/// Files under `dir` whose names are AtomicFile temp names (left by a killed writer).
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    kubestyle_testkit::files(dir)
+        .into_iter()
+        .filter(|f| {
+            let name = f.rsplit('/').next().unwrap_or(f);
+            kubestyle_manifest::atomic::is_temp_name(name)
+        })
+        .collect()
+}
+
+/// The results table's rows must be exactly the stylize manifest's outputs.
+pub fn check_results_match_manifest(results_csv: &[u8], m: &Manifest) {
+    let mut rdr = csv::Reader::from_reader(results_csv);
+    let headers = rdr.headers().expect("header").clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    let (k, s, w, h) = (
+        col("output_key"),
+        col("sha256"),
+        col("width"),
+        col("height"),
+    );
+    let mut rows: Vec<(String, String, String, String)> = rdr
+        .records()
+        .map(|r| {
+            let r = r.expect("row");
+            (r[k].into(), r[s].into(), r[w].into(), r[h].into())
+        })
+        .collect();
+    let mut want: Vec<(String, String, String, String)> = m
+        .outputs
+        .iter()
+        .map(|a| {
+            (
+                a.path.clone(),
+                a.sha256.to_string(),
+                a.attributes["width"].to_string(),
+                a.attributes["height"].to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    want.sort();
+    assert_eq!(
+        rows, want,
+        "results.csv rows differ from the stylize manifest"
+    );
+}
