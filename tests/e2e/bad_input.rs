@@ -73,3 +73,39 @@ fn unreachable_endpoint_is_a_storage_error_before_any_stage() {
     expect_failure(&spec, 5, &["127.0.0.1:9"], &env);
     assert!(!w.volume().exists());
 }
+
+#[test]
+fn failing_stage_stops_the_run_with_its_exit_code_and_log_tail() {
+    let w = Workdir::new();
+    // Passes the preflight (the file exists), fails in stylize: not an image.
+    std::fs::write(w.path().join("images/broken.jpg"), b"this is not a JPEG").unwrap();
+    let spec = w.spec_from_example(
+        "demo.yaml",
+        &[(
+            "- images/",
+            format!("- {}/", w.path().join("images").display()),
+        )],
+    );
+    let out = pipeline(&["run", spec.to_str().unwrap()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("stage stylize failed with exit code 4 (input-invalid)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--- last lines of the stylize log ---"),
+        "{err}"
+    );
+    assert!(err.contains("broken.jpg"), "{err}");
+    // The earlier stages finished; stylize wrote neither outputs nor its manifest; the failing
+    // stage's log is kept for reading; upload never ran.
+    let vol = w.volume();
+    assert!(vol.join("runs/demo/package-model.manifest.json").exists());
+    assert!(!vol.join("runs/demo/stylize.manifest.json").exists());
+    assert!(!vol.join("styled").exists());
+    let log = std::fs::read_to_string(vol.join("runs/demo/stylize.log")).unwrap();
+    assert!(log.contains("broken.jpg"), "{log}");
+    assert!(!w.out().exists());
+    assert!(!err.contains("==> [4/4]"), "{err}");
+}

@@ -9,6 +9,7 @@ mod bad_input;
 mod local;
 mod resume;
 mod s3;
+mod transformer_net;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
