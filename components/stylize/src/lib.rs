@@ -72,6 +72,14 @@ pub struct Args {
     /// package, style, image and options and still verify (the step cache).
     #[arg(long)]
     pub force: bool,
+    /// Split the work (packages × styles × images, in a fixed order) into this many shards and
+    /// do one of them: the pods of a Kubernetes Indexed Job. Each shard writes its own manifest.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub shards: u32,
+    /// The shard this process does, 0-based (default: `JOB_COMPLETION_INDEX`, which Kubernetes
+    /// sets in an Indexed Job's pods).
+    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
+    pub shard: u32,
     /// Root of the shared volume.
     #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
     pub volume: PathBuf,
@@ -217,10 +225,16 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     // Everything is loaded and checked before the first forward pass.
     let packages = load_packages(&args, &volume, &run_id, &compute)?;
     let images = gather_images(&args, &volume, &run_id)?;
+    if args.shard >= args.shards {
+        return Err(StageError::Usage(format!(
+            "--shard {} is not below --shards {}",
+            args.shard, args.shards
+        )));
+    }
     let manifest_path = args
         .manifest
         .clone()
-        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+        .unwrap_or_else(|| shard_manifest_path(&volume, &run_id, args.shard, args.shards));
     let params = json!({
         "styles": args.styles,
         "max_size": args.max_size,
@@ -241,7 +255,12 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
             .iter()
             .map(|i| format!("image {}@{}", i.rel_out, i.sha256)),
     );
-    let key = stage.key(&params, &input_keys);
+    let mut stage_params = params.clone();
+    if args.shards > 1 {
+        stage_params["shards"] = json!(args.shards);
+        stage_params["shard"] = json!(args.shard);
+    }
+    let key = stage.key(&stage_params, &input_keys);
     if !args.force
         && let Some(manifest) = stage.reusable(&manifest_path, &volume, &key)
     {
@@ -334,6 +353,17 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         }
     }
 
+    // This shard's part: every `shards`-th output, starting at `shard`.
+    if args.shards > 1 {
+        let (n, k) = (args.shards as usize, args.shard as usize);
+        jobs = jobs
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % n == k)
+            .map(|(_, j)| j)
+            .collect();
+        tracing::info!("shard {k} of {n}: {} outputs", jobs.len());
+    }
     // Decode every image a computed output needs: all of them are checked before the first
     // forward pass, so a bad one fails the stage before anything is written.
     let mut decoded: Vec<Option<image_io::Planar>> = (0..images.len()).map(|_| None).collect();
@@ -414,7 +444,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     let mut inputs: Vec<Artifact> = packages.iter().flat_map(|p| p.artifact.clone()).collect();
     inputs.extend(images.iter().filter_map(|i| i.artifact.clone()));
     dedupe(&mut inputs);
-    let manifest = stage.finish(params, &input_keys, inputs, outputs);
+    let manifest = stage.finish(stage_params, &input_keys, inputs, outputs);
     manifest.write(&manifest_path)?;
     tracing::info!(
         "{} images: {computed} computed, {reused} reused; manifest {}",
@@ -427,6 +457,16 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         computed,
         reused,
     })
+}
+
+/// Where a stylize shard writes its manifest: `stylize.manifest.json` for an unsharded run,
+/// `stylize-<shard>-of-<shards>.manifest.json` otherwise (upload merges them).
+pub fn shard_manifest_path(volume: &Path, run_id: &str, shard: u32, shards: u32) -> PathBuf {
+    if shards <= 1 {
+        manifest_path(volume, run_id, STAGE)
+    } else {
+        manifest_path(volume, run_id, &format!("{STAGE}-{shard}-of-{shards}"))
+    }
 }
 
 fn dedupe(arts: &mut Vec<Artifact>) {

@@ -394,3 +394,67 @@ fn inputs_come_from_the_previous_manifests() {
         m.outputs
     );
 }
+
+#[test]
+fn shards_split_the_work_and_together_equal_one_run() {
+    let vol = volume();
+    let img = vol.path().join("img");
+    let base = |c: &mut Command| {
+        c.args([
+            "--image",
+            img.to_str().unwrap(),
+            "--style",
+            "7",
+            "--style",
+            "3:0.5,12:0.5",
+        ]);
+    };
+    let mut whole = stylize(vol.path());
+    base(&mut whole);
+    whole.args(["--out", "whole", "--manifest"]);
+    whole.arg(vol.path().join("whole.json"));
+    assert!(whole.output().unwrap().status.success());
+    let whole = Manifest::read(&vol.path().join("whole.json"), vol.path()).unwrap();
+    assert_eq!(whole.outputs.len(), 8);
+
+    let mut sharded: Vec<(String, String)> = Vec::new();
+    for shard in ["0", "1", "2"] {
+        let mut c = stylize(vol.path());
+        base(&mut c);
+        c.args(["--out", "whole", "--shards", "3"])
+            .env("JOB_COMPLETION_INDEX", shard);
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{o:?}");
+        let p = vol
+            .path()
+            .join(format!("runs/t/stylize-{shard}-of-3.manifest.json"));
+        let m = Manifest::read(&p, vol.path()).unwrap();
+        assert!((2..=3).contains(&m.outputs.len()), "{}", m.outputs.len());
+        sharded.extend(
+            m.outputs
+                .iter()
+                .map(|a| (a.path.clone(), a.sha256.to_string())),
+        );
+    }
+    sharded.sort();
+    let mut want: Vec<(String, String)> = whole
+        .outputs
+        .iter()
+        .map(|a| (a.path.clone(), a.sha256.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(sharded, want);
+
+    let o = stylize(vol.path())
+        .args([
+            "--image",
+            img.to_str().unwrap(),
+            "--shards",
+            "2",
+            "--shard",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
