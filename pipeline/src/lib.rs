@@ -3,9 +3,11 @@
 //! * [`spec`]: the YAML pipeline spec (strict, every error with its field and line) and its
 //!   JSON Schema.
 //! * [`plan`]: spec → the four stage command lines (pure).
+//! * [`render`]: spec → Kubernetes objects (`pipeline render`).
 //! * [`run`]: `pipeline run`, the stages as local processes with a step cache and resume.
 
 pub mod plan;
+pub mod render;
 pub mod run;
 pub mod spec;
 
@@ -131,6 +133,9 @@ pub enum Command {
     },
     /// Check a spec: every error with its field and line; exit 0 when it is valid.
     Validate { spec: PathBuf },
+    /// Print the run's Kubernetes objects (claim and Jobs) as multi-document YAML, without a
+    /// cluster.
+    Render { spec: PathBuf },
     /// Print the JSON Schema of the spec.
     Schema,
 }
@@ -170,6 +175,11 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
                 if s.sources.models.len() == 1 { "" } else { "s" },
                 l.output()
             );
+            Ok(())
+        }
+        Command::Render { spec } => {
+            let l = spec::load(&spec)?;
+            print!("{}", render::render_yaml(&l)?);
             Ok(())
         }
         Command::Schema => {

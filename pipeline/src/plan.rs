@@ -22,6 +22,8 @@ pub struct Layout {
     pub volume: String,
     /// Publish the stage logs saved beside the manifests (`runs/<id>/<stage>.log`).
     pub with_logs: bool,
+    /// Stylize shards (an Indexed Job in a cluster; 1 locally).
+    pub shards: u32,
 }
 
 impl Layout {
@@ -97,23 +99,38 @@ pub fn stage_commands(l: &Loaded, layout: &Layout, force: [bool; 4]) -> Vec<Stag
         "--backend".into(),
         st.backend.clone(),
     ]);
+    if layout.shards > 1 {
+        stylize.extend(["--shards".into(), layout.shards.to_string()]);
+    }
     let mut stylize_env = Vec::new();
     if let Some(t) = spec.parallelism.threads {
         stylize_env.push(("RAYON_NUM_THREADS".to_string(), t.to_string()));
     }
 
     // upload: the styled images, every manifest, the logs, results and contact sheet.
-    let mut upload: Vec<String> = vec![
-        "publish".into(),
-        "--volume".into(),
-        layout.volume.clone(),
-        "--manifest".into(),
-        layout.run_file(run, "stylize.manifest.json"),
+    let mut upload: Vec<String> = vec!["publish".into(), "--volume".into(), layout.volume.clone()];
+    if layout.shards > 1 {
+        for i in 0..layout.shards {
+            upload.extend([
+                "--manifest".into(),
+                layout.run_file(
+                    run,
+                    &format!("stylize-{i}-of-{}.manifest.json", layout.shards),
+                ),
+            ]);
+        }
+    } else {
+        upload.extend([
+            "--manifest".into(),
+            layout.run_file(run, "stylize.manifest.json"),
+        ]);
+    }
+    upload.extend([
         "--record".into(),
         layout.run_file(run, "download.manifest.json"),
         "--record".into(),
         layout.run_file(run, "package-model.manifest.json"),
-    ];
+    ]);
     if layout.with_logs {
         for stage in &STAGES[..3] {
             upload.extend([
@@ -197,6 +214,7 @@ parallelism: {transfers: 8, threads: 2}
         let layout = Layout {
             volume: "/vol".into(),
             with_logs: true,
+            shards: 1,
         };
         let cmds = stage_commands(&l, &layout, [false, false, true, true]);
         let line = |i: usize| cmds[i].args.join(" ");

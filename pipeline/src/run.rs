@@ -178,6 +178,7 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
     let layout = Layout {
         volume: volume.display().to_string(),
         with_logs: true,
+        shards: 1,
     };
     let cmds = stage_commands(&l, &layout, force);
     let destination = {

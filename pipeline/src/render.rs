@@ -1,0 +1,540 @@
+//! Spec → Kubernetes objects (pure functions over k8s-openapi types): a PersistentVolumeClaim
+//! per run (unless an existing claim is named) and one Job per stage, mounted at the same path.
+//!
+//! * Names are deterministic (`<run>-<stage>`, `<run>-volume`); labels carry
+//!   `app.kubernetes.io/*`, the run, the stage and the spec hash.
+//! * Jobs: `restartPolicy: Never`, `backoffLimit`, `activeDeadlineSeconds`,
+//!   `ttlSecondsAfterFinished`, and a `podFailurePolicy` that fails the Job at once on the
+//!   stages' usage / input-missing / input-invalid exit codes (retrying cannot help) and ignores
+//!   pod disruptions (`DisruptionTarget`: preemption, node drain) in the retry count.
+//! * Pods run non-root with a read-only root filesystem (the volume and a `/tmp` emptyDir are
+//!   writable), no privilege escalation, every capability dropped, the runtime's default seccomp
+//!   profile, and no service-account token (the stages never call the API).
+//! * S3 credentials only through a Secret reference (`envFrom`), never inlined.
+//! * Stylize on GPUs: the CUDA image, an `nvidia.com/gpu` limit, node selector, tolerations and
+//!   runtime class from the spec; its work is an Indexed Job (completions = shards, parallelism
+//!   = GPU budget) whose per-shard manifests the upload stage merges.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
+    Toleration, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kubestyle_manifest::{ExitStatus, Location, StageError};
+
+use crate::Stage;
+use crate::plan::{Layout, stage_commands};
+use crate::spec::{Kubernetes, Loaded};
+
+/// The non-root user every image runs as (distroless "nonroot").
+pub const RUN_AS: i64 = 65532;
+
+/// One rendered object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    Claim(Box<PersistentVolumeClaim>),
+    Job(Box<Job>),
+}
+
+impl Object {
+    pub fn name(&self) -> &str {
+        let meta = match self {
+            Object::Claim(c) => &c.metadata,
+            Object::Job(j) => &j.metadata,
+        };
+        meta.name.as_deref().unwrap_or_default()
+    }
+
+    fn to_yaml(&self) -> Result<String, StageError> {
+        let r = match self {
+            Object::Claim(c) => serde_yaml_ng::to_string(c),
+            Object::Job(j) => serde_yaml_ng::to_string(j),
+        };
+        r.map_err(|e| StageError::Internal(format!("serialising {}: {e}", self.name())))
+    }
+}
+
+/// The Kubernetes section in force (the spec's, or the defaults).
+pub fn kubernetes_of(l: &Loaded) -> Kubernetes {
+    l.spec.kubernetes.clone().unwrap_or_else(|| {
+        serde_yaml_ng::from_str("{}").expect("every Kubernetes field has a default")
+    })
+}
+
+/// Job name of a stage.
+pub fn job_name(run: &str, stage: Stage) -> String {
+    format!("{run}-{}", stage.as_str())
+}
+
+/// Name of the run's claim.
+pub fn claim_name(run: &str, k: &Kubernetes) -> String {
+    k.volume
+        .claim
+        .clone()
+        .unwrap_or_else(|| format!("{run}-volume"))
+}
+
+/// Labels every object of a run carries; `stage` adds the stage's.
+pub fn labels(l: &Loaded, stage: Option<Stage>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "kubestyle".to_string(),
+        ),
+        ("app.kubernetes.io/instance".into(), l.spec.name.clone()),
+        ("app.kubernetes.io/part-of".into(), "kubestyle".into()),
+        (
+            "app.kubernetes.io/managed-by".into(),
+            "kubestyle-pipeline".into(),
+        ),
+        (
+            "app.kubernetes.io/version".into(),
+            env!("CARGO_PKG_VERSION").into(),
+        ),
+        ("kubestyle.dev/run".into(), l.spec.name.clone()),
+        // Label values are at most 63 characters: the first 40 hex digits identify a spec.
+        ("kubestyle.dev/spec-hash".into(), l.hash[..40].to_string()),
+    ]);
+    if let Some(s) = stage {
+        m.insert("app.kubernetes.io/component".into(), s.as_str().into());
+        m.insert("kubestyle.dev/stage".into(), s.as_str().into());
+    }
+    m
+}
+
+/// Everything a cluster run needs must be reachable from a pod: S3 sources and output only.
+fn check_cluster_locations(l: &Loaded) -> Result<(), StageError> {
+    let s = &l.spec;
+    let local: Vec<&String> = s
+        .sources
+        .images
+        .iter()
+        .chain(&s.sources.lists)
+        .chain(s.sources.models.iter().map(|m| &m.uri))
+        .chain(std::iter::once(&s.output))
+        .filter(|u| !matches!(u.parse::<Location>(), Ok(Location::S3 { .. })))
+        .collect();
+    if local.is_empty() {
+        Ok(())
+    } else {
+        Err(StageError::Usage(format!(
+            "a cluster run reads and writes S3 only; these are local paths: {}",
+            local
+                .iter()
+                .map(|u| u.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// The objects of a run, in creation order: the claim (unless an existing one is named), then
+/// the Jobs in stage order.
+pub fn render(l: &Loaded) -> Result<Vec<Object>, StageError> {
+    check_cluster_locations(l)?;
+    let k = kubernetes_of(l);
+    let shards = k.gpu.shards.max(1);
+    let layout = Layout {
+        volume: k.volume.mount_path.clone(),
+        with_logs: false,
+        shards,
+    };
+    let cmds = stage_commands(l, &layout, [false; 4]);
+    let mut out = Vec::new();
+    if k.volume.claim.is_none() {
+        out.push(Object::Claim(Box::new(claim(l, &k))));
+    }
+    for cmd in &cmds {
+        out.push(Object::Job(Box::new(job(
+            l, &k, cmd.stage, &cmd.args, &cmd.env, shards,
+        ))));
+    }
+    Ok(out)
+}
+
+/// Multi-document YAML of [`render`]'s objects.
+pub fn render_yaml(l: &Loaded) -> Result<String, StageError> {
+    let objs = render(l)?;
+    let mut s = String::new();
+    for o in &objs {
+        s.push_str("---\n");
+        s.push_str(&o.to_yaml()?);
+    }
+    Ok(s)
+}
+
+fn meta(l: &Loaded, k: &Kubernetes, name: String, stage: Option<Stage>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(k.namespace.clone()),
+        labels: Some(labels(l, stage)),
+        annotations: Some(BTreeMap::from([(
+            "kubestyle.dev/spec-sha256".to_string(),
+            l.hash.clone(),
+        )])),
+        ..ObjectMeta::default()
+    }
+}
+
+fn claim(l: &Loaded, k: &Kubernetes) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta(l, k, claim_name(&l.spec.name, k), None),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec![k.volume.access_mode.clone()]),
+            storage_class_name: k.volume.storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(k.volume.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn image(k: &Kubernetes, component: &str) -> String {
+    let tag = k
+        .tag
+        .clone()
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+    format!(
+        "{}/kubestyle-{component}:{tag}",
+        k.registry.trim_end_matches('/')
+    )
+}
+
+fn job(
+    l: &Loaded,
+    k: &Kubernetes,
+    stage: Stage,
+    args: &[String],
+    env: &[(String, String)],
+    shards: u32,
+) -> Job {
+    let run = l.spec.name.as_str();
+    let gpu = stage == Stage::Stylize && k.gpu.enabled;
+    let component = if gpu { "stylize-cuda" } else { stage.as_str() };
+
+    let mut resources = ResourceRequirements::default();
+    if let Some(r) = k.resources.get(stage.as_str()) {
+        let mut q = BTreeMap::new();
+        if let Some(c) = &r.cpu {
+            q.insert("cpu".to_string(), Quantity(c.clone()));
+        }
+        if let Some(m) = &r.memory {
+            q.insert("memory".to_string(), Quantity(m.clone()));
+        }
+        if !q.is_empty() {
+            resources.requests = Some(q.clone());
+            // Memory is a hard limit (an OOM kill is retried, and resumes); CPU is not capped.
+            resources.limits = q
+                .get("memory")
+                .map(|m| BTreeMap::from([("memory".to_string(), m.clone())]));
+        }
+    }
+    if gpu {
+        resources
+            .limits
+            .get_or_insert_with(BTreeMap::new)
+            .insert("nvidia.com/gpu".into(), Quantity(k.gpu.per_pod.to_string()));
+    }
+
+    let mut env_vars: Vec<EnvVar> = vec![EnvVar {
+        name: "HOME".into(),
+        value: Some("/tmp".into()),
+        ..Default::default()
+    }];
+    env_vars.extend(env.iter().map(|(n, v)| EnvVar {
+        name: n.clone(),
+        value: Some(v.clone()),
+        ..Default::default()
+    }));
+    let talks_to_s3 = matches!(stage, Stage::Download | Stage::Upload);
+    let env_from = k.s3_secret.as_ref().filter(|_| talks_to_s3).map(|name| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: name.clone(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]
+    });
+
+    let container = Container {
+        name: stage.as_str().into(),
+        image: Some(image(k, component)),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec![stage.as_str().into()]),
+        args: Some(args.to_vec()),
+        env: Some(env_vars),
+        env_from,
+        resources: Some(resources),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "data".into(),
+                mount_path: k.volume.mount_path.clone(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    };
+
+    let pod = PodSpec {
+        restart_policy: Some("Never".into()),
+        service_account_name: Some(k.service_account.clone()),
+        automount_service_account_token: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        containers: vec![container],
+        volumes: Some(vec![
+            Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name(run, k),
+                    read_only: Some(false),
+                }),
+                ..Default::default()
+            },
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("1Gi".into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
+        node_selector: (gpu && !k.gpu.node_selector.is_empty())
+            .then(|| k.gpu.node_selector.clone()),
+        tolerations: (gpu && !k.gpu.tolerations.is_empty()).then(|| {
+            k.gpu
+                .tolerations
+                .iter()
+                .map(|t| Toleration {
+                    key: t.key.clone(),
+                    operator: t.operator.clone(),
+                    value: t.value.clone(),
+                    effect: t.effect.clone(),
+                    ..Default::default()
+                })
+                .collect()
+        }),
+        runtime_class_name: if gpu {
+            k.gpu.runtime_class_name.clone()
+        } else {
+            None
+        },
+        ..Default::default()
+    };
+
+    let indexed = stage == Stage::Stylize && shards > 1;
+    let fail_codes: Vec<i32> = [
+        ExitStatus::Usage,
+        ExitStatus::InputMissing,
+        ExitStatus::InputInvalid,
+    ]
+    .iter()
+    .map(|s| i32::from(s.code()))
+    .collect();
+    Job {
+        metadata: meta(l, k, job_name(run, stage), Some(stage)),
+        spec: Some(JobSpec {
+            backoff_limit: Some(k.backoff_limit),
+            active_deadline_seconds: Some(k.active_deadline_seconds),
+            ttl_seconds_after_finished: Some(k.ttl_seconds_after_finished),
+            completion_mode: indexed.then(|| "Indexed".to_string()),
+            completions: indexed.then_some(shards as i32),
+            parallelism: indexed.then_some(k.gpu.parallelism.min(shards) as i32),
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![
+                    PodFailurePolicyRule {
+                        action: "FailJob".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some(stage.as_str().into()),
+                            operator: "In".into(),
+                            values: fail_codes,
+                        }),
+                        ..Default::default()
+                    },
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(l, Some(stage))),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec;
+
+    fn example() -> Loaded {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../manifests/example-spec.yaml"
+        );
+        spec::load(std::path::Path::new(p)).expect("example spec")
+    }
+
+    #[test]
+    fn example_spec_renders_claim_and_jobs() {
+        let yaml = render_yaml(&example()).unwrap();
+        insta::assert_snapshot!("example_spec", yaml);
+    }
+
+    #[test]
+    fn gpu_off_one_shard_and_existing_claim() {
+        let mut l = example();
+        let k = l.spec.kubernetes.as_mut().unwrap();
+        k.gpu.enabled = false;
+        k.gpu.shards = 1;
+        k.gpu.parallelism = 1;
+        k.volume.claim = Some("shared-data".into());
+        k.s3_secret = None;
+        let objs = render(&l).unwrap();
+        let names: Vec<&str> = objs.iter().map(Object::name).collect();
+        assert_eq!(
+            names,
+            [
+                "demo-k8s-download",
+                "demo-k8s-package-model",
+                "demo-k8s-stylize",
+                "demo-k8s-upload"
+            ]
+        );
+        let Object::Job(st) = &objs[2] else { panic!() };
+        let spec = st.spec.as_ref().unwrap();
+        assert_eq!(spec.completion_mode, None);
+        let pod = spec.template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(
+            c.image.as_deref(),
+            Some("ghcr.io/kubestyle/kubestyle-stylize:0.1.0")
+        );
+        assert!(
+            c.resources
+                .as_ref()
+                .unwrap()
+                .limits
+                .as_ref()
+                .unwrap()
+                .get("nvidia.com/gpu")
+                .is_none()
+        );
+        assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+        assert_eq!(
+            pod.volumes.as_ref().unwrap()[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "shared-data"
+        );
+        assert!(c.env_from.is_none());
+        // Upload merges the one stylize manifest.
+        let Object::Job(up) = &objs[3] else { panic!() };
+        let args = up
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+            .args
+            .clone()
+            .unwrap();
+        assert!(args.contains(&"/data/runs/demo-k8s/stylize.manifest.json".to_string()));
+    }
+
+    #[test]
+    fn nothing_secret_is_inlined_and_pods_are_locked_down() {
+        let yaml = render_yaml(&example()).unwrap();
+        for needle in [
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_ACCESS_KEY_ID",
+            "password",
+            "token:",
+        ] {
+            assert!(!yaml.contains(needle), "{needle} in rendered YAML");
+        }
+        for o in render(&example()).unwrap() {
+            let Object::Job(j) = o else { continue };
+            let pod = j.spec.unwrap().template.spec.unwrap();
+            let psc = pod.security_context.unwrap();
+            assert_eq!(psc.run_as_non_root, Some(true));
+            let c = &pod.containers[0];
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_string()][..])
+            );
+            assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+            assert_eq!(pod.automount_service_account_token, Some(false));
+        }
+    }
+
+    #[test]
+    fn local_paths_cannot_run_in_a_cluster() {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo.yaml");
+        let l = spec::load(std::path::Path::new(p)).unwrap();
+        let e = render(&l).unwrap_err();
+        assert_eq!(e.exit_status(), ExitStatus::Usage);
+        assert!(e.to_string().contains("S3 only"), "{e}");
+    }
+}

@@ -1,0 +1,101 @@
+//! Every rendered object, and every object of the `manifests/` base, validates against the
+//! real Kubernetes OpenAPI schemas (PyPI `kubernetes-validate`, strict: unknown fields are
+//! errors) for the oldest API we target (1.33) and the validator's newest (1.37).
+//!
+//! `scripts/test.sh` installs the validator in its venv and sets `KUBESTYLE_KUBERNETES_VALIDATE`;
+//! without it these tests fail rather than skip.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kubestyle_pipeline::render::render_yaml;
+use kubestyle_pipeline::spec;
+
+const VERSIONS: [&str; 2] = ["1.33.0", "1.37.0"];
+
+fn validator() -> PathBuf {
+    let p = std::env::var_os("KUBESTYLE_KUBERNETES_VALIDATE").map(PathBuf::from);
+    match p {
+        Some(p) if p.exists() => p,
+        _ => panic!(
+            "KUBESTYLE_KUBERNETES_VALIDATE is not set to the kubernetes-validate executable: \
+             run scripts/test.sh (it installs kubernetes-validate in its venv)"
+        ),
+    }
+}
+
+fn validate(yaml: &str, name: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(&f, yaml).unwrap();
+    for v in VERSIONS {
+        let out = Command::new(validator())
+            .args(["--strict", "--quiet", "-k", v])
+            .arg(&f)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            return Err(format!(
+                "{name} fails against Kubernetes {v}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+#[test]
+fn rendered_objects_validate() {
+    let example = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
+    validate(&render_yaml(&example).unwrap(), "example").unwrap();
+
+    // CPU only, one shard, an existing claim, no Secret, no resources.
+    let mut cpu = example.clone();
+    let k = cpu.spec.kubernetes.as_mut().unwrap();
+    k.gpu.enabled = false;
+    k.gpu.shards = 1;
+    k.gpu.parallelism = 1;
+    k.volume.claim = Some("shared".into());
+    k.volume.storage_class = Some("standard".into());
+    k.s3_secret = None;
+    k.resources.clear();
+    validate(&render_yaml(&cpu).unwrap(), "cpu").unwrap();
+
+    // A spec without a kubernetes section: every default.
+    let s3 = spec::load(&repo().join("examples/s3.yaml")).unwrap();
+    validate(&render_yaml(&s3).unwrap(), "defaults").unwrap();
+}
+
+/// The validator is strict: an unknown field and a wrong type are caught (so the test above
+/// can fail).
+#[test]
+fn validator_catches_mistakes() {
+    let example = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
+    let good = render_yaml(&example).unwrap();
+    let unknown = good.replacen("  backoffLimit: 2", "  backoffLimit: 2\n  retries: 3", 1);
+    assert_ne!(unknown, good);
+    assert!(validate(&unknown, "unknown-field").is_err());
+    let wrong = good.replacen("  backoffLimit: 2", "  backoffLimit: two", 1);
+    assert!(validate(&wrong, "wrong-type").is_err());
+}
+
+#[test]
+fn manifests_base_validates() {
+    let base = repo().join("manifests/base");
+    let mut n = 0;
+    for e in std::fs::read_dir(&base).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.ends_with(".yaml") || name == "kustomization.yaml" {
+            continue;
+        }
+        validate(&std::fs::read_to_string(&p).unwrap(), &name).unwrap();
+        n += 1;
+    }
+    assert!(n >= 4, "only {n} objects files in {}", base.display());
+}
