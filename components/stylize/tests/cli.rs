@@ -458,3 +458,55 @@ fn shards_split_the_work_and_together_equal_one_run() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// A JPEG whose EXIF says "rotate 90° clockwise" (orientation 6), as phone cameras write them.
+fn jpeg_with_orientation_6(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 90]));
+    let mut plain = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(
+            &mut std::io::Cursor::new(&mut plain),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    assert_eq!(&plain[..2], &[0xFF, 0xD8]);
+    // APP1: "Exif\0\0" + big-endian TIFF header + one IFD entry: Orientation (0x0112) SHORT 6.
+    let mut tiff = vec![b'M', b'M', 0, 0x2A, 0, 0, 0, 8];
+    tiff.extend([0, 1]);
+    tiff.extend([0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0]);
+    tiff.extend([0, 0, 0, 0]);
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend(tiff);
+    let len = (app1.len() + 2) as u16;
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend(len.to_be_bytes());
+    out.extend(app1);
+    out.extend(&plain[2..]);
+    out
+}
+
+#[test]
+fn exif_orientation_is_applied() {
+    let vol = volume();
+    let p = vol.path().join("img/phone.jpg");
+    std::fs::write(&p, jpeg_with_orientation_6(80, 40)).unwrap();
+    // Stored 80 wide, 40 high; displayed (after the EXIF rotation) 40 wide, 80 high.
+    let stored = image::open(&p).unwrap();
+    assert_eq!((stored.width(), stored.height()), (80, 40));
+    let o = stylize(vol.path())
+        .args(["--image", p.to_str().unwrap(), "--style", "7"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let m = Manifest::read(&manifest_path(vol.path(), "t", "stylize"), vol.path()).unwrap();
+    let a = &m.outputs[0];
+    assert_eq!(
+        (
+            a.attributes["width"].as_u64(),
+            a.attributes["height"].as_u64()
+        ),
+        (Some(40), Some(80))
+    );
+    let out = image::open(vol.path().join(&a.path)).unwrap();
+    assert_eq!((out.width(), out.height()), (40, 80));
+}
