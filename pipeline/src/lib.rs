@@ -10,6 +10,7 @@ pub mod plan;
 pub mod render;
 pub mod run;
 pub mod spec;
+pub mod submit;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -78,6 +79,13 @@ pub enum PipelineError {
         log: PathBuf,
         tail: String,
     },
+    #[error(
+        "timed out after {after:?} waiting for {stage}; the run goes on in the cluster: `pipeline status`, or submit again to keep following it"
+    )]
+    Timeout {
+        stage: Stage,
+        after: std::time::Duration,
+    },
     #[error("interrupted during {0}; run the same command again to resume")]
     Interrupted(Stage),
     #[error("{0}")]
@@ -102,6 +110,7 @@ impl PipelineError {
                 .filter(|&c| c != 0)
                 .unwrap_or(ExitStatus::Internal.code()),
             PipelineError::Interrupted(_) => 130,
+            PipelineError::Timeout { .. } => 124,
             PipelineError::Other(e) => e.exit_status().code(),
         }
     }
@@ -136,8 +145,84 @@ pub enum Command {
     /// Print the run's Kubernetes objects (claim and Jobs) as multi-document YAML, without a
     /// cluster.
     Render { spec: PathBuf },
+    /// Create the run's claim and Jobs on a cluster, each Job after the previous one completed,
+    /// and follow them to the end (re-submitting adopts the run).
+    Submit {
+        spec: PathBuf,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Print each stage's pod log (with a stage prefix) as it finishes.
+        #[arg(long)]
+        watch: bool,
+        /// Give up following after this many seconds (the Jobs keep running).
+        #[arg(long, default_value_t = 7200, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// The state of each stage Job of a run.
+    Status {
+        run: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// The pod logs of a run's stages.
+    Logs {
+        run: String,
+        #[arg(long)]
+        stage: Option<Stage>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Delete a run's Jobs and pods; its claim (the data) only with --with-data.
+    Delete {
+        run: String,
+        /// Also delete the run's PersistentVolumeClaim `<run>-volume` and so its data.
+        #[arg(long)]
+        with_data: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
     /// Print the JSON Schema of the spec.
     Schema,
+}
+
+/// Which cluster: kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service account.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// kubeconfig context (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace (default: the spec's `kubernetes.namespace`, else `kubestyle`).
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+}
+
+impl ClusterArgs {
+    /// A client for the chosen cluster. No configuration at all is a usage error naming what
+    /// was looked for.
+    pub async fn client(&self) -> Result<kube::Client, StageError> {
+        let config = match &self.context {
+            Some(ctx) => {
+                let opts = kube::config::KubeConfigOptions {
+                    context: Some(ctx.clone()),
+                    ..Default::default()
+                };
+                kube::Config::from_kubeconfig(&opts).await.map_err(|e| {
+                    StageError::Usage(format!("kubeconfig context {ctx:?}: {e}"))
+                })?
+            }
+            None => kube::Config::infer().await.map_err(|e| {
+                StageError::Usage(format!(
+                    "no Kubernetes configuration: no kubeconfig (KUBECONFIG or ~/.kube/config) and not running in a cluster ({e})"
+                ))
+            })?,
+        };
+        kube::Client::try_from(config)
+            .map_err(|e| StageError::Usage(format!("Kubernetes client: {e}")))
+    }
+
+    fn ns(&self) -> String {
+        self.namespace.clone().unwrap_or_else(|| "kubestyle".into())
+    }
 }
 
 /// Run one command; what it prints for people goes to stdout.
@@ -180,6 +265,66 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
         Command::Render { spec } => {
             let l = spec::load(&spec)?;
             print!("{}", render::render_yaml(&l)?);
+            Ok(())
+        }
+        Command::Submit {
+            spec,
+            cluster,
+            watch,
+            timeout,
+        } => {
+            let l = spec::load(&spec)?;
+            render::render(&l)?;
+            let client = cluster.client().await?;
+            let opts = submit::SubmitOptions {
+                namespace: cluster.namespace.clone(),
+                timeout: std::time::Duration::from_secs(timeout),
+                logs: watch,
+            };
+            let done = submit::submit(client, &l, &opts).await?;
+            println!("run {}: {} stages complete", l.spec.name, done.len());
+            Ok(())
+        }
+        Command::Status { run, cluster } => {
+            let client = cluster.client().await?;
+            print!("{}", submit::status(client, &cluster.ns(), &run).await?);
+            Ok(())
+        }
+        Command::Logs {
+            run,
+            stage,
+            cluster,
+        } => {
+            let client = cluster.client().await?;
+            let stages: Vec<Stage> = match stage {
+                Some(s) => vec![s],
+                None => Stage::ALL.to_vec(),
+            };
+            for s in stages {
+                let job = render::job_name(&run, s);
+                let (_, _, log) = submit::pod_report(&client, &cluster.ns(), &job, 10_000).await?;
+                for line in log.lines() {
+                    println!("{:>13} | {line}", s.as_str());
+                }
+            }
+            Ok(())
+        }
+        Command::Delete {
+            run,
+            with_data,
+            cluster,
+        } => {
+            let client = cluster.client().await?;
+            let claim = format!("{run}-volume");
+            let gone = submit::delete(client, &cluster.ns(), &run, &claim, with_data).await?;
+            for g in &gone {
+                println!("deleted {g}");
+            }
+            if !with_data {
+                println!(
+                    "kept persistentvolumeclaim/{claim} (the run's data): add --with-data to delete it"
+                );
+            }
             Ok(())
         }
         Command::Schema => {

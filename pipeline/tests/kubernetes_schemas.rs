@@ -66,6 +66,15 @@ fn rendered_objects_validate() {
     k.resources.clear();
     validate(&render_yaml(&cpu).unwrap(), "cpu").unwrap();
 
+    // The kind workflow's spec (CPU, Indexed stylize Job on CPU) and its MinIO.
+    let kind = spec::load(&repo().join("manifests/ci/kind-spec.yaml")).unwrap();
+    validate(&render_yaml(&kind).unwrap(), "kind").unwrap();
+    validate(
+        &std::fs::read_to_string(repo().join("manifests/ci/minio.yaml")).unwrap(),
+        "minio",
+    )
+    .unwrap();
+
     // A spec without a kubernetes section: every default.
     let s3 = spec::load(&repo().join("examples/s3.yaml")).unwrap();
     validate(&render_yaml(&s3).unwrap(), "defaults").unwrap();

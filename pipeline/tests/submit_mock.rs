@@ -1,0 +1,454 @@
+//! `pipeline submit` against a mocked API server (tower-test), the way kube-rs tests itself:
+//! a task plays the API server's side of a scenario, call by call, asserting each request; a
+//! timeout fails the test when an expected call never comes or an unexpected one is made.
+
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use kubestyle_pipeline::spec::{self, Loaded};
+use kubestyle_pipeline::submit::{SubmitOptions, submit};
+use kubestyle_pipeline::{PipelineError, Stage};
+use serde_json::{Value, json};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const NS: &str = "kubestyle";
+const STAGES: [&str; 4] = ["download", "package-model", "stylize", "upload"];
+
+fn spec() -> Loaded {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/example-spec.yaml"
+    );
+    spec::load(std::path::Path::new(p)).unwrap()
+}
+
+fn mock() -> (Client, Handle) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(svc, NS), handle)
+}
+
+fn opts(timeout: Duration) -> SubmitOptions {
+    SubmitOptions {
+        namespace: None,
+        timeout,
+        logs: true,
+    }
+}
+
+fn respond(code: StatusCode, v: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .body(Body::from(serde_json::to_vec(v).unwrap()))
+        .unwrap()
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+/// The next request, checked: method and a path fragment. Returns the request's JSON body.
+async fn expect(
+    h: &mut Handle,
+    method: Method,
+    path: &str,
+) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), h.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("no {method} {path} request came"))
+        .expect("client hung up");
+    let uri = req.uri().to_string();
+    assert_eq!(req.method(), method, "{uri}");
+    assert!(uri.contains(path), "expected {path} in {uri}");
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (body, send)
+}
+
+fn with_conditions(mut job: Value, conds: &[(&str, &str)]) -> Value {
+    job["status"] = json!({
+        "conditions": conds.iter().map(|(t, r)| json!({"type": t, "status": "True", "reason": r, "message": format!("{t} by mock")})).collect::<Vec<_>>()
+    });
+    job["metadata"]["resourceVersion"] = json!("7");
+    job
+}
+
+fn job_list(items: Vec<Value>) -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "JobList", "metadata": {"resourceVersion": "7"}, "items": items})
+}
+
+fn pod_list(job: &str, exit: i32) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "8"}, "items": [{
+        "metadata": {"name": format!("{job}-abcde"), "namespace": NS,
+                     "creationTimestamp": "2026-11-22T08:00:00Z"},
+        "status": {"containerStatuses": [{
+            "name": "x", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": exit, "reason": "Error"}}}]}
+    }]})
+}
+
+fn text(s: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .body(Body::from(s.as_bytes().to_vec()))
+        .unwrap()
+}
+
+/// The claim is created; returns nothing.
+async fn claim_created(h: &mut Handle) {
+    let (body, send) = expect(
+        h,
+        Method::POST,
+        "/api/v1/namespaces/kubestyle/persistentvolumeclaims",
+    )
+    .await;
+    assert_eq!(body["metadata"]["name"], "demo-k8s-volume");
+    send.send_response(respond(StatusCode::CREATED, &body));
+}
+
+/// A Job is created and its watch shows it complete at once; its pod log is read.
+async fn job_completes(h: &mut Handle, stage: &str) -> Value {
+    let (body, send) = expect(h, Method::POST, "/apis/batch/v1/namespaces/kubestyle/jobs").await;
+    assert_eq!(body["metadata"]["name"], format!("demo-k8s-{stage}"));
+    send.send_response(respond(StatusCode::CREATED, &body));
+    let (_, send) = expect(
+        h,
+        Method::GET,
+        &format!("fieldSelector=metadata.name%3Ddemo-k8s-{stage}"),
+    )
+    .await;
+    send.send_response(respond(
+        StatusCode::OK,
+        &job_list(vec![with_conditions(body.clone(), &[("Complete", "Done")])]),
+    ));
+    pod_log(h, stage, 0, &format!("{stage} says hello")).await;
+    body
+}
+
+async fn pod_log(h: &mut Handle, stage: &str, exit: i32, log: &str) {
+    let (_, send) = expect(
+        h,
+        Method::GET,
+        &format!("labelSelector=job-name%3Ddemo-k8s-{stage}"),
+    )
+    .await;
+    send.send_response(respond(
+        StatusCode::OK,
+        &pod_list(&format!("demo-k8s-{stage}"), exit),
+    ));
+    let (_, send) = expect(h, Method::GET, &format!("/pods/demo-k8s-{stage}-abcde/log")).await;
+    send.send_response(text(log));
+}
+
+async fn finish(server: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(Duration::from_secs(20), server)
+        .await
+        .expect("the scenario did not finish")
+        .expect("scenario failed");
+}
+
+#[tokio::test]
+async fn happy_path_claim_then_each_job_in_order() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        let mut seen = Vec::new();
+        for stage in STAGES {
+            let job = job_completes(&mut h, stage).await;
+            seen.push(job);
+        }
+        // The stylize Job is the Indexed one; upload merges its two shard manifests.
+        assert_eq!(seen[2]["spec"]["completionMode"], "Indexed");
+        let args = seen[3]["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        assert!(args.contains("stylize-1-of-2.manifest.json"), "{args}");
+    });
+    let done = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 4);
+    assert!(done.iter().all(|r| r.created));
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn status_transitions_through_the_watch() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        // download: listed as running, then the watch says Complete.
+        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
+        send.send_response(respond(StatusCode::CREATED, &body));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "fieldSelector=metadata.name%3Ddemo-k8s-download",
+        )
+        .await;
+        let mut running = body.clone();
+        running["metadata"]["resourceVersion"] = json!("7");
+        running["status"] = json!({"active": 1});
+        send.send_response(respond(StatusCode::OK, &job_list(vec![running])));
+        let (_, send) = expect(&mut h, Method::GET, "watch=true").await;
+        let event =
+            json!({"type": "MODIFIED", "object": with_conditions(body, &[("Complete", "Done")])});
+        send.send_response(text(&format!("{event}\n")));
+        pod_log(&mut h, "download", 0, "fetched").await;
+        for stage in &STAGES[1..] {
+            job_completes(&mut h, stage).await;
+        }
+    });
+    submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn resubmit_adopts_the_same_spec_and_refuses_another() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        // Everything exists already (AlreadyExists), with this spec's hash: adopted.
+        let (body, send) = expect(&mut h, Method::POST, "/persistentvolumeclaims").await;
+        send.send_response(respond(
+            StatusCode::CONFLICT,
+            &status(409, "AlreadyExists", "exists"),
+        ));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "/persistentvolumeclaims/demo-k8s-volume",
+        )
+        .await;
+        send.send_response(respond(StatusCode::OK, &body));
+        for stage in STAGES {
+            let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
+            send.send_response(respond(
+                StatusCode::CONFLICT,
+                &status(409, "AlreadyExists", "exists"),
+            ));
+            let (_, send) = expect(&mut h, Method::GET, &format!("/jobs/demo-k8s-{stage}")).await;
+            send.send_response(respond(StatusCode::OK, &body));
+            let (_, send) = expect(
+                &mut h,
+                Method::GET,
+                &format!("fieldSelector=metadata.name%3Ddemo-k8s-{stage}"),
+            )
+            .await;
+            send.send_response(respond(
+                StatusCode::OK,
+                &job_list(vec![with_conditions(body, &[("Complete", "Done")])]),
+            ));
+            pod_log(&mut h, stage, 0, "old log").await;
+        }
+    });
+    let done = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(done.iter().all(|r| !r.created));
+    finish(server).await;
+
+    // Another spec under the same run name: conflict, exit 7, nothing else touched.
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let (mut body, send) = expect(&mut h, Method::POST, "/persistentvolumeclaims").await;
+        send.send_response(respond(
+            StatusCode::CONFLICT,
+            &status(409, "AlreadyExists", "exists"),
+        ));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "/persistentvolumeclaims/demo-k8s-volume",
+        )
+        .await;
+        body["metadata"]["labels"]["kubestyle.dev/spec-hash"] =
+            json!("0000000000000000000000000000000000000000");
+        send.send_response(respond(StatusCode::OK, &body));
+    });
+    let e = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 7, "{e}");
+    assert!(e.to_string().contains("another spec"), "{e}");
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn a_job_failing_midway_reports_exit_code_and_log_tail() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        job_completes(&mut h, "download").await;
+        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
+        send.send_response(respond(StatusCode::CREATED, &body));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "fieldSelector=metadata.name%3Ddemo-k8s-package-model",
+        )
+        .await;
+        // Kubernetes >= 1.31 shows FailureTarget before Failed.
+        send.send_response(respond(
+            StatusCode::OK,
+            &job_list(vec![with_conditions(
+                body,
+                &[("FailureTarget", "PodFailurePolicy")],
+            )]),
+        ));
+        pod_log(
+            &mut h,
+            "package-model",
+            4,
+            "line 1\nERROR model.onnx: not a known style-transfer network (exit 4 input-invalid)",
+        )
+        .await;
+    });
+    let e = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    match &e {
+        PipelineError::StageFailed {
+            stage, code, tail, ..
+        } => {
+            assert_eq!(*stage, Stage::PackageModel);
+            assert_eq!(*code, Some(4));
+            assert!(tail.contains("not a known style-transfer network"));
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(e.exit_code(), 4);
+    assert!(e.to_string().contains("PodFailurePolicy"), "{e}");
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn a_watch_error_is_retried_and_recovers() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
+        send.send_response(respond(StatusCode::CREATED, &body));
+        // The first list fails (API server restarting); the watcher backs off and lists again.
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "fieldSelector=metadata.name%3Ddemo-k8s-download",
+        )
+        .await;
+        send.send_response(respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &status(500, "InternalError", "etcdserver: leader changed"),
+        ));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "fieldSelector=metadata.name%3Ddemo-k8s-download",
+        )
+        .await;
+        send.send_response(respond(
+            StatusCode::OK,
+            &job_list(vec![with_conditions(body, &[("Complete", "Done")])]),
+        ));
+        pod_log(&mut h, "download", 0, "ok").await;
+        for stage in &STAGES[1..] {
+            job_completes(&mut h, stage).await;
+        }
+    });
+    submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn the_overall_timeout_ends_the_wait() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
+        send.send_response(respond(StatusCode::CREATED, &body));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "fieldSelector=metadata.name%3Ddemo-k8s-download",
+        )
+        .await;
+        let mut running = body;
+        running["metadata"]["resourceVersion"] = json!("7");
+        send.send_response(respond(StatusCode::OK, &job_list(vec![running])));
+        // The watch is opened and never answered.
+        let (_, send) = expect(&mut h, Method::GET, "watch=true").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        drop(send);
+    });
+    let e = submit(client, &spec(), &opts(Duration::from_millis(1500)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            PipelineError::Timeout {
+                stage: Stage::Download,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), 124);
+    server.abort();
+}
+
+#[tokio::test]
+async fn rbac_forbidden_is_named() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let (_, send) = expect(&mut h, Method::POST, "/persistentvolumeclaims").await;
+        send.send_response(respond(
+            StatusCode::FORBIDDEN,
+            &status(
+                403,
+                "Forbidden",
+                "persistentvolumeclaims is forbidden: User \"ci\" cannot create resource",
+            ),
+        ));
+    });
+    let e = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 5, "{e}");
+    assert!(e.to_string().contains("forbidden by RBAC"), "{e}");
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn a_missing_namespace_is_named() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let (_, send) = expect(
+            &mut h,
+            Method::POST,
+            "/namespaces/kubestyle/persistentvolumeclaims",
+        )
+        .await;
+        send.send_response(respond(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", "namespaces \"kubestyle\" not found"),
+        ));
+    });
+    let e = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(
+        e.to_string().contains("namespaces \"kubestyle\" not found"),
+        "{e}"
+    );
+    finish(server).await;
+}
