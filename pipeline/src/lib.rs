@@ -280,6 +280,7 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
                 namespace: cluster.namespace.clone(),
                 timeout: std::time::Duration::from_secs(timeout),
                 logs: watch,
+                pod_check: Some(std::time::Duration::from_secs(15)),
             };
             let done = submit::submit(client, &l, &opts).await?;
             println!("run {}: {} stages complete", l.spec.name, done.len());

@@ -34,6 +34,44 @@ pub struct SubmitOptions {
     pub timeout: Duration,
     /// Print each stage's pod logs (with a stage prefix) when it finishes.
     pub logs: bool,
+    /// How often a running Job's pods are checked for states that never resolve on their own
+    /// (a missing Secret, an image that cannot be pulled); `None`: never.
+    pub pod_check: Option<Duration>,
+}
+
+/// Waiting reasons that need a person: a missing Secret or ConfigMap, a missing image.
+const STUCK: [&str; 4] = [
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "ImagePullBackOff",
+    "InvalidImageName",
+];
+
+/// A pod of the Job stuck in a state that will not resolve by itself, described.
+async fn stuck_pod(pods: &Api<Pod>, job: &str) -> Result<Option<String>, StageError> {
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .map_err(|e| kube_err(&format!("pods of {job}"), e))?;
+    for p in list.items {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let statuses = p
+            .status
+            .and_then(|s| s.container_statuses)
+            .unwrap_or_default();
+        for cs in statuses {
+            if let Some(w) = cs.state.and_then(|s| s.waiting) {
+                let reason = w.reason.unwrap_or_default();
+                if STUCK.contains(&reason.as_str()) {
+                    return Ok(Some(format!(
+                        "job {job}: pod {name} is stuck in {reason}: {}",
+                        w.message.unwrap_or_default()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The state of one Job, from its conditions.
@@ -255,12 +293,30 @@ pub async fn submit(
                     }
                 );
                 let left = deadline.saturating_duration_since(Instant::now());
-                let state = tokio::time::timeout(left, wait_job(&api, &name))
-                    .await
-                    .map_err(|_| PipelineError::Timeout {
+                let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                let probe = async {
+                    match opts.pod_check {
+                        Some(every) => loop {
+                            tokio::time::sleep(every).await;
+                            if let Some(m) = stuck_pod(&pods, &name).await? {
+                                return Err(StageError::InputMissing(vec![m]));
+                            }
+                        },
+                        None => std::future::pending().await,
+                    }
+                };
+                let both = async {
+                    tokio::select! {
+                        r = wait_job(&api, &name) => r,
+                        r = probe => r,
+                    }
+                };
+                let state = tokio::time::timeout(left, both).await.map_err(|_| {
+                    PipelineError::Timeout {
                         stage,
                         after: opts.timeout,
-                    })??;
+                    }
+                })??;
                 match state {
                     JobState::Complete => {
                         if opts.logs {

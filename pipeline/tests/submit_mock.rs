@@ -35,6 +35,7 @@ fn opts(timeout: Duration) -> SubmitOptions {
         namespace: None,
         timeout,
         logs: true,
+        pod_check: None,
     }
 }
 
@@ -450,5 +451,51 @@ async fn a_missing_namespace_is_named() {
         e.to_string().contains("namespaces \"kubestyle\" not found"),
         "{e}"
     );
+    finish(server).await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_named_instead_of_waiting_for_the_timeout() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
+        send.send_response(respond(StatusCode::CREATED, &body));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "fieldSelector=metadata.name%3Ddemo-k8s-download",
+        )
+        .await;
+        let mut running = body;
+        running["metadata"]["resourceVersion"] = json!("7");
+        send.send_response(respond(StatusCode::OK, &job_list(vec![running])));
+        let (_, watch) = expect(&mut h, Method::GET, "watch=true").await;
+        // The pod check: the container cannot start, its Secret is missing.
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "labelSelector=job-name%3Ddemo-k8s-download",
+        )
+        .await;
+        send.send_response(respond(StatusCode::OK, &json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+                "metadata": {"name": "demo-k8s-download-xyz", "namespace": NS},
+                "status": {"containerStatuses": [{
+                    "name": "download", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                          "message": "secret \"kubestyle-s3\" not found"}}}]}}]
+        })));
+        drop(watch);
+    });
+    let mut o = opts(Duration::from_secs(30));
+    o.pod_check = Some(Duration::from_millis(200));
+    let e = submit(client, &spec(), &o).await.unwrap_err();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(
+        e.to_string().contains("secret \"kubestyle-s3\" not found"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("CreateContainerConfigError"), "{e}");
     finish(server).await;
 }
