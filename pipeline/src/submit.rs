@@ -47,13 +47,17 @@ const STUCK: [&str; 4] = [
     "InvalidImageName",
 ];
 
+/// The pods a Job made (Kubernetes labels them `job-name=<job>`).
+async fn job_pods(pods: &Api<Pod>, job: &str) -> Result<Vec<Pod>, StageError> {
+    pods.list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| kube_err(&format!("pods of {job}"), e))
+}
+
 /// A pod of the Job stuck in a state that will not resolve by itself, described.
 async fn stuck_pod(pods: &Api<Pod>, job: &str) -> Result<Option<String>, StageError> {
-    let list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await
-        .map_err(|e| kube_err(&format!("pods of {job}"), e))?;
-    for p in list.items {
+    for p in job_pods(pods, job).await? {
         let name = p.metadata.name.clone().unwrap_or_default();
         let statuses = p
             .status
@@ -207,11 +211,7 @@ pub async fn pod_report(
     tail: i64,
 ) -> Result<(Option<String>, Option<i32>, String), StageError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await
-        .map_err(|e| kube_err(&format!("pods of {job}"), e))?;
-    let mut items = list.items;
+    let mut items = job_pods(&pods, job).await?;
     items.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
     let Some(pod) = items.last() else {
         return Ok((None, None, String::new()));

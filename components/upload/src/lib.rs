@@ -214,26 +214,9 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             )?;
         }
         let rel = relative_to(&volume, mpath)?;
-        let file_name = Path::new(&rel)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| rel.clone());
-        let art = Artifact::from_file(
-            &volume,
-            &rel,
-            format!("manifests/{file_name}"),
-            ArtifactKind::Other,
-        )?;
-        add_item(
-            &mut items,
-            Item {
-                key: format!("manifests/{file_name}"),
-                local: volume.join(&rel),
-                sha256: art.sha256.clone(),
-                bytes: art.bytes,
-                media_type: "application/json".into(),
-            },
-        )?;
+        let key = format!("manifests/{}", file_name_of(&rel));
+        let (item, art) = volume_item(&volume, &rel, key, ArtifactKind::Other)?;
+        add_item(&mut items, item)?;
         inputs.push(art);
         if with_outputs && m.outputs.iter().any(|a| a.kind == ArtifactKind::Styled) {
             styled_manifests.push(m);
@@ -246,20 +229,10 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
 
     for log in &args.logs {
         let rel = relative_to(&volume, log)?;
-        let name = Path::new(&rel)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| rel.clone());
-        let art = Artifact::from_file(&volume, &rel, format!("logs/{name}"), ArtifactKind::Log)?;
+        let key = format!("logs/{}", file_name_of(&rel));
         add_item(
             &mut items,
-            Item {
-                key: format!("logs/{name}"),
-                local: volume.join(&rel),
-                sha256: art.sha256.clone(),
-                bytes: art.bytes,
-                media_type: "text/plain".into(),
-            },
+            volume_item(&volume, &rel, key, ArtifactKind::Log)?.0,
         )?;
     }
 
@@ -277,17 +250,8 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         for (name, bytes) in files {
             let rel = format!("runs/{run_id}/{name}");
             write_atomic(volume.join(&rel), &bytes, Clobber::Replace)?;
-            let art = Artifact::from_file(&volume, &rel, name, ArtifactKind::guess(name))?;
-            add_item(
-                &mut items,
-                Item {
-                    key: name.into(),
-                    local: volume.join(&rel),
-                    sha256: art.sha256.clone(),
-                    bytes: art.bytes,
-                    media_type: art.media_type.clone(),
-                },
-            )?;
+            let kind = ArtifactKind::guess(name);
+            add_item(&mut items, volume_item(&volume, &rel, name.into(), kind)?.0)?;
         }
         tracing::info!(
             "results: {} rows, contact sheet of {} inputs",
@@ -306,17 +270,8 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         .map(|i| format!("{}  {}\n", i.sha256, i.key))
         .collect();
     write_atomic(volume.join(&sums_rel), sums.as_bytes(), Clobber::Replace)?;
-    let sums_art = Artifact::from_file(&volume, &sums_rel, "SHA256SUMS", ArtifactKind::Other)?;
-    add_item(
-        &mut items,
-        Item {
-            key: "SHA256SUMS".into(),
-            local: volume.join(&sums_rel),
-            sha256: sums_art.sha256.clone(),
-            bytes: sums_art.bytes,
-            media_type: "text/plain".into(),
-        },
-    )?;
+    let (sums_item, _) = volume_item(&volume, &sums_rel, "SHA256SUMS".into(), ArtifactKind::Other)?;
+    add_item(&mut items, sums_item)?;
 
     // The step cache: the same files to the same destination as the receipt records.
     let params = json!({
@@ -465,6 +420,36 @@ fn local_item(path: &Path, key: String) -> Result<Item, StageError> {
         sha256,
         bytes,
     })
+}
+
+/// The file at `<volume>/<rel>`, hashed, to be published as `key`.
+fn volume_item(
+    volume: &Path,
+    rel: &str,
+    key: String,
+    kind: ArtifactKind,
+) -> Result<(Item, Artifact), StageError> {
+    let art = Artifact::from_file(volume, rel, key.clone(), kind)?;
+    let media_type = match kind {
+        ArtifactKind::Log => "text/plain".to_string(),
+        _ if key == "SHA256SUMS" => "text/plain".to_string(),
+        _ => art.media_type.clone(),
+    };
+    let item = Item {
+        key,
+        local: volume.join(rel),
+        sha256: art.sha256.clone(),
+        bytes: art.bytes,
+        media_type,
+    };
+    Ok((item, art))
+}
+
+fn file_name_of(rel: &str) -> String {
+    Path::new(rel)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| rel.to_string())
 }
 
 fn add_item(items: &mut BTreeMap<String, Item>, item: Item) -> Result<(), StageError> {
