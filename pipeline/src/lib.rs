@@ -151,7 +151,7 @@ pub enum Command {
         spec: PathBuf,
         #[command(flatten)]
         cluster: ClusterArgs,
-        /// Print each stage's pod log (with a stage prefix) as it finishes.
+        /// Follow each stage's pod logs live, printed with a stage prefix.
         #[arg(long)]
         watch: bool,
         /// Give up following after this many seconds (the Jobs keep running).
@@ -280,6 +280,7 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
                 namespace: cluster.namespace.clone(),
                 timeout: std::time::Duration::from_secs(timeout),
                 logs: watch,
+                log_poll: std::time::Duration::from_secs(2),
                 pod_check: Some(std::time::Duration::from_secs(15)),
             };
             let done = submit::submit(client, &l, &opts).await?;

@@ -32,8 +32,10 @@ pub struct SubmitOptions {
     pub namespace: Option<String>,
     /// Overall deadline for the whole run.
     pub timeout: Duration,
-    /// Print each stage's pod logs (with a stage prefix) when it finishes.
+    /// Follow each stage's pod logs live, printed with a stage prefix.
     pub logs: bool,
+    /// How often a Job's pods are listed to find new ones to follow.
+    pub log_poll: Duration,
     /// How often a running Job's pods are checked for states that never resolve on their own
     /// (a missing Secret, an image that cannot be pulled); `None`: never.
     pub pod_check: Option<Duration>,
@@ -46,6 +48,62 @@ const STUCK: [&str; 4] = [
     "ImagePullBackOff",
     "InvalidImageName",
 ];
+
+/// Follow the logs of every pod of `job` as it starts (an Indexed Job has several), printing
+/// each line with the stage prefix; returns how many lines were printed. Runs until aborted or
+/// until `done` is set and every stream has ended.
+async fn follow_logs(
+    pods: Api<Pod>,
+    job: String,
+    stage: Stage,
+    every: Duration,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    use futures::AsyncBufReadExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let printed = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut streams = Vec::new();
+    loop {
+        if let Ok(list) = job_pods(&pods, &job).await {
+            for p in list {
+                let phase = p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_default();
+                let name = p.metadata.name.clone().unwrap_or_default();
+                if matches!(phase.as_str(), "Running" | "Succeeded" | "Failed")
+                    && seen.insert(name.clone())
+                {
+                    let (pods, printed) = (pods.clone(), printed.clone());
+                    streams.push(tokio::spawn(async move {
+                        let lp = LogParams {
+                            follow: true,
+                            ..LogParams::default()
+                        };
+                        let Ok(stream) = pods.log_stream(&name, &lp).await else {
+                            return;
+                        };
+                        let mut lines = stream.lines();
+                        while let Some(Ok(line)) = lines.next().await {
+                            eprintln!("{:>13} | {line}", stage.as_str());
+                            printed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }));
+                }
+            }
+        }
+        if done.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        tokio::time::sleep(every).await;
+    }
+    for s in streams {
+        let _ = s.await;
+    }
+    printed.load(Ordering::Relaxed)
+}
 
 /// The pods a Job made (Kubernetes labels them `job-name=<job>`).
 async fn job_pods(pods: &Api<Pod>, job: &str) -> Result<Vec<Pod>, StageError> {
@@ -244,6 +302,8 @@ pub struct StageResult {
     pub stage: Stage,
     pub job: String,
     pub created: bool,
+    /// Log lines streamed from its pods (with `logs`).
+    pub log_lines: usize,
 }
 
 /// Submit the run and follow it to the end.
@@ -305,6 +365,16 @@ pub async fn submit(
                         None => std::future::pending().await,
                     }
                 };
+                let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let follower = opts.logs.then(|| {
+                    tokio::spawn(follow_logs(
+                        pods.clone(),
+                        name.clone(),
+                        stage,
+                        opts.log_poll,
+                        done.clone(),
+                    ))
+                });
                 let both = async {
                     tokio::select! {
                         r = wait_job(&api, &name) => r,
@@ -319,15 +389,29 @@ pub async fn submit(
                 })??;
                 match state {
                     JobState::Complete => {
-                        if opts.logs {
-                            let (_, _, log) = pod_report(&client, &ns, &name, 200).await?;
-                            for line in log.lines() {
-                                eprintln!("{:>13} | {line}", stage.as_str());
-                            }
-                        }
+                        // Let the log streams drain (they end when the containers exit).
+                        done.store(true, std::sync::atomic::Ordering::Relaxed);
+                        let lines = match follower {
+                            Some(f) => tokio::time::timeout(Duration::from_secs(10), f)
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                                .unwrap_or(0),
+                            None => 0,
+                        };
                         eprintln!("==> {stage}: complete");
+                        results.push(StageResult {
+                            stage,
+                            job: name,
+                            created,
+                            log_lines: lines,
+                        });
+                        continue;
                     }
                     JobState::Failed { reason, message } => {
+                        if let Some(f) = &follower {
+                            f.abort();
+                        }
                         let (pod, code, tail) = pod_report(&client, &ns, &name, 30).await?;
                         return Err(PipelineError::StageFailed {
                             stage,
@@ -342,11 +426,6 @@ pub async fn submit(
                     }
                     JobState::Running => unreachable!("wait_job returns a final state"),
                 }
-                results.push(StageResult {
-                    stage,
-                    job: name,
-                    created,
-                });
             }
         }
     }
