@@ -11,6 +11,7 @@
 //! (pure Rust, always built) or libtorch with the `tch` feature.
 
 pub mod arch;
+pub mod fused;
 pub mod layers;
 pub mod nets;
 pub mod package;
@@ -21,6 +22,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use kubestyle_manifest::StageError;
 
 pub use arch::Architecture;
+pub use fused::{FusedNet, NormStats};
 pub use nets::{MultiStyle26, TransformerNet};
 pub use package::{ModelCard, load_package, write_package};
 pub use weights::{SourceFormat, TensorMap, read_weights};
@@ -60,9 +62,9 @@ impl Network {
         }
     }
 
-    /// Stylise `x` (`[1, 3, H, W]`, RGB in 0..1, H and W multiples of 4) with style weights
-    /// (one per style, non-negative, normalised here). Returns RGB in 0..1, clamped.
-    pub fn stylize(&self, x: Tensor<4>, style: &[f32]) -> Result<Tensor<4>, StageError> {
+    /// Check style weights (one per style, non-negative, not all zero) and normalise them to
+    /// sum 1.
+    pub fn style_weights(&self, style: &[f32]) -> Result<Vec<f32>, StageError> {
         let arch = self.architecture();
         if style.len() != arch.num_styles() {
             return Err(StageError::InputInvalid(format!(
@@ -77,6 +79,14 @@ impl Network {
                 "style weights must be non-negative and not all zero".into(),
             ));
         }
+        Ok(style.iter().map(|w| w / sum).collect())
+    }
+
+    /// Stylise `x` (`[1, 3, H, W]`, RGB in 0..1, H and W multiples of 4) with burn's tensor ops on
+    /// `x`'s device, with style weights (one per style, non-negative, normalised here). Returns
+    /// RGB in 0..1, clamped.
+    pub fn stylize(&self, x: Tensor<4>, style: &[f32]) -> Result<Tensor<4>, StageError> {
+        let s = self.style_weights(style)?;
         Ok(match self {
             Network::TransformerNet(m) => m
                 .forward(x.mul_scalar(255.0))
@@ -84,8 +94,8 @@ impl Network {
                 .clamp(0.0, 1.0),
             Network::MultiStyle26(m) => {
                 let device = x.device();
-                let s: Vec<f32> = style.iter().map(|w| w / sum).collect();
-                let s = Tensor::<2>::from_data(TensorData::new(s, [1, style.len()]), &device);
+                let n = s.len();
+                let s = Tensor::<2>::from_data(TensorData::new(s, [1, n]), &device);
                 m.forward(x, s).clamp(0.0, 1.0)
             }
         })

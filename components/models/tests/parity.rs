@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Tensor, TensorData};
 use kubestyle_models::package::{ModelCard, PACKAGE_FORMAT, SourceInfo, WeightsInfo};
 use kubestyle_models::{
-    Architecture, Network, SourceFormat, crop, load_package, pad_to_multiple, read_weights,
-    write_package,
+    Architecture, FusedNet, Network, NormStats, SourceFormat, crop, load_package, pad_to_multiple,
+    read_weights, write_package,
 };
 
 fn generated(name: &str) -> PathBuf {
@@ -46,8 +46,8 @@ fn device() -> Device {
     Device::flex()
 }
 
-/// `[1, 3, H, W]` in 0..1 from an image file.
-fn load_rgb(p: &Path, d: &Device) -> Tensor<4> {
+/// Planar RGB in 0..1 from an image file, with its height and width.
+fn load_planar(p: &Path) -> (Vec<f32>, usize, usize) {
     let img = image::open(p).unwrap().to_rgb8();
     let (w, h) = img.dimensions();
     let mut planar = vec![0f32; (3 * w * h) as usize];
@@ -56,7 +56,13 @@ fn load_rgb(p: &Path, d: &Device) -> Tensor<4> {
             planar[(c as u32 * h * w + y * w + x) as usize] = px[c] as f32 / 255.0;
         }
     }
-    Tensor::from_data(TensorData::new(planar, [1, 3, h as usize, w as usize]), d)
+    (planar, h as usize, w as usize)
+}
+
+/// `[1, 3, H, W]` in 0..1 from an image file.
+fn load_rgb(p: &Path, d: &Device) -> Tensor<4> {
+    let (planar, h, w) = load_planar(p);
+    Tensor::from_data(TensorData::new(planar, [1, 3, h, w]), d)
 }
 
 fn read_f32(p: &Path) -> Vec<f32> {
@@ -144,6 +150,14 @@ fn transformer_net_zip_and_legacy_match_pytorch() {
             .collect();
         let diff2 = max_abs_diff(&y2, &clamped) * 255.0;
         assert!(diff2 <= 1.0, "{file} packaged: max abs diff {diff2}");
+        // The fused CPU kernels (stylize's default on the CPU), same weights, same tolerance.
+        let (planar, h, w) = load_planar(&dir.join("input.png"));
+        let y3 = FusedNet::new(&loaded)
+            .stylize(&planar, h, w, &[1.0], NormStats::Own)
+            .unwrap();
+        let diff3 = max_abs_diff(&y3, &clamped) * 255.0;
+        println!("{file}: fused kernels, max abs diff vs PyTorch {diff3:.5} (0..255 scale)");
+        assert!(diff3 <= 1.0, "{file} fused: max abs diff {diff3}");
     }
 }
 
@@ -185,6 +199,25 @@ fn multistyle26_matches_onnxruntime() {
                 .zip(&again)
                 .all(|(a, b)| a.to_bits() == b.to_bits()),
             "{case}: not deterministic"
+        );
+        // The fused CPU kernels, same tolerance, and deterministic too.
+        let s = net.style_weights(&w).unwrap();
+        let fused = FusedNet::new(&net);
+        let (planar, h, wd) = load_planar(&dir.join("input.png"));
+        let f1 = fused.stylize(&planar, h, wd, &s, NormStats::Own).unwrap();
+        let fdiff = max_abs_diff(&f1, &reference);
+        println!(
+            "{case}: fused kernels, max abs diff vs onnxruntime {fdiff:.6} ({:.3}/255)",
+            fdiff * 255.0
+        );
+        assert!(
+            fdiff <= 1.0 / 255.0,
+            "{case} fused: max abs diff {fdiff} > 1/255"
+        );
+        let f2 = fused.stylize(&planar, h, wd, &s, NormStats::Own).unwrap();
+        assert!(
+            f1.iter().zip(&f2).all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{case}: fused kernels not deterministic"
         );
     }
 }

@@ -2,7 +2,10 @@
 //! warm-up and `--reps` timed forward passes on a `--size`² image, prints one JSON line with
 //! the times and the process's peak RSS.
 //!
-//!   cargo run --release -p stylize --example bench_forward -- PACKAGE_DIR SIZE REPS [flex|tch]
+//!   cargo run --release -p stylize --example bench_forward -- PACKAGE_DIR SIZE REPS [fused|flex|tch]
+//!
+//! `fused`: kubestyle's fused CPU kernels (stylize's default on the CPU); `flex`: burn-flex's
+//! tensor ops; `tch`: libtorch (build with `--features tch`).
 
 use std::time::Instant;
 
@@ -25,7 +28,7 @@ fn peak_rss_mb() -> f64 {
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 4 {
-        eprintln!("usage: bench_forward PACKAGE_DIR SIZE REPS [flex|tch]");
+        eprintln!("usage: bench_forward PACKAGE_DIR SIZE REPS [fused|flex|tch]");
         std::process::exit(2);
     }
     let (dir, size, reps) = (
@@ -33,12 +36,12 @@ fn main() {
         a[2].parse::<usize>().unwrap_or(512),
         a[3].parse::<usize>().unwrap_or(3),
     );
-    let backend = a.get(4).map(String::as_str).unwrap_or("flex");
+    let backend = a.get(4).map(String::as_str).unwrap_or("fused");
     let device = match backend {
         #[cfg(feature = "tch")]
         #[allow(deprecated)]
         "tch" => Device::libtorch(),
-        "flex" => Device::flex(),
+        "flex" | "fused" => Device::flex(),
         other => {
             eprintln!("backend {other} not built in");
             std::process::exit(2);
@@ -55,13 +58,22 @@ fn main() {
     let data: Vec<f32> = (0..3 * size * size)
         .map(|i| ((i % size) as f32 * 0.01 + (i / size) as f32 * 0.003).sin() * 0.5 + 0.5)
         .collect();
-    let x = Tensor::<4>::from_data(TensorData::new(data, [1, 3, size, size]), &device);
     let mut style = vec![0.0f32; card.styles.len()];
     style[0] = 1.0;
-    let run = || {
-        let y = net.stylize(x.clone(), &style).expect("forward");
-        // Reading the result forces the computation on lazy backends.
-        let _ = y.into_data();
+    let fused = (backend == "fused").then(|| kubestyle_models::FusedNet::new(&net));
+    let x = Tensor::<4>::from_data(TensorData::new(data.clone(), [1, 3, size, size]), &device);
+    let run = || match &fused {
+        Some(f) => {
+            let s = net.style_weights(&style).expect("style");
+            let _ = f
+                .stylize(&data, size, size, &s, kubestyle_models::NormStats::Own)
+                .expect("forward");
+        }
+        None => {
+            let y = net.stylize(x.clone(), &style).expect("forward");
+            // Reading the result forces the computation on lazy backends.
+            let _ = y.into_data();
+        }
     };
     run();
     let mut times = Vec::new();
@@ -71,7 +83,11 @@ fn main() {
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     println!(
-        "{{\"impl\":\"burn-{backend}\",\"arch\":\"{}\",\"size\":{size},\"times_ms\":{:?},\"peak_rss_mb\":{:.0}}}",
+        "{{\"impl\":\"{}\",\"arch\":\"{}\",\"size\":{size},\"times_ms\":{:?},\"peak_rss_mb\":{:.0}}}",
+        match backend {
+            "fused" => "kubestyle-fused".to_string(),
+            b => format!("burn-{b}"),
+        },
         card.architecture.name(),
         times,
         peak_rss_mb()

@@ -100,6 +100,38 @@ pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Plana
     })
 }
 
+/// The RGB planes scaled down (aspect kept, triangle filter) to at most `max_pixels` pixels.
+/// Returns planar RGB and its height and width.
+pub fn downscale_to(img: &Planar, max_pixels: u64) -> (Vec<f32>, usize, usize) {
+    let (w, h) = (img.width, img.height);
+    let f = ((max_pixels.max(1) as f64) / (w * h) as f64)
+        .sqrt()
+        .min(1.0);
+    let (nw, nh) = (
+        ((w as f64 * f).floor() as usize).max(1),
+        ((h as f64 * f).floor() as usize).max(1),
+    );
+    let plane = w * h;
+    let mut buf = image::Rgb32FImage::new(w as u32, h as u32);
+    for (i, px) in buf.pixels_mut().enumerate() {
+        *px = image::Rgb([img.rgb[i], img.rgb[plane + i], img.rgb[2 * plane + i]]);
+    }
+    let small = image::imageops::resize(
+        &buf,
+        nw as u32,
+        nh as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let np = nw * nh;
+    let mut out = vec![0f32; 3 * np];
+    for (i, px) in small.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * np + i] = px[c].clamp(0.0, 1.0);
+        }
+    }
+    (out, nh, nw)
+}
+
 /// Output encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutFormat {

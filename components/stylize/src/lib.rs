@@ -21,7 +21,9 @@ use kubestyle_manifest::manifest::{
 use kubestyle_manifest::{
     Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun, sha256_bytes, sha256_file,
 };
-use kubestyle_models::{ModelCard, Network, crop, load_package, pad_to_multiple};
+use kubestyle_models::{
+    FusedNet, ModelCard, Network, NormStats, crop, load_package, pad_to_multiple,
+};
 use serde_json::{Map, Value, json};
 
 pub use image_io::OutFormat;
@@ -65,9 +67,14 @@ pub struct Args {
     /// `auto` (a usable GPU, else the CPU), `cpu`, or `cuda[:N]` (needs the tch build).
     #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
     pub device: String,
-    /// `auto` (libtorch when built with the `tch` feature, else flex), `flex` or `tch`.
+    /// `auto` (libtorch on a GPU when built with the `tch` feature, else flex), `flex` or `tch`.
     #[arg(long, default_value = "auto", value_name = "auto|flex|tch")]
     pub backend: String,
+    /// CPU kernels for the flex backend: `fused` (kubestyle's fused reflect-pad convolution and
+    /// instance norm; the default) or `burn` (burn-flex's generic tensor ops). `auto` = fused on
+    /// flex; the tch backend always runs libtorch's kernels.
+    #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
+    pub kernels: KernelsArg,
     /// Compute every output again, even those the run's manifest shows were made from the same
     /// package, style, image and options and still verify (the step cache).
     #[arg(long)]
@@ -93,12 +100,44 @@ pub struct Args {
     pub manifest: Option<PathBuf>,
 }
 
+/// `--kernels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KernelsArg {
+    Auto,
+    Fused,
+    Burn,
+}
+
 /// The compute device and how to describe it.
 #[derive(Debug, Clone)]
 pub struct Compute {
     pub device: Device,
     pub backend: &'static str,
     pub name: String,
+    /// Run on kubestyle's fused CPU kernels (flex only) rather than burn's tensor ops.
+    pub fused: bool,
+}
+
+impl Compute {
+    /// `fused` or `burn` (for logs and manifests).
+    pub fn kernels(&self) -> &'static str {
+        if self.fused { "fused" } else { "burn" }
+    }
+}
+
+/// Resolve `--kernels` for a selected backend.
+pub fn select_kernels(mut compute: Compute, kernels: KernelsArg) -> Result<Compute, StageError> {
+    compute.fused = match (kernels, compute.backend) {
+        (KernelsArg::Burn, _) => false,
+        (KernelsArg::Auto | KernelsArg::Fused, "flex") => true,
+        (KernelsArg::Auto, _) => false,
+        (KernelsArg::Fused, other) => {
+            return Err(StageError::Usage(format!(
+                "--kernels fused runs on the flex backend only (selected: {other})"
+            )));
+        }
+    };
+    Ok(compute)
 }
 
 /// Resolve `--backend` and `--device`. The default build has the pure-Rust CPU backend
@@ -108,6 +147,7 @@ pub fn select_device(backend: &str, spec: &str) -> Result<Compute, StageError> {
         device: Device::flex(),
         backend: "flex",
         name: "cpu".into(),
+        fused: false,
     };
     let cuda_index = match spec {
         "auto" | "cpu" => None,
@@ -163,16 +203,19 @@ fn tch_device(spec: &str, cuda_index: Option<usize>) -> Result<Compute, StageErr
             device: Device::libtorch_cuda(0usize),
             backend: "tch",
             name: "cuda:0".into(),
+            fused: false,
         }),
         (_, None) => Ok(Compute {
             device: Device::libtorch(),
             backend: "tch",
             name: "cpu".into(),
+            fused: false,
         }),
         (_, Some(i)) if i < gpus => Ok(Compute {
             device: Device::libtorch_cuda(i),
             backend: "tch",
             name: format!("cuda:{i}"),
+            fused: false,
         }),
         (_, Some(i)) => Err(StageError::Usage(format!(
             "--device {spec}: no CUDA device {i} (libtorch sees {gpus} GPU{})",
@@ -195,6 +238,8 @@ struct Loaded {
     dir_name: String,
     card: ModelCard,
     net: Network,
+    /// The same weights laid out for the fused CPU kernels, when those run.
+    fused: Option<FusedNet>,
     styles: Vec<Style>,
     artifact: Vec<Artifact>,
 }
@@ -219,8 +264,13 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
             "--tile must be a multiple of 4, at least 64, and more than twice --overlap".into(),
         ));
     }
-    let compute = select_device(&args.backend, &args.device)?;
-    tracing::info!("backend {} on {}", compute.backend, compute.name);
+    let compute = select_kernels(select_device(&args.backend, &args.device)?, args.kernels)?;
+    tracing::info!(
+        "backend {} on {} ({} kernels)",
+        compute.backend,
+        compute.name,
+        compute.kernels()
+    );
 
     // Everything is loaded and checked before the first forward pass.
     let packages = load_packages(&args, &volume, &run_id, &compute)?;
@@ -245,6 +295,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         "out": args.out,
         "backend": compute.backend,
         "device": compute.name,
+        "kernels": compute.kernels(),
     });
     let mut input_keys: Vec<String> = packages
         .iter()
@@ -386,8 +437,14 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         let planar = decoded[job.img].as_ref().expect("decoded above");
         let (pkg, style, rel) = (job.pkg, job.style, &job.rel);
         let t0 = Instant::now();
-        let (rgb, tiles) =
-            stylize_planar(&pkg.net, planar, &style.weights, &compute.device, &args)?;
+        let (rgb, tiles) = stylize_planar(
+            &pkg.net,
+            pkg.fused.as_ref(),
+            planar,
+            &style.weights,
+            &compute.device,
+            &args,
+        )?;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         image_io::save(
             &volume.join(rel),
@@ -433,6 +490,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         attrs.insert("height".into(), json!(planar.height));
         attrs.insert("backend".into(), json!(compute.backend));
         attrs.insert("device".into(), json!(compute.name));
+        attrs.insert("kernels".into(), json!(compute.kernels()));
         attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
         attrs.insert("tiles".into(), json!(tiles));
         attrs.insert("item_key".into(), json!(job.item_key));
@@ -474,20 +532,44 @@ fn dedupe(arts: &mut Vec<Artifact>) {
     arts.retain(|a| seen.insert(a.name.clone()));
 }
 
-/// Run the network on one image (whole, or in tiles above `--tile-above` pixels).
+/// Run the network on one image (whole, or in tiles above `--tile-above` pixels), on the fused
+/// CPU kernels when `fused` is given, else with burn's tensor ops on `device`.
 /// Returns planar RGB in 0..1 and the number of tiles used.
+///
+/// Tiles on the fused kernels share instance-norm statistics: they are recorded once on a copy
+/// of the whole image scaled down to `--tile-above` pixels, and every tile normalises with them
+/// (so a flat sky in one tile is not stretched to full contrast on its own). On burn's ops each
+/// tile uses its own statistics.
 pub fn stylize_planar(
     net: &Network,
+    fused: Option<&FusedNet>,
     img: &image_io::Planar,
     style: &[f32],
     device: &Device,
     args: &Args,
 ) -> Result<(Vec<f32>, usize), StageError> {
     let (h, w) = (img.height, img.width);
+    let style = net.style_weights(style)?;
+    let shared: Option<Vec<kubestyle_models::fused::Stats>> = match fused {
+        Some(f) if (h * w) as u64 > args.tile_above => {
+            let (small, sh, sw) = image_io::downscale_to(img, args.tile_above);
+            let mut stats = Vec::new();
+            f.stylize(&small, sh, sw, &style, NormStats::Record(&mut stats))?;
+            Some(stats)
+        }
+        _ => None,
+    };
     let whole = |rgb: Vec<f32>, th: usize, tw: usize| -> Result<Vec<f32>, StageError> {
+        if let Some(f) = fused {
+            let mode = match &shared {
+                Some(s) => NormStats::Replay(s),
+                None => NormStats::Own,
+            };
+            return f.stylize(&rgb, th, tw, &style, mode);
+        }
         let x = Tensor::<4>::from_data(TensorData::new(rgb, [1, 3, th, tw]), device);
         let (padded, hw) = pad_to_multiple(x, 4);
-        let y = crop(net.stylize(padded, style)?, hw);
+        let y = crop(net.stylize(padded, &style)?, hw);
         y.into_data()
             .try_to_vec::<f32>()
             .map_err(|e| StageError::Internal(format!("reading the result: {e:?}")))
@@ -595,10 +677,12 @@ fn load_packages(
                     e.to_string().trim_start_matches("input invalid: ")
                 ))
             })?;
+        let fused = compute.fused.then(|| FusedNet::new(&net));
         out.push(Loaded {
             dir_name,
             card,
             net,
+            fused,
             styles,
             artifact,
         });

@@ -299,14 +299,21 @@ fn tiled_result_stays_close_to_untiled() {
     let planar = kubestyle_stylize::image_io::load(&p, u64::MAX, None).unwrap();
     let mut w = vec![0.0; 26];
     w[7] = 1.0;
-    let (tiled, n) =
-        kubestyle_stylize::stylize_planar(&net, &planar, &w, &burn::tensor::Device::flex(), &args)
-            .unwrap();
+    let (tiled, n) = kubestyle_stylize::stylize_planar(
+        &net,
+        None,
+        &planar,
+        &w,
+        &burn::tensor::Device::flex(),
+        &args,
+    )
+    .unwrap();
     assert_eq!(n, 4);
     let mut whole_args = args.clone();
     whole_args.tile_above = u64::MAX;
     let (whole, one) = kubestyle_stylize::stylize_planar(
         &net,
+        None,
         &planar,
         &w,
         &burn::tensor::Device::flex(),

@@ -1,0 +1,604 @@
+//! CPU kernels for kubestyle's style networks.
+//!
+//! burn's generic CPU path pads by copying, builds its im2col matrix on one thread and composes
+//! instance normalisation from half a dozen tensor ops. The networks here only ever do
+//! *(nearest ×2 upsample) → reflection pad → convolution → instance norm → activation (+ skip)*,
+//! so this crate does exactly that, fused:
+//!
+//! * [`Conv::forward`]: upsampling and reflection padding are folded into the im2col index maps
+//!   (nothing padded is ever materialised); the output is cut into fixed pixel blocks that rayon
+//!   runs in parallel, each building its im2col block in a per-thread buffer and multiplying it
+//!   with the pre-transposed weights by `gemm` (the GEMM crate burn-flex itself uses). The same
+//!   pass sums each block's per-channel moments for the instance norm that follows.
+//! * [`norm_apply`]: `x * scale + shift`, the activation and the residual add in one pass.
+//!
+//! Activations are NHWC ([`Act`]): a pixel's channels are contiguous, so an im2col row is a few
+//! contiguous copies. Work is split into blocks independent of the thread count and partial sums
+//! are combined in block order, so results are bit-identical run to run and across thread counts.
+
+use rayon::prelude::*;
+
+/// Instance-norm epsilon of both networks (PyTorch's default).
+pub const EPS: f32 = 1e-5;
+
+/// Target size of one im2col block in floats (about 1 MiB: stays in L2 while gemm packs it).
+const BLOCK_FLOATS: usize = 256 * 1024;
+
+/// One image's activation, NHWC with batch 1: `data[(y * w + x) * c + ch]`.
+#[derive(Clone, PartialEq)]
+pub struct Act {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub data: Vec<f32>,
+}
+
+impl std::fmt::Debug for Act {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Act {}x{}x{}", self.h, self.w, self.c)
+    }
+}
+
+impl Act {
+    pub fn zeros(c: usize, h: usize, w: usize) -> Act {
+        Act {
+            c,
+            h,
+            w,
+            data: vec![0.0; c * h * w],
+        }
+    }
+
+    /// From planar (CHW) data, multiplied by `scale`, reflection-padded at the bottom and right
+    /// so that H and W become multiples of `multiple`.
+    pub fn from_planar(
+        planar: &[f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        multiple: usize,
+        scale: f32,
+    ) -> Act {
+        assert_eq!(planar.len(), c * h * w, "planar data of the wrong length");
+        let m = multiple.max(1);
+        let (hp, wp) = (h.div_ceil(m) * m, w.div_ceil(m) * m);
+        let my: Vec<usize> = (0..hp).map(|i| reflect(i as isize, h)).collect();
+        let mx: Vec<usize> = (0..wp).map(|i| reflect(i as isize, w)).collect();
+        let mut out = Act::zeros(c, hp, wp);
+        out.data
+            .par_chunks_mut(wp * c)
+            .enumerate()
+            .for_each(|(y, row)| {
+                let sy = my[y];
+                for (x, px) in row.chunks_exact_mut(c).enumerate() {
+                    let sx = mx[x];
+                    for (ch, v) in px.iter_mut().enumerate() {
+                        *v = planar[(ch * h + sy) * w + sx] * scale;
+                    }
+                }
+            });
+        out
+    }
+
+    /// The top-left `h × w` region as planar (CHW) data, each value `clamp(v * scale, lo, hi)`.
+    pub fn to_planar(&self, h: usize, w: usize, scale: f32, lo: f32, hi: f32) -> Vec<f32> {
+        assert!(
+            h <= self.h && w <= self.w,
+            "crop larger than the activation"
+        );
+        let c = self.c;
+        let mut out = vec![0.0f32; c * h * w];
+        out.par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(ch, plane)| {
+                for (y, row) in plane.chunks_exact_mut(w).enumerate() {
+                    let src = &self.data[y * self.w * c..];
+                    for (x, v) in row.iter_mut().enumerate() {
+                        *v = (src[x * c + ch] * scale).clamp(lo, hi);
+                    }
+                }
+            });
+        out
+    }
+}
+
+/// Reflection (without repeating the edge, like PyTorch's `ReflectionPad2d`) of index `i` into
+/// `0..n`.
+fn reflect(i: isize, n: usize) -> usize {
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let mut i = i.rem_euclid(period);
+    if i >= n {
+        i = period - i;
+    }
+    i as usize
+}
+
+/// Per-channel mean and biased variance over H × W.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+impl Stats {
+    /// Combine per-block `(sum, sum of squares)` partials, in block order.
+    fn from_partials(partials: &[(Vec<f64>, Vec<f64>)], c: usize, count: usize) -> Stats {
+        let mut s = vec![0f64; c];
+        let mut q = vec![0f64; c];
+        for (ps, pq) in partials {
+            for ch in 0..c {
+                s[ch] += ps[ch];
+                q[ch] += pq[ch];
+            }
+        }
+        let n = count.max(1) as f64;
+        let mean: Vec<f64> = s.iter().map(|v| v / n).collect();
+        let var = q
+            .iter()
+            .zip(&mean)
+            .map(|(q, m)| (q / n - m * m).max(0.0) as f32)
+            .collect();
+        Stats {
+            mean: mean.into_iter().map(|m| m as f32).collect(),
+            var,
+        }
+    }
+
+    /// Statistics of an activation (what [`Conv::forward`] returns alongside its output).
+    pub fn of(x: &Act) -> Stats {
+        let c = x.c;
+        let block = (BLOCK_FLOATS / c.max(1)).max(1) * c;
+        let partials: Vec<(Vec<f64>, Vec<f64>)> =
+            x.data.par_chunks(block).map(|b| moments(b, c)).collect();
+        Stats::from_partials(&partials, c, x.h * x.w)
+    }
+}
+
+/// Per-channel sum and sum of squares of NHWC data.
+fn moments(data: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut s = vec![0f64; c];
+    let mut q = vec![0f64; c];
+    for px in data.chunks_exact(c) {
+        for ((s, q), &v) in s.iter_mut().zip(q.iter_mut()).zip(px) {
+            let v = v as f64;
+            *s += v;
+            *q += v * v;
+        }
+    }
+    (s, q)
+}
+
+/// A convolution with reflection padding of `k / 2` on every side, optionally preceded by a
+/// nearest ×`up` upsample: the `ConvLayer` / `UpsampleConvLayer` of fast_neural_style and
+/// every layer of MultiStyle26.
+#[derive(Clone)]
+pub struct Conv {
+    pub k: usize,
+    pub stride: usize,
+    pub up: usize,
+    pub cin: usize,
+    pub cout: usize,
+    /// Weights as `[k * k * cin, cout]`, row index `(ky * k + kx) * cin + ci`.
+    wt: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl std::fmt::Debug for Conv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Conv {}→{} {}x{} s{} up{}",
+            self.cin, self.cout, self.k, self.k, self.stride, self.up
+        )
+    }
+}
+
+impl Conv {
+    /// From PyTorch-layout weights `[cout, cin, k, k]` (OIHW) and an optional bias `[cout]`.
+    pub fn from_oihw(
+        w: &[f32],
+        [cout, cin, kh, kw]: [usize; 4],
+        bias: Option<Vec<f32>>,
+        stride: usize,
+        up: usize,
+    ) -> Conv {
+        assert_eq!(kh, kw, "square kernels only");
+        assert_eq!(w.len(), cout * cin * kh * kw, "weights of the wrong length");
+        assert!(
+            kh % 2 == 1 && stride >= 1 && up >= 1,
+            "odd kernel, stride and upsample >= 1"
+        );
+        if let Some(b) = &bias {
+            assert_eq!(b.len(), cout, "bias of the wrong length");
+        }
+        let k = kh;
+        let mut wt = vec![0f32; k * k * cin * cout];
+        for co in 0..cout {
+            for ci in 0..cin {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        wt[((ky * k + kx) * cin + ci) * cout + co] =
+                            w[((co * cin + ci) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+        Conv {
+            k,
+            stride,
+            up,
+            cin,
+            cout,
+            wt,
+            bias,
+        }
+    }
+
+    /// Output height and width for an input of `h × w`.
+    pub fn out_dims(&self, h: usize, w: usize) -> (usize, usize) {
+        let p = self.k / 2;
+        let o = |n: usize| (n * self.up + 2 * p - self.k) / self.stride + 1;
+        (o(h), o(w))
+    }
+
+    /// Source index along one axis for every position of the padded (and upsampled) axis.
+    fn index_map(&self, n: usize) -> Vec<usize> {
+        let p = (self.k / 2) as isize;
+        let nu = n * self.up;
+        (0..nu + 2 * self.k / 2)
+            .map(|i| reflect(i as isize - p, nu) / self.up)
+            .collect()
+    }
+
+    /// Convolve `x`; with `want_stats`, also return the output's per-channel statistics (taken
+    /// while each block is still in cache).
+    pub fn forward(&self, x: &Act, want_stats: bool) -> (Act, Option<Stats>) {
+        assert_eq!(x.c, self.cin, "{self:?} applied to {} channels", x.c);
+        assert!(
+            x.h * self.up > self.k / 2 && x.w * self.up > self.k / 2,
+            "{self:?}: input {}x{} smaller than the padding",
+            x.h,
+            x.w
+        );
+        let (ho, wo) = self.out_dims(x.h, x.w);
+        let (my, mx) = (self.index_map(x.h), self.index_map(x.w));
+        let kk = self.k * self.k * self.cin;
+        let cout = self.cout;
+        // Pixels per block: a fixed function of the layer and image, never of the thread count.
+        let block_px = (BLOCK_FLOATS / kk).clamp(32, 8192);
+        let mut out = Act::zeros(cout, ho, wo);
+        // A window is "contiguous" along x when its k source columns are consecutive (no
+        // upsampling, not at a reflected edge): then each kernel row is one copy.
+        let contiguous: Vec<bool> = (0..wo)
+            .map(|xo| {
+                let s = xo * self.stride;
+                (1..self.k).all(|j| mx[s + j] == mx[s] + j)
+            })
+            .collect();
+        let partials: Vec<(Vec<f64>, Vec<f64>)> = out
+            .data
+            .par_chunks_mut(block_px * cout)
+            .enumerate()
+            .map_init(Vec::<f32>::new, |col, (bi, dst)| {
+                let p0 = bi * block_px;
+                let m = dst.len() / cout;
+                col.resize(m * kk, 0.0);
+                self.im2col(x, &my, &mx, &contiguous, p0, m, wo, col);
+                matmul(m, kk, cout, col, &self.wt, dst);
+                if let Some(b) = &self.bias {
+                    for px in dst.chunks_exact_mut(cout) {
+                        for (v, b) in px.iter_mut().zip(b) {
+                            *v += b;
+                        }
+                    }
+                }
+                if want_stats {
+                    moments(dst, cout)
+                } else {
+                    (Vec::new(), Vec::new())
+                }
+            })
+            .collect();
+        let stats = want_stats.then(|| Stats::from_partials(&partials, cout, ho * wo));
+        (out, stats)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn im2col(
+        &self,
+        x: &Act,
+        my: &[usize],
+        mx: &[usize],
+        contiguous: &[bool],
+        p0: usize,
+        m: usize,
+        wo: usize,
+        col: &mut [f32],
+    ) {
+        let (k, s, cin) = (self.k, self.stride, self.cin);
+        let kk = k * k * cin;
+        let row_len = x.w * cin;
+        for (i, dst) in col.chunks_exact_mut(kk).enumerate().take(m) {
+            let p = p0 + i;
+            let (yo, xo) = (p / wo, p % wo);
+            let (by, bx) = (yo * s, xo * s);
+            for ky in 0..k {
+                let src_row = &x.data[my[by + ky] * row_len..][..row_len];
+                let d = &mut dst[ky * k * cin..(ky + 1) * k * cin];
+                if contiguous[xo] {
+                    let sx = mx[bx] * cin;
+                    d.copy_from_slice(&src_row[sx..sx + k * cin]);
+                } else {
+                    for kx in 0..k {
+                        let sx = mx[bx + kx] * cin;
+                        d[kx * cin..(kx + 1) * cin].copy_from_slice(&src_row[sx..sx + cin]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m, n] = a[m, k] · b[k, n]`, all row-major and contiguous, on the calling thread.
+fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], dst: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n);
+    // SAFETY: the assertion above guarantees that every index gemm touches — row i < m, column
+    // j < n, inner index l < k, at offsets i*k + l, l*n + j and i*n + j with unit column stride —
+    // lies inside `a`, `b` and `dst`; `dst` is borrowed mutably, so nothing else aliases it, and
+    // `read_dst = false` means its previous contents are never read.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// What follows the normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Post {
+    None,
+    Relu,
+    Sigmoid,
+}
+
+/// Instance normalisation with per-channel `gamma`, `beta` and the given statistics, then
+/// `post`, then `+ residual` — in one pass over `x`.
+pub fn norm_apply(
+    x: &mut Act,
+    stats: &Stats,
+    gamma: &[f32],
+    beta: &[f32],
+    post: Post,
+    residual: Option<&Act>,
+) {
+    let c = x.c;
+    assert!(stats.mean.len() == c && gamma.len() == c && beta.len() == c);
+    let scale: Vec<f32> = (0..c)
+        .map(|i| gamma[i] / (stats.var[i] + EPS).sqrt())
+        .collect();
+    let shift: Vec<f32> = (0..c).map(|i| beta[i] - stats.mean[i] * scale[i]).collect();
+    let block = (BLOCK_FLOATS / c).max(1) * c;
+    let apply = |chunk: &mut [f32], res: Option<&[f32]>| {
+        for (pi, px) in chunk.chunks_exact_mut(c).enumerate() {
+            for ((v, a), b) in px.iter_mut().zip(&scale).zip(&shift) {
+                let y = *v * a + b;
+                *v = match post {
+                    Post::None => y,
+                    Post::Relu => y.max(0.0),
+                    Post::Sigmoid => 1.0 / (1.0 + (-y).exp()),
+                };
+            }
+            if let Some(r) = res {
+                for (v, r) in px.iter_mut().zip(&r[pi * c..(pi + 1) * c]) {
+                    *v += r;
+                }
+            }
+        }
+    };
+    match residual {
+        Some(r) => {
+            assert_eq!(r.data.len(), x.data.len(), "residual of another shape");
+            x.data
+                .par_chunks_mut(block)
+                .zip(r.data.par_chunks(block))
+                .for_each(|(d, r)| apply(d, Some(r)));
+        }
+        None => x.data.par_chunks_mut(block).for_each(|d| apply(d, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Straightforward reference: upsample, reflect-pad, convolve, all on planar data.
+    fn reference(
+        x: &Act,
+        w: &[f32],
+        dims: [usize; 4],
+        bias: Option<&[f32]>,
+        s: usize,
+        up: usize,
+    ) -> Act {
+        let [cout, cin, k, _] = dims;
+        let (hu, wu) = (x.h * up, x.w * up);
+        let p = k / 2;
+        let ho = (hu + 2 * p - k) / s + 1;
+        let wo = (wu + 2 * p - k) / s + 1;
+        let mut out = Act::zeros(cout, ho, wo);
+        for yo in 0..ho {
+            for xo in 0..wo {
+                for co in 0..cout {
+                    let mut acc = bias.map_or(0.0f64, |b| b[co] as f64);
+                    for ci in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let yy = reflect((yo * s + ky) as isize - p as isize, hu) / up;
+                                let xx = reflect((xo * s + kx) as isize - p as isize, wu) / up;
+                                acc += x.data[(yy * x.w + xx) * cin + ci] as f64
+                                    * w[((co * cin + ci) * k + ky) * k + kx] as f64;
+                            }
+                        }
+                    }
+                    out.data[(yo * wo + xo) * cout + co] = acc as f32;
+                }
+            }
+        }
+        out
+    }
+
+    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn reflect_matches_pytorch() {
+        // ReflectionPad2d(2) of [0, 1, 2, 3]: [2, 1, 0, 1, 2, 3, 2, 1].
+        let got: Vec<usize> = (-2..6).map(|i| reflect(i, 4)).collect();
+        assert_eq!(got, vec![2, 1, 0, 1, 2, 3, 2, 1]);
+        assert_eq!(reflect(-1, 1), 0);
+    }
+
+    #[test]
+    fn conv_matches_reference_for_every_layer_shape() {
+        // (cin, cout, k, stride, up, h, w, bias): every shape the two networks use, small images,
+        // odd sizes, and more pixels than one block so block edges are crossed.
+        let cases = [
+            (3, 8, 9, 1, 1, 13, 11, true),
+            (8, 16, 3, 2, 1, 9, 10, false),
+            (16, 16, 3, 1, 1, 7, 5, true),
+            (16, 8, 3, 1, 2, 6, 7, false),
+            (4, 3, 9, 1, 1, 10, 12, true),
+            (32, 32, 3, 1, 1, 40, 37, false),
+            (3, 4, 3, 1, 1, 2, 2, false),
+        ];
+        for (n, &(cin, cout, k, s, up, h, w, has_bias)) in cases.iter().enumerate() {
+            let x = Act {
+                c: cin,
+                h,
+                w,
+                data: pseudo(cin * h * w, n as u32),
+            };
+            let wts = pseudo(cout * cin * k * k, 100 + n as u32);
+            let bias = has_bias.then(|| pseudo(cout, 200 + n as u32));
+            let conv = Conv::from_oihw(&wts, [cout, cin, k, k], bias.clone(), s, up);
+            let (got, stats) = conv.forward(&x, true);
+            let want = reference(&x, &wts, [cout, cin, k, k], bias.as_deref(), s, up);
+            assert_eq!((got.h, got.w, got.c), (want.h, want.w, want.c), "case {n}");
+            let max = got
+                .data
+                .iter()
+                .zip(&want.data)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(max < 1e-4, "case {n} {conv:?}: max abs diff {max}");
+            let direct = Stats::of(&got);
+            assert_eq!(stats.as_ref(), Some(&direct), "case {n}: fused stats");
+        }
+    }
+
+    #[test]
+    fn stats_are_mean_and_biased_variance() {
+        let x = Act {
+            c: 2,
+            h: 1,
+            w: 4,
+            data: vec![1.0, 10.0, 2.0, 10.0, 3.0, 10.0, 4.0, 10.0],
+        };
+        let s = Stats::of(&x);
+        assert_eq!(s.mean, vec![2.5, 10.0]);
+        assert_eq!(s.var, vec![1.25, 0.0]);
+    }
+
+    #[test]
+    fn norm_apply_normalises_activates_and_adds() {
+        let mut x = Act {
+            c: 2,
+            h: 1,
+            w: 2,
+            data: vec![1.0, -4.0, 3.0, 4.0],
+        };
+        let res = Act {
+            c: 2,
+            h: 1,
+            w: 2,
+            data: vec![10.0, 20.0, 30.0, 40.0],
+        };
+        let s = Stats::of(&x);
+        norm_apply(&mut x, &s, &[1.0, 2.0], &[0.0, 0.5], Post::Relu, Some(&res));
+        let e = (1.0f32 + EPS).sqrt();
+        let want = [
+            10.0,
+            20.0 + 0.0,
+            30.0 + 1.0 / e,
+            40.0 + 2.0 / ((16.0 + EPS).sqrt() / 4.0) + 0.5,
+        ];
+        for (g, w) in x.data.iter().zip(want) {
+            assert!((g - w).abs() < 1e-4, "{:?} vs {want:?}", x.data);
+        }
+    }
+
+    #[test]
+    fn planar_round_trip_with_reflect_padding() {
+        let (c, h, w) = (3, 5, 6);
+        let planar = pseudo(c * h * w, 7);
+        let a = Act::from_planar(&planar, c, h, w, 4, 2.0);
+        assert_eq!((a.h, a.w), (8, 8));
+        // Row 5 is row 3 reflected (5 → 2*(5-1) - 5 = 3).
+        assert_eq!(a.data[(5 * 8) * c], planar[3 * w] * 2.0);
+        let back = a.to_planar(h, w, 0.5, -1.0, 1.0);
+        assert_eq!(back, planar);
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let x = Act {
+            c: 16,
+            h: 64,
+            w: 48,
+            data: pseudo(16 * 64 * 48, 3),
+        };
+        let conv = Conv::from_oihw(&pseudo(16 * 16 * 9, 4), [16, 16, 3, 3], None, 1, 1);
+        let run = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map(|p| p.install(|| conv.forward(&x, true)))
+                .ok()
+        };
+        let (a, b) = (run(1), run(3));
+        assert!(a.is_some());
+        assert_eq!(a, b);
+    }
+}
