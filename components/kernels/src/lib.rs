@@ -21,6 +21,9 @@ use rayon::prelude::*;
 /// Instance-norm epsilon of both networks (PyTorch's default).
 pub const EPS: f32 = 1e-5;
 
+/// Layers with fewer output channels than this get a column-major GEMM result (see `forward`).
+const NARROW: usize = 16;
+
 /// Target size of one im2col block in floats (about 1 MiB: stays in L2 while gemm packs it).
 const BLOCK_FLOATS: usize = 256 * 1024;
 
@@ -283,25 +286,40 @@ impl Conv {
             .data
             .par_chunks_mut(block_px * cout)
             .enumerate()
-            .map_init(Vec::<f32>::new, |col, (bi, dst)| {
-                let p0 = bi * block_px;
-                let m = dst.len() / cout;
-                col.resize(m * kk, 0.0);
-                self.im2col(x, &my, &mx, &contiguous, p0, m, wo, col);
-                matmul(m, kk, cout, col, &self.wt, dst);
-                if let Some(b) = &self.bias {
-                    for px in dst.chunks_exact_mut(cout) {
-                        for (v, b) in px.iter_mut().zip(b) {
-                            *v += b;
+            .map_init(
+                || (Vec::<f32>::new(), Vec::<f32>::new()),
+                |(col, tmp), (bi, dst)| {
+                    let p0 = bi * block_px;
+                    let m = dst.len() / cout;
+                    col.resize(m * kk, 0.0);
+                    self.im2col(x, &my, &mx, &contiguous, p0, m, wo, col);
+                    if cout < NARROW {
+                        // Few output channels: let gemm's microkernel run along the pixels (a
+                        // column-major result), then interleave into NHWC.
+                        tmp.resize(m * cout, 0.0);
+                        matmul(m, kk, cout, col, &self.wt, tmp, 1, m);
+                        for (i, px) in dst.chunks_exact_mut(cout).enumerate() {
+                            for (j, v) in px.iter_mut().enumerate() {
+                                *v = tmp[j * m + i];
+                            }
+                        }
+                    } else {
+                        matmul(m, kk, cout, col, &self.wt, dst, cout, 1);
+                    }
+                    if let Some(b) = &self.bias {
+                        for px in dst.chunks_exact_mut(cout) {
+                            for (v, b) in px.iter_mut().zip(b) {
+                                *v += b;
+                            }
                         }
                     }
-                }
-                if want_stats {
-                    moments(dst, cout)
-                } else {
-                    (Vec::new(), Vec::new())
-                }
-            })
+                    if want_stats {
+                        moments(dst, cout)
+                    } else {
+                        (Vec::new(), Vec::new())
+                    }
+                },
+            )
             .collect();
         let stats = want_stats.then(|| Stats::from_partials(&partials, cout, ho * wo));
         (out, stats)
@@ -343,13 +361,29 @@ impl Conv {
     }
 }
 
-/// `dst[m, n] = a[m, k] · b[k, n]`, all row-major and contiguous, on the calling thread.
-fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], dst: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n);
-    // SAFETY: the assertion above guarantees that every index gemm touches — row i < m, column
-    // j < n, inner index l < k, at offsets i*k + l, l*n + j and i*n + j with unit column stride —
-    // lies inside `a`, `b` and `dst`; `dst` is borrowed mutably, so nothing else aliases it, and
-    // `read_dst = false` means its previous contents are never read.
+/// `dst[m, n] = a[m, k] · b[k, n]` on the calling thread; `a` and `b` row-major and contiguous,
+/// `dst[i, j]` at `i * rs + j * cs` (row-major: `rs = n, cs = 1`; column-major: `rs = 1, cs = m`).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    dst: &mut [f32],
+    rs: usize,
+    cs: usize,
+) {
+    assert!(a.len() >= m * k && b.len() >= k * n);
+    assert!(
+        (rs == n && cs == 1) || (rs == 1 && cs == m),
+        "contiguous layouts only"
+    );
+    assert!(dst.len() >= m * n);
+    // SAFETY: the assertions above guarantee that every index gemm touches — row i < m, column
+    // j < n, inner index l < k, at offsets i*k + l, l*n + j and i*rs + j*cs, all below m*k, k*n
+    // and m*n — lies inside `a`, `b` and `dst`; `dst` is borrowed mutably, so nothing else
+    // aliases it, and `read_dst = false` means its previous contents are never read.
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -357,8 +391,8 @@ fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], dst: &mut [f32]) {
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            cs as isize,
+            rs as isize,
             false,
             a.as_ptr(),
             1,

@@ -537,7 +537,7 @@ fn dedupe(arts: &mut Vec<Artifact>) {
 /// Returns planar RGB in 0..1 and the number of tiles used.
 ///
 /// Tiles on the fused kernels share instance-norm statistics: they are recorded once on a copy
-/// of the whole image scaled down to `--tile-above` pixels, and every tile normalises with them
+/// of the whole image scaled down to what runs whole (`--tile-above` pixels or one tile), and every tile normalises with them
 /// (so a flat sky in one tile is not stretched to full contrast on its own). On burn's ops each
 /// tile uses its own statistics.
 pub fn stylize_planar(
@@ -552,7 +552,9 @@ pub fn stylize_planar(
     let style = net.style_weights(style)?;
     let shared: Option<Vec<kubestyle_models::fused::Stats>> = match fused {
         Some(f) if (h * w) as u64 > args.tile_above => {
-            let (small, sh, sw) = image_io::downscale_to(img, args.tile_above);
+            // As large as runs whole: `--tile-above` pixels, or one tile if that is larger.
+            let fits = args.tile_above.max((args.tile * args.tile) as u64);
+            let (small, sh, sw) = image_io::downscale_to(img, fits);
             let mut stats = Vec::new();
             f.stylize(&small, sh, sw, &style, NormStats::Record(&mut stats))?;
             Some(stats)
