@@ -6,8 +6,9 @@ its own), with the same thread count, and the rounds are interleaved (A B C A B 
 load on the machine hits all of them alike. Medians over rounds x reps.
 
   * TransformerNet (same weights: the .pth fixture and its kubestyle package):
-    PyTorch eager vs burn-flex (and burn-tch when built with --features tch).
-  * MultiStyle26 (the trained ONNX network): onnxruntime vs burn-flex (and burn-tch).
+    PyTorch eager vs kubestyle's fused CPU kernels (stylize's default on the CPU), burn-flex's
+    tensor ops (--kernels burn), and burn-tch when a tch build is given.
+  * MultiStyle26 (the trained ONNX network): onnxruntime vs the same three.
 
 Usage: scripts/bench.py [--sizes 512 1024] [--rounds 3] [--reps 3] [--threads 2]
 Needs: the venv of scripts/test.sh, the fixtures, and
@@ -114,7 +115,9 @@ def main():
             "MultiStyle26": [("onnxruntime", [sys.executable, __file__, "--worker", "onnxruntime"])],
         }
         for name, pkg in (("TransformerNet", tn_pkg), ("MultiStyle26", ms_pkg)):
-            groups[name].append(("burn-flex", [flex_bin, pkg, "{size}", "{reps}", "flex"]))
+            groups[name].append(("kubestyle-fused", [flex_bin, pkg, "{size}", "{reps}", "fused"]))
+            if not os.environ.get("KUBESTYLE_BENCH_SKIP_BURN_FLEX"):
+                groups[name].append(("burn-flex", [flex_bin, pkg, "{size}", "{reps}", "flex"]))
             if tch_bin:
                 groups[name].append(("burn-tch", [tch_bin, pkg, "{size}", "{reps}", "tch"]))
         results = {}

@@ -10,19 +10,33 @@
 //!   runs in parallel, each building its im2col block in a per-thread buffer and multiplying it
 //!   with the pre-transposed weights by `gemm` (the GEMM crate burn-flex itself uses). The same
 //!   pass sums each block's per-channel moments for the instance norm that follows.
+//!   Three layer shapes get cheaper algorithms with the same result up to float rounding:
+//!   stride-1 3×3 layers with ≥ 64 channels use Winograd F(2×2, 3×3) (16 instead of 36
+//!   multiply-adds per output pair), nearest ×2 + 3×3 layers run as four 2×2 sub-pixel
+//!   convolutions on the source (2.25× fewer), and large kernels with ≤ 4 output channels (the
+//!   final 9×9 layers) run as row convolutions whose GEMM is wide enough for the microkernel.
 //! * [`norm_apply`]: `x * scale + shift`, the activation and the residual add in one pass.
 //!
 //! Activations are NHWC ([`Act`]): a pixel's channels are contiguous, so an im2col row is a few
 //! contiguous copies. Work is split into blocks independent of the thread count and partial sums
 //! are combined in block order, so results are bit-identical run to run and across thread counts.
 
+// The kernels index several arrays with one loop variable, written as the math reads.
+#![allow(clippy::needless_range_loop)]
+
 use rayon::prelude::*;
 
 /// Instance-norm epsilon of both networks (PyTorch's default).
 pub const EPS: f32 = 1e-5;
 
-/// Layers with fewer output channels than this get a column-major GEMM result (see `forward`).
-const NARROW: usize = 16;
+/// Stride-1 3×3 layers with at least this many input channels use Winograd F(2×2, 3×3).
+const WINOGRAD_MIN_CHANNELS: usize = 64;
+
+/// Large kernels with at most this many output channels run as row convolutions.
+const ROWS_MAX_CHANNELS: usize = 4;
+
+/// Output rows per block of a row convolution.
+const ROWS_BLOCK: usize = 64;
 
 /// Target size of one im2col block in floats (about 1 MiB: stays in L2 while gemm packs it).
 const BLOCK_FLOATS: usize = 256 * 1024;
@@ -188,6 +202,15 @@ pub struct Conv {
     /// Weights as `[k * k * cin, cout]`, row index `(ky * k + kx) * cin + ci`.
     wt: Vec<f32>,
     bias: Option<Vec<f32>>,
+    /// For a nearest ×2 upsample followed by a 3×3 convolution: the four sub-pixel 2×2
+    /// kernels (see [`Conv::forward_subpixel`]), each `[4 * cin, cout]`.
+    phases: Option<[Vec<f32>; 4]>,
+    /// For a stride-1 3×3 convolution with many channels: Winograd F(2×2, 3×3) weights
+    /// `U = G g Gᵀ`, 16 matrices of `[cin, cout]` (see [`Conv::forward_winograd`]).
+    winograd: Option<Vec<f32>>,
+    /// For a large kernel with few output channels: weights as `[k * cin, k * cout]`, row
+    /// `kx * cin + ci`, column `ky * cout + co` (see [`Conv::forward_rows`]).
+    rows: Option<Vec<f32>>,
 }
 
 impl std::fmt::Debug for Conv {
@@ -230,6 +253,74 @@ impl Conv {
                 }
             }
         }
+        let phases = (up == 2 && k == 3 && stride == 1).then(|| {
+            // Output row 2i + a of "upsample ×2, reflect-pad 1, 3×3" reads source rows
+            // i - 1, i, i for a = 0 (kernel rows 0 | 1 + 2) and i, i, i + 1 for a = 1
+            // (kernel rows 0 + 1 | 2); columns alike. At the borders reflecting the upsampled
+            // image lands on the edge row itself, i.e. the source index is clamped.
+            let sets: [[&[usize]; 2]; 2] = [[&[0], &[1, 2]], [&[0, 1], &[2]]];
+            std::array::from_fn(|ph| {
+                let (a, b) = (ph / 2, ph % 2);
+                let mut m = vec![0f32; 4 * cin * cout];
+                for ty in 0..2 {
+                    for tx in 0..2 {
+                        for ci in 0..cin {
+                            for co in 0..cout {
+                                let mut acc = 0f32;
+                                for &ky in sets[a][ty] {
+                                    for &kx in sets[b][tx] {
+                                        acc += w[((co * cin + ci) * 3 + ky) * 3 + kx];
+                                    }
+                                }
+                                m[((ty * 2 + tx) * cin + ci) * cout + co] = acc;
+                            }
+                        }
+                    }
+                }
+                m
+            })
+        });
+        let winograd =
+            (k == 3 && stride == 1 && up == 1 && cin >= WINOGRAD_MIN_CHANNELS).then(|| {
+                const G: [[f32; 3]; 4] = [
+                    [1.0, 0.0, 0.0],
+                    [0.5, 0.5, 0.5],
+                    [0.5, -0.5, 0.5],
+                    [0.0, 0.0, 1.0],
+                ];
+                let mut u = vec![0f32; 16 * cin * cout];
+                for co in 0..cout {
+                    for ci in 0..cin {
+                        let g = |ky: usize, kx: usize| w[((co * cin + ci) * 3 + ky) * 3 + kx];
+                        for i in 0..4 {
+                            for j in 0..4 {
+                                let mut acc = 0f32;
+                                for ky in 0..3 {
+                                    for kx in 0..3 {
+                                        acc += G[i][ky] * g(ky, kx) * G[j][kx];
+                                    }
+                                }
+                                u[((i * 4 + j) * cin + ci) * cout + co] = acc;
+                            }
+                        }
+                    }
+                }
+                u
+            });
+        let rows = (k >= 5 && stride == 1 && up == 1 && cout <= ROWS_MAX_CHANNELS).then(|| {
+            let mut r = vec![0f32; k * cin * k * cout];
+            for co in 0..cout {
+                for ci in 0..cin {
+                    for ky in 0..k {
+                        for kx in 0..k {
+                            r[(kx * cin + ci) * k * cout + ky * cout + co] =
+                                w[((co * cin + ci) * k + ky) * k + kx];
+                        }
+                    }
+                }
+            }
+            r
+        });
         Conv {
             k,
             stride,
@@ -238,6 +329,9 @@ impl Conv {
             cout,
             wt,
             bias,
+            phases,
+            winograd,
+            rows,
         }
     }
 
@@ -267,6 +361,15 @@ impl Conv {
             x.h,
             x.w
         );
+        if self.phases.is_some() {
+            return self.forward_subpixel(x, want_stats);
+        }
+        if self.winograd.is_some() {
+            return self.forward_winograd(x, want_stats);
+        }
+        if self.rows.is_some() {
+            return self.forward_rows(x, want_stats);
+        }
         let (ho, wo) = self.out_dims(x.h, x.w);
         let (my, mx) = (self.index_map(x.h), self.index_map(x.w));
         let kk = self.k * self.k * self.cin;
@@ -286,29 +389,291 @@ impl Conv {
             .data
             .par_chunks_mut(block_px * cout)
             .enumerate()
+            .map_init(Vec::<f32>::new, |col, (bi, dst)| {
+                let p0 = bi * block_px;
+                let m = dst.len() / cout;
+                col.resize(m * kk, 0.0);
+                self.im2col(x, &my, &mx, &contiguous, p0, m, wo, col);
+                matmul(m, kk, cout, col, &self.wt, dst);
+                if let Some(b) = &self.bias {
+                    for px in dst.chunks_exact_mut(cout) {
+                        for (v, b) in px.iter_mut().zip(b) {
+                            *v += b;
+                        }
+                    }
+                }
+                if want_stats {
+                    moments(dst, cout)
+                } else {
+                    (Vec::new(), Vec::new())
+                }
+            })
+            .collect();
+        let stats = want_stats.then(|| Stats::from_partials(&partials, cout, ho * wo));
+        (out, stats)
+    }
+
+    /// A k×k convolution with few output channels (the last 9×9 layer of both networks) as k
+    /// row convolutions: each padded input row is convolved along x into `k * cout` partial
+    /// sums (one GEMM of `[w, k * cin] · [k * cin, k * cout]`, wide enough for the
+    /// microkernel), and output row y adds partial sums `ky` of padded rows `y + ky`. A ring of
+    /// k rows per block of `ROWS_BLOCK` output rows; the k - 1 rows before a block are computed
+    /// twice.
+    fn forward_rows(&self, x: &Act, want_stats: bool) -> (Act, Option<Stats>) {
+        let wr = self.rows.as_ref().expect("row weights");
+        let (h, w, cin, cout, k) = (x.h, x.w, self.cin, self.cout, self.k);
+        let (my, mx) = (self.index_map(h), self.index_map(w));
+        let (k1, n1) = (k * cin, k * cout);
+        let contiguous: Vec<bool> = (0..w)
+            .map(|xo| (1..k).all(|j| mx[xo + j] == mx[xo] + j))
+            .collect();
+        let mut out = Act::zeros(cout, h, w);
+        let partials: Vec<(Vec<f64>, Vec<f64>)> = out
+            .data
+            .par_chunks_mut(ROWS_BLOCK * w * cout)
+            .enumerate()
+            .map_init(
+                || (Vec::<f32>::new(), Vec::<f32>::new()),
+                |(col, ring), (bi, dst)| {
+                    let y0 = bi * ROWS_BLOCK;
+                    let nrows = dst.len() / (w * cout);
+                    col.resize(w * k1, 0.0);
+                    ring.resize(k * w * n1, 0.0);
+                    for yp in y0..y0 + nrows + k - 1 {
+                        // Partial sums of padded row yp.
+                        let src = &x.data[my[yp] * w * cin..(my[yp] + 1) * w * cin];
+                        for (xo, d) in col.chunks_exact_mut(k1).enumerate() {
+                            if contiguous[xo] {
+                                d.copy_from_slice(&src[mx[xo] * cin..(mx[xo] + k) * cin]);
+                            } else {
+                                for kx in 0..k {
+                                    let sx = mx[xo + kx] * cin;
+                                    d[kx * cin..(kx + 1) * cin].copy_from_slice(&src[sx..sx + cin]);
+                                }
+                            }
+                        }
+                        let slot = (yp - y0) % k;
+                        matmul(
+                            w,
+                            k1,
+                            n1,
+                            col,
+                            wr,
+                            &mut ring[slot * w * n1..(slot + 1) * w * n1],
+                        );
+                        if yp + 1 < y0 + k {
+                            continue;
+                        }
+                        // Output row y = yp - (k - 1): sum partials ky of padded rows y + ky.
+                        let y = yp + 1 - k;
+                        let drow = &mut dst[(y - y0) * w * cout..(y - y0 + 1) * w * cout];
+                        for (xo, px) in drow.chunks_exact_mut(cout).enumerate() {
+                            for (co, v) in px.iter_mut().enumerate() {
+                                let mut acc = self.bias.as_ref().map_or(0.0, |b| b[co]);
+                                for ky in 0..k {
+                                    let slot = (y - y0 + ky) % k;
+                                    acc += ring[(slot * w + xo) * n1 + ky * cout + co];
+                                }
+                                *v = acc;
+                            }
+                        }
+                    }
+                    if want_stats {
+                        moments(dst, cout)
+                    } else {
+                        (Vec::new(), Vec::new())
+                    }
+                },
+            )
+            .collect();
+        let stats = want_stats.then(|| Stats::from_partials(&partials, cout, h * w));
+        (out, stats)
+    }
+
+    /// Stride-1 3×3 convolution by Winograd F(2×2, 3×3): each 2×2 output tile comes from a
+    /// 4×4 input tile through `Aᵀ [(Bᵀ d B) ⊙ U] A`, the products done as 16 GEMMs of
+    /// `[tiles, cin] · [cin, cout]` — 16 multiply-adds per tile and channel pair instead of 36.
+    /// Blocks are whole tile rows (two output rows), so each block's output is contiguous.
+    fn forward_winograd(&self, x: &Act, want_stats: bool) -> (Act, Option<Stats>) {
+        let u = self.winograd.as_ref().expect("winograd weights");
+        let (h, w, cin, cout) = (x.h, x.w, self.cin, self.cout);
+        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+        // Source row / column of every position of the (reflect-)padded input a tile can read;
+        // positions past the padded edge (odd sizes) only feed outputs that are dropped.
+        let map = |n: usize, tiles: usize| -> Vec<usize> {
+            (0..2 * tiles + 2)
+                .map(|i| reflect(i.min(n + 1) as isize - 1, n))
+                .collect()
+        };
+        let (my, mx) = (map(h, th), map(w, tw));
+        let rows = (BLOCK_FLOATS / (16 * cin.max(cout) * tw)).clamp(1, th);
+        let mut out = Act::zeros(cout, h, w);
+        let partials: Vec<(Vec<f64>, Vec<f64>)> = out
+            .data
+            .par_chunks_mut(2 * rows * w * cout)
+            .enumerate()
+            .map_init(
+                || (Vec::<f32>::new(), Vec::<f32>::new()),
+                |(v, mm), (bi, dst)| {
+                    let out_rows = dst.len() / (w * cout);
+                    let (t0, nt_rows) = (bi * rows, out_rows.div_ceil(2));
+                    let t = nt_rows * tw;
+                    v.resize(16 * t * cin, 0.0);
+                    mm.resize(16 * t * cout, 0.0);
+                    // Input transform Bᵀ d B, on whole channel vectors (the compiler vectorises).
+                    let mut d = vec![0f32; 16 * cin];
+                    let mut r = vec![0f32; 16 * cin];
+                    let mut e = vec![0f32; 4 * cin];
+                    for tr in 0..nt_rows {
+                        for tc in 0..tw {
+                            let ti = tr * tw + tc;
+                            for i in 0..4 {
+                                let sy = my[2 * (t0 + tr) + i];
+                                for j in 0..4 {
+                                    let src = (sy * w + mx[2 * tc + j]) * cin;
+                                    d[(i * 4 + j) * cin..(i * 4 + j + 1) * cin]
+                                        .copy_from_slice(&x.data[src..src + cin]);
+                                }
+                            }
+                            // Rows (Bᵀ d): r[i][j] from d[0..4][j].
+                            for j in 0..4 {
+                                let at = |i: usize| &d[(i * 4 + j) * cin..(i * 4 + j + 1) * cin];
+                                b_t(at(0), at(1), at(2), at(3), &mut e);
+                                for i in 0..4 {
+                                    r[(i * 4 + j) * cin..(i * 4 + j + 1) * cin]
+                                        .copy_from_slice(&e[i * cin..(i + 1) * cin]);
+                                }
+                            }
+                            // Columns ((Bᵀ d) B): row i of the result from r[i][0..4].
+                            for i in 0..4 {
+                                let at = |j: usize| &r[(i * 4 + j) * cin..(i * 4 + j + 1) * cin];
+                                b_t(at(0), at(1), at(2), at(3), &mut e);
+                                for j in 0..4 {
+                                    let o = ((i * 4 + j) * t + ti) * cin;
+                                    v[o..o + cin].copy_from_slice(&e[j * cin..(j + 1) * cin]);
+                                }
+                            }
+                        }
+                    }
+                    for xi in 0..16 {
+                        matmul(
+                            t,
+                            cin,
+                            cout,
+                            &v[xi * t * cin..(xi + 1) * t * cin],
+                            &u[xi * cin * cout..(xi + 1) * cin * cout],
+                            &mut mm[xi * t * cout..(xi + 1) * t * cout],
+                        );
+                    }
+                    // Output transform Aᵀ m A, then bias; rows and columns past the image are
+                    // dropped.
+                    let zero = vec![0f32; cout];
+                    let bias = self.bias.as_deref().unwrap_or(&zero);
+                    let mut sbuf = vec![0f32; 8 * cout];
+                    let mut y = vec![0f32; 2 * cout];
+                    for tr in 0..nt_rows {
+                        for tc in 0..tw {
+                            let ti = tr * tw + tc;
+                            let at = |i: usize, j: usize| {
+                                let o = ((i * 4 + j) * t + ti) * cout;
+                                &mm[o..o + cout]
+                            };
+                            // Rows (Aᵀ m): s[a][j].
+                            for j in 0..4 {
+                                a_t(at(0, j), at(1, j), at(2, j), at(3, j), &mut y);
+                                sbuf[j * cout..(j + 1) * cout].copy_from_slice(&y[..cout]);
+                                sbuf[(4 + j) * cout..(5 + j) * cout].copy_from_slice(&y[cout..]);
+                            }
+                            // Columns ((Aᵀ m) A) + bias, straight into the output pixels.
+                            for a in 0..2 {
+                                let oy = 2 * tr + a;
+                                if oy >= out_rows {
+                                    continue;
+                                }
+                                let sa =
+                                    |j: usize| &sbuf[(a * 4 + j) * cout..(a * 4 + j + 1) * cout];
+                                a_t(sa(0), sa(1), sa(2), sa(3), &mut y);
+                                for bx in 0..2 {
+                                    let ox = 2 * tc + bx;
+                                    if ox < w {
+                                        let o = (oy * w + ox) * cout;
+                                        for ((d, v), b) in dst[o..o + cout]
+                                            .iter_mut()
+                                            .zip(&y[bx * cout..(bx + 1) * cout])
+                                            .zip(bias)
+                                        {
+                                            *d = v + b;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    if want_stats {
+                        moments(dst, cout)
+                    } else {
+                        (Vec::new(), Vec::new())
+                    }
+                },
+            )
+            .collect();
+        let stats = want_stats.then(|| Stats::from_partials(&partials, cout, h * w));
+        (out, stats)
+    }
+
+    /// Nearest ×2 upsample + 3×3 convolution as four 2×2 convolutions on the source image, one
+    /// per output phase (2.25× fewer multiply-adds; nothing upsampled is materialised). Blocks
+    /// are whole source rows, so each block's output rows are contiguous.
+    fn forward_subpixel(&self, x: &Act, want_stats: bool) -> (Act, Option<Stats>) {
+        let phases = self.phases.as_ref().expect("subpixel weights");
+        let (h, w, cin, cout) = (x.h, x.w, self.cin, self.cout);
+        let (ho, wo) = (2 * h, 2 * w);
+        let kk = 4 * cin;
+        let rows = (BLOCK_FLOATS / kk / w).clamp(1, h);
+        let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
+        let mut out = Act::zeros(cout, ho, wo);
+        let partials: Vec<(Vec<f64>, Vec<f64>)> = out
+            .data
+            .par_chunks_mut(2 * rows * wo * cout)
+            .enumerate()
             .map_init(
                 || (Vec::<f32>::new(), Vec::<f32>::new()),
                 |(col, tmp), (bi, dst)| {
-                    let p0 = bi * block_px;
-                    let m = dst.len() / cout;
+                    let i0 = bi * rows;
+                    let nrows = dst.len() / (2 * wo * cout);
+                    let m = nrows * w;
                     col.resize(m * kk, 0.0);
-                    self.im2col(x, &my, &mx, &contiguous, p0, m, wo, col);
-                    if cout < NARROW {
-                        // Few output channels: let gemm's microkernel run along the pixels (a
-                        // column-major result), then interleave into NHWC.
-                        tmp.resize(m * cout, 0.0);
-                        matmul(m, kk, cout, col, &self.wt, tmp, 1, m);
-                        for (i, px) in dst.chunks_exact_mut(cout).enumerate() {
-                            for (j, v) in px.iter_mut().enumerate() {
-                                *v = tmp[j * m + i];
+                    tmp.resize(m * cout, 0.0);
+                    for (ph, wt) in phases.iter().enumerate() {
+                        let (a, b) = (ph / 2, ph % 2);
+                        for (r, row_col) in col.chunks_exact_mut(w * kk).enumerate().take(nrows) {
+                            let i = (i0 + r) as isize;
+                            for ty in 0..2 {
+                                let sy = clamp(i + (a + ty) as isize - 1, h);
+                                let src_row = &x.data[sy * w * cin..(sy + 1) * w * cin];
+                                for (j, d) in row_col.chunks_exact_mut(kk).enumerate() {
+                                    for tx in 0..2 {
+                                        let sx = clamp(j as isize + (b + tx) as isize - 1, w);
+                                        let o = (ty * 2 + tx) * cin;
+                                        d[o..o + cin]
+                                            .copy_from_slice(&src_row[sx * cin..(sx + 1) * cin]);
+                                    }
+                                }
                             }
                         }
-                    } else {
-                        matmul(m, kk, cout, col, &self.wt, dst, cout, 1);
+                        matmul(m, kk, cout, col, wt, tmp);
+                        for r in 0..nrows {
+                            let drow =
+                                &mut dst[(2 * r + a) * wo * cout..(2 * r + a + 1) * wo * cout];
+                            for j in 0..w {
+                                let (o, p) = ((2 * j + b) * cout, r * w + j);
+                                drow[o..o + cout].copy_from_slice(&tmp[p * cout..(p + 1) * cout]);
+                            }
+                        }
                     }
-                    if let Some(b) = &self.bias {
+                    if let Some(bias) = &self.bias {
                         for px in dst.chunks_exact_mut(cout) {
-                            for (v, b) in px.iter_mut().zip(b) {
+                            for (v, b) in px.iter_mut().zip(bias) {
                                 *v += b;
                             }
                         }
@@ -361,29 +726,13 @@ impl Conv {
     }
 }
 
-/// `dst[m, n] = a[m, k] · b[k, n]` on the calling thread; `a` and `b` row-major and contiguous,
-/// `dst[i, j]` at `i * rs + j * cs` (row-major: `rs = n, cs = 1`; column-major: `rs = 1, cs = m`).
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    b: &[f32],
-    dst: &mut [f32],
-    rs: usize,
-    cs: usize,
-) {
-    assert!(a.len() >= m * k && b.len() >= k * n);
-    assert!(
-        (rs == n && cs == 1) || (rs == 1 && cs == m),
-        "contiguous layouts only"
-    );
-    assert!(dst.len() >= m * n);
-    // SAFETY: the assertions above guarantee that every index gemm touches — row i < m, column
-    // j < n, inner index l < k, at offsets i*k + l, l*n + j and i*rs + j*cs, all below m*k, k*n
-    // and m*n — lies inside `a`, `b` and `dst`; `dst` is borrowed mutably, so nothing else
-    // aliases it, and `read_dst = false` means its previous contents are never read.
+/// `dst[m, n] = a[m, k] · b[k, n]`, all row-major and contiguous, on the calling thread.
+fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], dst: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && dst.len() >= m * n);
+    // SAFETY: the assertion above guarantees that every index gemm touches — row i < m, column
+    // j < n, inner index l < k, at offsets i*k + l, l*n + j and i*n + j with unit column stride —
+    // lies inside `a`, `b` and `dst`; `dst` is borrowed mutably, so nothing else aliases it, and
+    // `read_dst = false` means its previous contents are never read.
     #[allow(unsafe_code)]
     unsafe {
         gemm::gemm(
@@ -391,8 +740,8 @@ fn matmul(
             n,
             k,
             dst.as_mut_ptr(),
-            cs as isize,
-            rs as isize,
+            1,
+            n as isize,
             false,
             a.as_ptr(),
             1,
@@ -407,6 +756,34 @@ fn matmul(
             false,
             gemm::Parallelism::None,
         );
+    }
+}
+
+/// Winograd input transform along one axis, on channel vectors:
+/// `out = [p0 - p2, p1 + p2, p2 - p1, p1 - p3]` (the rows of Bᵀ), each `n` long.
+fn b_t(p0: &[f32], p1: &[f32], p2: &[f32], p3: &[f32], out: &mut [f32]) {
+    let n = p0.len();
+    let (p1, p2, p3) = (&p1[..n], &p2[..n], &p3[..n]);
+    let (o0, rest) = out[..4 * n].split_at_mut(n);
+    let (o1, rest) = rest.split_at_mut(n);
+    let (o2, o3) = rest.split_at_mut(n);
+    for i in 0..n {
+        o0[i] = p0[i] - p2[i];
+        o1[i] = p1[i] + p2[i];
+        o2[i] = p2[i] - p1[i];
+        o3[i] = p1[i] - p3[i];
+    }
+}
+
+/// Winograd output transform along one axis: `out = [m0 + m1 + m2, m1 - m2 - m3]` (the rows of
+/// Aᵀ), each `n` long.
+fn a_t(m0: &[f32], m1: &[f32], m2: &[f32], m3: &[f32], out: &mut [f32]) {
+    let n = m0.len();
+    let (m1, m2, m3) = (&m1[..n], &m2[..n], &m3[..n]);
+    let (o0, o1) = out[..2 * n].split_at_mut(n);
+    for i in 0..n {
+        o0[i] = m0[i] + m1[i] + m2[i];
+        o1[i] = m1[i] - m2[i] - m3[i];
     }
 }
 
@@ -533,8 +910,15 @@ mod tests {
             (8, 16, 3, 2, 1, 9, 10, false),
             (16, 16, 3, 1, 1, 7, 5, true),
             (16, 8, 3, 1, 2, 6, 7, false),
+            (8, 4, 3, 1, 2, 1, 3, true),
+            (32, 16, 3, 1, 2, 70, 9, false),
             (4, 3, 9, 1, 1, 10, 12, true),
+            (32, 3, 9, 1, 1, 150, 11, true),
+            (4, 3, 9, 1, 1, 5, 70, false),
             (32, 32, 3, 1, 1, 40, 37, false),
+            (64, 16, 3, 1, 1, 9, 7, true),
+            (64, 64, 3, 1, 1, 33, 20, false),
+            (128, 8, 3, 1, 1, 2, 3, false),
             (3, 4, 3, 1, 1, 2, 2, false),
         ];
         for (n, &(cin, cout, k, s, up, h, w, has_bias)) in cases.iter().enumerate() {

@@ -147,7 +147,9 @@ impl FusedNet {
                 NormStats::Replay(s) => Some(&s[next]),
                 _ => None,
             };
+            let t0 = std::time::Instant::now();
             let (mut y, own) = l.conv.forward(x, replay.is_none());
+            let t1 = t0.elapsed();
             let st = match (replay, own) {
                 (Some(s), _) => s.clone(),
                 (None, Some(s)) => s,
@@ -164,6 +166,14 @@ impl FusedNet {
                 (l.gamma.clone(), l.beta.clone())
             };
             norm_apply(&mut y, &st, &g, &b, post, residual);
+            tracing::trace!(
+                "{:?} → {}x{}: conv {:.1} ms, norm {:.1} ms",
+                l.conv,
+                y.h,
+                y.w,
+                t1.as_secs_f64() * 1e3,
+                (t0.elapsed() - t1).as_secs_f64() * 1e3
+            );
             y
         };
         let y = if self.multistyle {
@@ -189,7 +199,14 @@ impl FusedNet {
             }
             let x = layer(&x, 13, Post::Relu, None);
             let x = layer(&x, 14, Post::Relu, None);
-            self.layers[15].conv.forward(&x, false).0
+            let t0 = std::time::Instant::now();
+            let y = self.layers[15].conv.forward(&x, false).0;
+            tracing::trace!(
+                "{:?}: conv {:.1} ms",
+                self.layers[15].conv,
+                t0.elapsed().as_secs_f64() * 1e3
+            );
+            y
         };
         Ok(y.to_planar(h, w, 1.0 / scale, 0.0, 1.0))
     }

@@ -67,7 +67,8 @@ pub struct Args {
     /// `auto` (a usable GPU, else the CPU), `cpu`, or `cuda[:N]` (needs the tch build).
     #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
     pub device: String,
-    /// `auto` (libtorch on a GPU when built with the `tch` feature, else flex), `flex` or `tch`.
+    /// `auto` (libtorch on a GPU when built with the `tch` feature and one is there, else flex),
+    /// `flex` or `tch`.
     #[arg(long, default_value = "auto", value_name = "auto|flex|tch")]
     pub backend: String,
     /// CPU kernels for the flex backend: `fused` (kubestyle's fused reflect-pad convolution and
@@ -171,7 +172,7 @@ pub fn select_device(backend: &str, spec: &str) -> Result<Compute, StageError> {
         "auto" | "tch" => {
             #[cfg(feature = "tch")]
             {
-                tch_device(spec, cuda_index)
+                tch_device(backend, spec, cuda_index)
             }
             #[cfg(not(feature = "tch"))]
             {
@@ -196,13 +197,21 @@ pub fn select_device(backend: &str, spec: &str) -> Result<Compute, StageError> {
 
 #[cfg(feature = "tch")]
 #[allow(deprecated)]
-fn tch_device(spec: &str, cuda_index: Option<usize>) -> Result<Compute, StageError> {
+fn tch_device(backend: &str, spec: &str, cuda_index: Option<usize>) -> Result<Compute, StageError> {
     let gpus = tch::Cuda::device_count().max(0) as usize;
     match (spec, cuda_index) {
         ("auto", _) if gpus > 0 => Ok(Compute {
             device: Device::libtorch_cuda(0usize),
             backend: "tch",
             name: "cuda:0".into(),
+            fused: false,
+        }),
+        // No GPU asked for or found: on the CPU the fused kernels are faster than libtorch
+        // (README, Speed), so `auto` takes them; `--backend tch` still picks libtorch.
+        (_, None) if backend == "auto" => Ok(Compute {
+            device: Device::flex(),
+            backend: "flex",
+            name: "cpu".into(),
             fused: false,
         }),
         (_, None) => Ok(Compute {
