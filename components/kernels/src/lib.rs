@@ -29,8 +29,14 @@ use rayon::prelude::*;
 /// Instance-norm epsilon of both networks (PyTorch's default).
 pub const EPS: f32 = 1e-5;
 
-/// Stride-1 3×3 layers with at least this many input channels use Winograd F(2×2, 3×3).
+/// Stride-1 3×3 layers with at least this many input channels use Winograd.
 const WINOGRAD_MIN_CHANNELS: usize = 64;
+
+/// The Winograd variant those layers use.
+const WINOGRAD: Winograd = WINOGRAD_F4;
+
+/// Target size of one block of Winograd-domain input (a² × tiles × channels) in floats.
+const WINOGRAD_BLOCK_FLOATS: usize = 1024 * 1024;
 
 /// Large kernels with at most this many output channels run as row convolutions.
 const ROWS_MAX_CHANNELS: usize = 4;
@@ -205,8 +211,8 @@ pub struct Conv {
     /// For a nearest ×2 upsample followed by a 3×3 convolution: the four sub-pixel 2×2
     /// kernels (see [`Conv::forward_subpixel`]), each `[4 * cin, cout]`.
     phases: Option<[Vec<f32>; 4]>,
-    /// For a stride-1 3×3 convolution with many channels: Winograd F(2×2, 3×3) weights
-    /// `U = G g Gᵀ`, 16 matrices of `[cin, cout]` (see [`Conv::forward_winograd`]).
+    /// For a stride-1 3×3 convolution with many channels: Winograd weights `U = G g Gᵀ`,
+    /// `a²` matrices of `[cin, cout]` (see [`Conv::forward_winograd`]).
     winograd: Option<Vec<f32>>,
     /// For a large kernel with few output channels: weights as `[k * cin, k * cout]`, row
     /// `kx * cin + ci`, column `ky * cout + co` (see [`Conv::forward_rows`]).
@@ -280,33 +286,8 @@ impl Conv {
                 m
             })
         });
-        let winograd =
-            (k == 3 && stride == 1 && up == 1 && cin >= WINOGRAD_MIN_CHANNELS).then(|| {
-                const G: [[f32; 3]; 4] = [
-                    [1.0, 0.0, 0.0],
-                    [0.5, 0.5, 0.5],
-                    [0.5, -0.5, 0.5],
-                    [0.0, 0.0, 1.0],
-                ];
-                let mut u = vec![0f32; 16 * cin * cout];
-                for co in 0..cout {
-                    for ci in 0..cin {
-                        let g = |ky: usize, kx: usize| w[((co * cin + ci) * 3 + ky) * 3 + kx];
-                        for i in 0..4 {
-                            for j in 0..4 {
-                                let mut acc = 0f32;
-                                for ky in 0..3 {
-                                    for kx in 0..3 {
-                                        acc += G[i][ky] * g(ky, kx) * G[j][kx];
-                                    }
-                                }
-                                u[((i * 4 + j) * cin + ci) * cout + co] = acc;
-                            }
-                        }
-                    }
-                }
-                u
-            });
+        let winograd = (k == 3 && stride == 1 && up == 1 && cin >= WINOGRAD_MIN_CHANNELS)
+            .then(|| winograd_weights(&WINOGRAD, w, cin, cout));
         let rows = (k >= 5 && stride == 1 && up == 1 && cout <= ROWS_MAX_CHANNELS).then(|| {
             let mut r = vec![0f32; k * cin * k * cout];
             for co in 0..cout {
@@ -490,135 +471,13 @@ impl Conv {
         (out, stats)
     }
 
-    /// Stride-1 3×3 convolution by Winograd F(2×2, 3×3): each 2×2 output tile comes from a
-    /// 4×4 input tile through `Aᵀ [(Bᵀ d B) ⊙ U] A`, the products done as 16 GEMMs of
-    /// `[tiles, cin] · [cin, cout]` — 16 multiply-adds per tile and channel pair instead of 36.
-    /// Blocks are whole tile rows (two output rows), so each block's output is contiguous.
+    /// Stride-1 3×3 convolution by Winograd F(m×m, 3×3) ([`WINOGRAD`]): each m×m output tile
+    /// comes from an a×a input tile (a = m + 2) through `Aᵀ [(Bᵀ d B) ⊙ U] A`, the products done
+    /// as a² GEMMs of `[tiles, cin] · [cin, cout]` — a²/m² multiply-adds per output and channel
+    /// pair instead of 9. Blocks are whole tile rows, so each block's output is contiguous.
     fn forward_winograd(&self, x: &Act, want_stats: bool) -> (Act, Option<Stats>) {
         let u = self.winograd.as_ref().expect("winograd weights");
-        let (h, w, cin, cout) = (x.h, x.w, self.cin, self.cout);
-        let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-        // Source row / column of every position of the (reflect-)padded input a tile can read;
-        // positions past the padded edge (odd sizes) only feed outputs that are dropped.
-        let map = |n: usize, tiles: usize| -> Vec<usize> {
-            (0..2 * tiles + 2)
-                .map(|i| reflect(i.min(n + 1) as isize - 1, n))
-                .collect()
-        };
-        let (my, mx) = (map(h, th), map(w, tw));
-        let rows = (BLOCK_FLOATS / (16 * cin.max(cout) * tw)).clamp(1, th);
-        let mut out = Act::zeros(cout, h, w);
-        let partials: Vec<(Vec<f64>, Vec<f64>)> = out
-            .data
-            .par_chunks_mut(2 * rows * w * cout)
-            .enumerate()
-            .map_init(
-                || (Vec::<f32>::new(), Vec::<f32>::new()),
-                |(v, mm), (bi, dst)| {
-                    let out_rows = dst.len() / (w * cout);
-                    let (t0, nt_rows) = (bi * rows, out_rows.div_ceil(2));
-                    let t = nt_rows * tw;
-                    v.resize(16 * t * cin, 0.0);
-                    mm.resize(16 * t * cout, 0.0);
-                    // Input transform Bᵀ d B, on whole channel vectors (the compiler vectorises).
-                    let mut d = vec![0f32; 16 * cin];
-                    let mut r = vec![0f32; 16 * cin];
-                    let mut e = vec![0f32; 4 * cin];
-                    for tr in 0..nt_rows {
-                        for tc in 0..tw {
-                            let ti = tr * tw + tc;
-                            for i in 0..4 {
-                                let sy = my[2 * (t0 + tr) + i];
-                                for j in 0..4 {
-                                    let src = (sy * w + mx[2 * tc + j]) * cin;
-                                    d[(i * 4 + j) * cin..(i * 4 + j + 1) * cin]
-                                        .copy_from_slice(&x.data[src..src + cin]);
-                                }
-                            }
-                            // Rows (Bᵀ d): r[i][j] from d[0..4][j].
-                            for j in 0..4 {
-                                let at = |i: usize| &d[(i * 4 + j) * cin..(i * 4 + j + 1) * cin];
-                                b_t(at(0), at(1), at(2), at(3), &mut e);
-                                for i in 0..4 {
-                                    r[(i * 4 + j) * cin..(i * 4 + j + 1) * cin]
-                                        .copy_from_slice(&e[i * cin..(i + 1) * cin]);
-                                }
-                            }
-                            // Columns ((Bᵀ d) B): row i of the result from r[i][0..4].
-                            for i in 0..4 {
-                                let at = |j: usize| &r[(i * 4 + j) * cin..(i * 4 + j + 1) * cin];
-                                b_t(at(0), at(1), at(2), at(3), &mut e);
-                                for j in 0..4 {
-                                    let o = ((i * 4 + j) * t + ti) * cin;
-                                    v[o..o + cin].copy_from_slice(&e[j * cin..(j + 1) * cin]);
-                                }
-                            }
-                        }
-                    }
-                    for xi in 0..16 {
-                        matmul(
-                            t,
-                            cin,
-                            cout,
-                            &v[xi * t * cin..(xi + 1) * t * cin],
-                            &u[xi * cin * cout..(xi + 1) * cin * cout],
-                            &mut mm[xi * t * cout..(xi + 1) * t * cout],
-                        );
-                    }
-                    // Output transform Aᵀ m A, then bias; rows and columns past the image are
-                    // dropped.
-                    let zero = vec![0f32; cout];
-                    let bias = self.bias.as_deref().unwrap_or(&zero);
-                    let mut sbuf = vec![0f32; 8 * cout];
-                    let mut y = vec![0f32; 2 * cout];
-                    for tr in 0..nt_rows {
-                        for tc in 0..tw {
-                            let ti = tr * tw + tc;
-                            let at = |i: usize, j: usize| {
-                                let o = ((i * 4 + j) * t + ti) * cout;
-                                &mm[o..o + cout]
-                            };
-                            // Rows (Aᵀ m): s[a][j].
-                            for j in 0..4 {
-                                a_t(at(0, j), at(1, j), at(2, j), at(3, j), &mut y);
-                                sbuf[j * cout..(j + 1) * cout].copy_from_slice(&y[..cout]);
-                                sbuf[(4 + j) * cout..(5 + j) * cout].copy_from_slice(&y[cout..]);
-                            }
-                            // Columns ((Aᵀ m) A) + bias, straight into the output pixels.
-                            for a in 0..2 {
-                                let oy = 2 * tr + a;
-                                if oy >= out_rows {
-                                    continue;
-                                }
-                                let sa =
-                                    |j: usize| &sbuf[(a * 4 + j) * cout..(a * 4 + j + 1) * cout];
-                                a_t(sa(0), sa(1), sa(2), sa(3), &mut y);
-                                for bx in 0..2 {
-                                    let ox = 2 * tc + bx;
-                                    if ox < w {
-                                        let o = (oy * w + ox) * cout;
-                                        for ((d, v), b) in dst[o..o + cout]
-                                            .iter_mut()
-                                            .zip(&y[bx * cout..(bx + 1) * cout])
-                                            .zip(bias)
-                                        {
-                                            *d = v + b;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    if want_stats {
-                        moments(dst, cout)
-                    } else {
-                        (Vec::new(), Vec::new())
-                    }
-                },
-            )
-            .collect();
-        let stats = want_stats.then(|| Stats::from_partials(&partials, cout, h * w));
-        (out, stats)
+        winograd_conv(&WINOGRAD, u, self.bias.as_deref(), x, self.cout, want_stats)
     }
 
     /// Nearest ×2 upsample + 3×3 convolution as four 2×2 convolutions on the source image, one
@@ -759,32 +618,283 @@ fn matmul(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Winograd input transform along one axis, on channel vectors:
-/// `out = [p0 - p2, p1 + p2, p2 - p1, p1 - p3]` (the rows of Bᵀ), each `n` long.
-fn b_t(p0: &[f32], p1: &[f32], p2: &[f32], p3: &[f32], out: &mut [f32]) {
-    let n = p0.len();
-    let (p1, p2, p3) = (&p1[..n], &p2[..n], &p3[..n]);
-    let (o0, rest) = out[..4 * n].split_at_mut(n);
-    let (o1, rest) = rest.split_at_mut(n);
-    let (o2, o3) = rest.split_at_mut(n);
-    for i in 0..n {
-        o0[i] = p0[i] - p2[i];
-        o1[i] = p1[i] + p2[i];
-        o2[i] = p2[i] - p1[i];
-        o3[i] = p1[i] - p3[i];
+/// A Winograd F(m×m, 3×3) algorithm: `bt` is Bᵀ (a×a), `g` is G (a×3), `at` is Aᵀ (m×a),
+/// all row-major, a = m + 2.
+#[derive(Debug)]
+pub struct Winograd {
+    pub m: usize,
+    pub bt: &'static [f32],
+    pub g: &'static [f32],
+    pub at: &'static [f32],
+}
+
+/// F(2×2, 3×3) (Lavin & Gray): 16 multiplies per 4 outputs.
+pub const WINOGRAD_F2: Winograd = Winograd {
+    m: 2,
+    bt: &[
+        1.0, 0.0, -1.0, 0.0, //
+        0.0, 1.0, 1.0, 0.0, //
+        0.0, -1.0, 1.0, 0.0, //
+        0.0, 1.0, 0.0, -1.0,
+    ],
+    g: &[
+        1.0, 0.0, 0.0, //
+        0.5, 0.5, 0.5, //
+        0.5, -0.5, 0.5, //
+        0.0, 0.0, 1.0,
+    ],
+    at: &[
+        1.0, 1.0, 1.0, 0.0, //
+        0.0, 1.0, -1.0, -1.0,
+    ],
+};
+
+/// F(4×4, 3×3) (Lavin & Gray, points 0, ±1, ±2): 36 multiplies per 16 outputs.
+pub const WINOGRAD_F4: Winograd = Winograd {
+    m: 4,
+    bt: &[
+        4.0, 0.0, -5.0, 0.0, 1.0, 0.0, //
+        0.0, -4.0, -4.0, 1.0, 1.0, 0.0, //
+        0.0, 4.0, -4.0, -1.0, 1.0, 0.0, //
+        0.0, -2.0, -1.0, 2.0, 1.0, 0.0, //
+        0.0, 2.0, -1.0, -2.0, 1.0, 0.0, //
+        0.0, 4.0, 0.0, -5.0, 0.0, 1.0,
+    ],
+    g: &[
+        1.0 / 4.0,
+        0.0,
+        0.0, //
+        -1.0 / 6.0,
+        -1.0 / 6.0,
+        -1.0 / 6.0, //
+        -1.0 / 6.0,
+        1.0 / 6.0,
+        -1.0 / 6.0, //
+        1.0 / 24.0,
+        1.0 / 12.0,
+        1.0 / 6.0, //
+        1.0 / 24.0,
+        -1.0 / 12.0,
+        1.0 / 6.0, //
+        0.0,
+        0.0,
+        1.0,
+    ],
+    at: &[
+        1.0, 1.0, 1.0, 1.0, 1.0, 0.0, //
+        0.0, 1.0, -1.0, 2.0, -2.0, 0.0, //
+        0.0, 1.0, 1.0, 4.0, 4.0, 0.0, //
+        0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
+    ],
+};
+
+/// `U = G g Gᵀ` for every (ci, co): `[a², cin, cout]`.
+fn winograd_weights(wg: &Winograd, w: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    let a = wg.m + 2;
+    let mut u = vec![0f32; a * a * cin * cout];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let g = |ky: usize, kx: usize| w[((co * cin + ci) * 3 + ky) * 3 + kx] as f64;
+            for i in 0..a {
+                for j in 0..a {
+                    let mut acc = 0f64;
+                    for ky in 0..3 {
+                        for kx in 0..3 {
+                            acc += wg.g[i * 3 + ky] as f64 * g(ky, kx) * wg.g[j * 3 + kx] as f64;
+                        }
+                    }
+                    u[((i * a + j) * cin + ci) * cout + co] = acc as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+/// `out[i] = Σ_k c[i][k] · input(k)` for `rows` outputs of `n` channels each; `c` is
+/// `rows × cols` row-major. Zero coefficients are skipped; the loops vectorise over channels.
+fn combine(
+    c: &[f32],
+    rows: usize,
+    cols: usize,
+    n: usize,
+    input: impl Fn(usize) -> usize,
+    src: &[f32],
+    out: &mut [f32],
+) {
+    for (i, o) in out.chunks_exact_mut(n).take(rows).enumerate() {
+        o.fill(0.0);
+        for k in 0..cols {
+            let coef = c[i * cols + k];
+            if coef != 0.0 {
+                let s = &src[input(k)..input(k) + n];
+                for (o, s) in o.iter_mut().zip(s) {
+                    *o += coef * s;
+                }
+            }
+        }
     }
 }
 
-/// Winograd output transform along one axis: `out = [m0 + m1 + m2, m1 - m2 - m3]` (the rows of
-/// Aᵀ), each `n` long.
-fn a_t(m0: &[f32], m1: &[f32], m2: &[f32], m3: &[f32], out: &mut [f32]) {
-    let n = m0.len();
-    let (m1, m2, m3) = (&m1[..n], &m2[..n], &m3[..n]);
-    let (o0, o1) = out[..2 * n].split_at_mut(n);
-    for i in 0..n {
-        o0[i] = m0[i] + m1[i] + m2[i];
-        o1[i] = m1[i] - m2[i] - m3[i];
-    }
+/// Winograd convolution (stride 1, 3×3, reflection padding 1) of NHWC `x` with weights from
+/// [`winograd_weights`]; output statistics as in [`Conv::forward`].
+fn winograd_conv(
+    wg: &Winograd,
+    u: &[f32],
+    bias: Option<&[f32]>,
+    x: &Act,
+    cout: usize,
+    want_stats: bool,
+) -> (Act, Option<Stats>) {
+    let (h, w, cin) = (x.h, x.w, x.c);
+    let (m, a) = (wg.m, wg.m + 2);
+    let (th, tw) = (h.div_ceil(m), w.div_ceil(m));
+    // Source index of every position of the (reflect-)padded input a tile can read; positions
+    // past the padded edge (sizes not a multiple of m) only feed outputs that are dropped.
+    let map = |n: usize, tiles: usize| -> Vec<usize> {
+        (0..m * tiles + 2)
+            .map(|i| reflect(i.min(n + 1) as isize - 1, n))
+            .collect()
+    };
+    let (my, mx) = (map(h, th), map(w, tw));
+    // Small enough for the cache, and at least ~16 blocks so that threads stay balanced.
+    let rows = (WINOGRAD_BLOCK_FLOATS / (a * a * cin.max(cout) * tw))
+        .min(th.div_ceil(16))
+        .max(1);
+    let zero = vec![0f32; cout];
+    let bias = bias.unwrap_or(&zero);
+    let mut out = Act::zeros(cout, h, w);
+    let partials: Vec<(Vec<f64>, Vec<f64>)> = out
+        .data
+        .par_chunks_mut(m * rows * w * cout)
+        .enumerate()
+        .map_init(
+            || (Vec::<f32>::new(), Vec::<f32>::new()),
+            |(v, mm), (bi, dst)| {
+                let out_rows = dst.len() / (w * cout);
+                let (t0, nt_rows) = (bi * rows, out_rows.div_ceil(m));
+                let t = nt_rows * tw;
+                v.resize(a * a * t * cin, 0.0);
+                mm.resize(a * a * t * cout, 0.0);
+                // Input transform Bᵀ d B on channel vectors.
+                let mut d = vec![0f32; a * a * cin];
+                let mut r = vec![0f32; a * a * cin];
+                let mut e = vec![0f32; a * a * cin];
+                for tr in 0..nt_rows {
+                    for tc in 0..tw {
+                        let ti = tr * tw + tc;
+                        for i in 0..a {
+                            let sy = my[m * (t0 + tr) + i];
+                            for j in 0..a {
+                                let src = (sy * w + mx[m * tc + j]) * cin;
+                                d[(i * a + j) * cin..(i * a + j + 1) * cin]
+                                    .copy_from_slice(&x.data[src..src + cin]);
+                            }
+                        }
+                        // Rows: r[i][j] = Σ_k Bᵀ[i][k] d[k][j], stored column-major (j, i).
+                        for j in 0..a {
+                            combine(
+                                wg.bt,
+                                a,
+                                a,
+                                cin,
+                                |k| (k * a + j) * cin,
+                                &d,
+                                &mut r[j * a * cin..(j + 1) * a * cin],
+                            );
+                        }
+                        // Columns: e[i][j] = Σ_k r[i][k] Bᵀ[j][k].
+                        for i in 0..a {
+                            combine(
+                                wg.bt,
+                                a,
+                                a,
+                                cin,
+                                |k| (k * a + i) * cin,
+                                &r,
+                                &mut e[i * a * cin..(i + 1) * a * cin],
+                            );
+                        }
+                        for xi in 0..a * a {
+                            let o = (xi * t + ti) * cin;
+                            v[o..o + cin].copy_from_slice(&e[xi * cin..(xi + 1) * cin]);
+                        }
+                    }
+                }
+                for xi in 0..a * a {
+                    matmul(
+                        t,
+                        cin,
+                        cout,
+                        &v[xi * t * cin..(xi + 1) * t * cin],
+                        &u[xi * cin * cout..(xi + 1) * cin * cout],
+                        &mut mm[xi * t * cout..(xi + 1) * t * cout],
+                    );
+                }
+                // Output transform Aᵀ M A, plus bias; outputs past the image are dropped.
+                let mut g = vec![0f32; a * a * cout];
+                let mut s = vec![0f32; m * a * cout];
+                let mut y = vec![0f32; m * m * cout];
+                for tr in 0..nt_rows {
+                    for tc in 0..tw {
+                        let ti = tr * tw + tc;
+                        for xi in 0..a * a {
+                            let o = (xi * t + ti) * cout;
+                            g[xi * cout..(xi + 1) * cout].copy_from_slice(&mm[o..o + cout]);
+                        }
+                        // Rows: s[i][j] = Σ_k Aᵀ[i][k] M[k][j], stored column-major (j, i).
+                        for j in 0..a {
+                            combine(
+                                wg.at,
+                                m,
+                                a,
+                                cout,
+                                |k| (k * a + j) * cout,
+                                &g,
+                                &mut s[j * m * cout..(j + 1) * m * cout],
+                            );
+                        }
+                        // Columns: y[i][j] = Σ_k s[i][k] Aᵀ[j][k].
+                        for i in 0..m {
+                            combine(
+                                wg.at,
+                                m,
+                                a,
+                                cout,
+                                |k| (k * m + i) * cout,
+                                &s,
+                                &mut y[i * m * cout..(i + 1) * m * cout],
+                            );
+                        }
+                        for i in 0..m {
+                            let oy = m * tr + i;
+                            if oy >= out_rows {
+                                break;
+                            }
+                            for j in 0..m {
+                                let ox = m * tc + j;
+                                if ox >= w {
+                                    break;
+                                }
+                                let o = (oy * w + ox) * cout;
+                                let yv = &y[(i * m + j) * cout..(i * m + j + 1) * cout];
+                                for ((d, v), b) in dst[o..o + cout].iter_mut().zip(yv).zip(bias) {
+                                    *d = v + b;
+                                }
+                            }
+                        }
+                    }
+                }
+                if want_stats {
+                    moments(dst, cout)
+                } else {
+                    (Vec::new(), Vec::new())
+                }
+            },
+        )
+        .collect();
+    let stats = want_stats.then(|| Stats::from_partials(&partials, cout, h * w));
+    (out, stats)
 }
 
 /// What follows the normalisation.
@@ -943,6 +1053,40 @@ mod tests {
             assert!(max < 1e-4, "case {n} {conv:?}: max abs diff {max}");
             let direct = Stats::of(&got);
             assert_eq!(stats.as_ref(), Some(&direct), "case {n}: fused stats");
+        }
+    }
+
+    #[test]
+    fn both_winograd_variants_match_the_direct_convolution() {
+        for (n, &(cin, cout, h, w)) in [
+            (64, 16, 9, 7),
+            (64, 64, 33, 20),
+            (128, 8, 2, 3),
+            (8, 8, 13, 6),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let x = Act {
+                c: cin,
+                h,
+                w,
+                data: pseudo(cin * h * w, 300 + n as u32),
+            };
+            let wts = pseudo(cout * cin * 9, 400 + n as u32);
+            let bias = pseudo(cout, 500 + n as u32);
+            let want = reference(&x, &wts, [cout, cin, 3, 3], Some(&bias), 1, 1);
+            for wg in [&WINOGRAD_F2, &WINOGRAD_F4] {
+                let u = winograd_weights(wg, &wts, cin, cout);
+                let (got, _) = winograd_conv(wg, &u, Some(&bias), &x, cout, false);
+                let max = got
+                    .data
+                    .iter()
+                    .zip(&want.data)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(max < 1e-4, "F({}) case {n}: max abs diff {max}", wg.m);
+            }
         }
     }
 

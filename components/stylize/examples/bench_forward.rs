@@ -26,6 +26,8 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
+    // `RUST_LOG=kubestyle_models=trace` prints per-layer timings of the fused kernels.
+    kubestyle_manifest::telemetry::init_tracing();
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 4 {
         eprintln!("usage: bench_forward PACKAGE_DIR SIZE REPS [fused|flex|tch]");
