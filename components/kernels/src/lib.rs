@@ -183,16 +183,24 @@ impl Stats {
 
 /// Per-channel sum and sum of squares of NHWC data.
 fn moments(data: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut s = vec![0f64; c];
-    let mut q = vec![0f64; c];
-    for px in data.chunks_exact(c) {
-        for ((s, q), &v) in s.iter_mut().zip(q.iter_mut()).zip(px) {
+    // Accumulate over spans of whole pixels (long, vectorisable inner loops), fold per channel.
+    let span = 64usize.div_ceil(c) * c;
+    let mut s = vec![0f64; span];
+    let mut q = vec![0f64; span];
+    for part in data.chunks(span) {
+        for ((s, q), &v) in s.iter_mut().zip(q.iter_mut()).zip(part) {
             let v = v as f64;
             *s += v;
             *q += v * v;
         }
     }
-    (s, q)
+    let mut sc = vec![0f64; c];
+    let mut qc = vec![0f64; c];
+    for (i, (s, q)) in s.iter().zip(&q).enumerate() {
+        sc[i % c] += s;
+        qc[i % c] += q;
+    }
+    (sc, qc)
 }
 
 /// A convolution with reflection padding of `k / 2` on every side, optionally preceded by a
@@ -448,14 +456,22 @@ impl Conv {
                         // Output row y = yp - (k - 1): sum partials ky of padded rows y + ky.
                         let y = yp + 1 - k;
                         let drow = &mut dst[(y - y0) * w * cout..(y - y0 + 1) * w * cout];
-                        for (xo, px) in drow.chunks_exact_mut(cout).enumerate() {
-                            for (co, v) in px.iter_mut().enumerate() {
-                                let mut acc = self.bias.as_ref().map_or(0.0, |b| b[co]);
-                                for ky in 0..k {
-                                    let slot = (y - y0 + ky) % k;
-                                    acc += ring[(slot * w + xo) * n1 + ky * cout + co];
+                        match &self.bias {
+                            Some(bias) => {
+                                for px in drow.chunks_exact_mut(cout) {
+                                    px.copy_from_slice(bias);
                                 }
-                                *v = acc;
+                            }
+                            None => drow.fill(0.0),
+                        }
+                        for ky in 0..k {
+                            let slot = (y - y0 + ky) % k;
+                            let src = &ring[slot * w * n1..(slot + 1) * w * n1];
+                            for (px, part) in drow.chunks_exact_mut(cout).zip(src.chunks_exact(n1))
+                            {
+                                for (v, p) in px.iter_mut().zip(&part[ky * cout..(ky + 1) * cout]) {
+                                    *v += p;
+                                }
                             }
                         }
                     }
@@ -921,21 +937,31 @@ pub fn norm_apply(
         .map(|i| gamma[i] / (stats.var[i] + EPS).sqrt())
         .collect();
     let shift: Vec<f32> = (0..c).map(|i| beta[i] - stats.mean[i] * scale[i]).collect();
-    let block = (BLOCK_FLOATS / c).max(1) * c;
+    // Repeat the per-channel vectors to a span of whole pixels at least 64 long, so that the
+    // inner loops are long and branch-free (and vectorise) whatever the channel count.
+    let span = 64usize.div_ceil(c) * c;
+    let (scale, shift) = (scale.repeat(span / c), shift.repeat(span / c));
+    let block = (BLOCK_FLOATS / span).max(1) * span;
     let apply = |chunk: &mut [f32], res: Option<&[f32]>| {
-        for (pi, px) in chunk.chunks_exact_mut(c).enumerate() {
-            for ((v, a), b) in px.iter_mut().zip(&scale).zip(&shift) {
-                let y = *v * a + b;
-                *v = match post {
-                    Post::None => y,
-                    Post::Relu => y.max(0.0),
-                    Post::Sigmoid => 1.0 / (1.0 + (-y).exp()),
-                };
+        for (i, part) in chunk.chunks_mut(span).enumerate() {
+            let lane = scale.iter().zip(&shift);
+            match post {
+                Post::None => part
+                    .iter_mut()
+                    .zip(lane)
+                    .for_each(|(v, (a, b))| *v = *v * a + b),
+                Post::Relu => part
+                    .iter_mut()
+                    .zip(lane)
+                    .for_each(|(v, (a, b))| *v = (*v * a + b).max(0.0)),
+                Post::Sigmoid => part
+                    .iter_mut()
+                    .zip(lane)
+                    .for_each(|(v, (a, b))| *v = 1.0 / (1.0 + (-(*v * a + b)).exp())),
             }
             if let Some(r) = res {
-                for (v, r) in px.iter_mut().zip(&r[pi * c..(pi + 1) * c]) {
-                    *v += r;
-                }
+                let r = &r[i * span..i * span + part.len()];
+                part.iter_mut().zip(r).for_each(|(v, r)| *v += r);
             }
         }
     };
