@@ -11,6 +11,7 @@ use std::path::Path;
 
 use image::{DynamicImage, Rgb, RgbImage};
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError};
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -215,23 +216,26 @@ fn draw_label(img: &mut RgbImage, x: u32, y: u32, text: &str) {
     }
 }
 
-/// Paste a thumbnail of the image at `path` centred in the cell at (x, y); a placeholder when
-/// it cannot be read.
-fn paste_thumb(sheet: &mut RgbImage, x: u32, y: u32, path: Option<&Path>) {
+/// A thumbnail of the image at `path`, if it can be read.
+fn thumb(path: Option<&Path>) -> Option<RgbImage> {
+    let img = image::open(path?).ok()?;
+    Some(img.thumbnail(THUMB, THUMB).to_rgb8())
+}
+
+/// Paste a thumbnail centred in the cell at (x, y); a placeholder when there is none.
+fn paste_thumb(sheet: &mut RgbImage, x: u32, y: u32, t: Option<&RgbImage>) {
     for yy in y..y + THUMB {
         for xx in x..x + THUMB {
             sheet.put_pixel(xx, yy, CELL);
         }
     }
-    let img = path.and_then(|p| image::open(p).ok());
-    let Some(img) = img else {
+    let Some(t) = t else {
         draw_text(sheet, x, y + THUMB / 2 - 8, THUMB, "missing", 2, DIM);
         return;
     };
-    let t = img.thumbnail(THUMB, THUMB).to_rgb8();
     let ox = x + (THUMB - t.width()) / 2;
     let oy = y + (THUMB - t.height()) / 2;
-    image::imageops::replace(sheet, &t, ox as i64, oy as i64);
+    image::imageops::replace(sheet, t, ox as i64, oy as i64);
 }
 
 /// The contact sheet as JPEG bytes: a header row with the style labels, then one row per input
@@ -286,9 +290,12 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
             volume.join(path)
         }
     };
+    // Cells first (decoding and scaling every image is most of the work: done in parallel),
+    // then paste them in order.
+    let mut cells_at: Vec<(u32, u32, Option<std::path::PathBuf>)> = Vec::new();
     for (r, (input, cells)) in shown.iter().enumerate() {
         let y = PAD + HEADER + PAD + r as u32 * row_h;
-        paste_thumb(&mut sheet, PAD, y, Some(&resolve(input)));
+        cells_at.push((PAD, y, Some(resolve(input))));
         let name = Path::new(input)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -297,12 +304,7 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
         for (c, col) in columns.iter().enumerate() {
             let x = PAD + (c as u32 + 1) * cell_w;
             let cell = cells.get(col);
-            paste_thumb(
-                &mut sheet,
-                x,
-                y,
-                cell.map(|row| resolve(&row.output_key)).as_deref(),
-            );
+            cells_at.push((x, y, cell.map(|row| resolve(&row.output_key))));
             if let Some(row) = cell {
                 let caption = format!(
                     "{}x{}, {:.0} ms, {}",
@@ -311,6 +313,13 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
                 draw_text(&mut sheet, x, y + THUMB + 4, THUMB, &caption, 1, DIM);
             }
         }
+    }
+    let thumbs: Vec<Option<RgbImage>> = cells_at
+        .par_iter()
+        .map(|(_, _, p)| thumb(p.as_deref()))
+        .collect();
+    for ((x, y, _), t) in cells_at.iter().zip(&thumbs) {
+        paste_thumb(&mut sheet, *x, *y, t.as_ref());
     }
     let mut out = Cursor::new(Vec::new());
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 88);
