@@ -433,80 +433,123 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
             decoded[job.img] = Some(image_io::load(&img.abs, args.max_pixels, args.max_size)?);
         }
     }
-    let mut outputs = Vec::new();
-    let (mut computed, mut reused) = (0usize, 0usize);
-    for job in &jobs {
-        if let Some(a) = &job.reuse {
-            tracing::info!("{} unchanged since the last run: reused", job.rel);
-            outputs.push(a.clone());
-            reused += 1;
-            continue;
-        }
-        let img = &images[job.img];
-        let planar = decoded[job.img].as_ref().expect("decoded above");
-        let (pkg, style, rel) = (job.pkg, job.style, &job.rel);
-        let t0 = Instant::now();
-        let (rgb, tiles) = stylize_planar(
-            &pkg.net,
-            pkg.fused.as_ref(),
-            planar,
-            &style.weights,
-            &compute.device,
-            &args,
-        )?;
-        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        image_io::save(
-            &volume.join(rel),
-            planar.width,
-            planar.height,
-            &rgb,
-            planar.alpha.as_deref(),
-            job.format,
-        )?;
-        tracing::info!(
-            "{} × {} → {rel} ({}x{}, {ms:.0} ms{})",
-            img.abs.display(),
-            style.label,
-            planar.width,
-            planar.height,
-            if tiles > 1 {
-                format!(", {tiles} tiles")
-            } else {
-                String::new()
-            }
-        );
-        let mut a = Artifact::from_file(&volume, rel, rel.clone(), ArtifactKind::Styled)?;
-        let mut attrs = Map::new();
-        attrs.insert(
-            "input".into(),
-            json!(
-                img.artifact
-                    .as_ref()
-                    .map(|a| a.path.clone())
-                    .unwrap_or_else(|| img.abs.display().to_string())
-            ),
-        );
-        attrs.insert(
-            "input_source".into(),
-            json!(img.artifact.as_ref().and_then(|a| a.source.clone())),
-        );
-        attrs.insert("input_sha256".into(), json!(img.sha256));
-        attrs.insert("package".into(), json!(pkg.dir_name));
-        attrs.insert("architecture".into(), json!(pkg.card.architecture.name()));
-        attrs.insert("style".into(), json!(style.label));
-        attrs.insert("style_weights".into(), json!(style.parts));
-        attrs.insert("width".into(), json!(planar.width));
-        attrs.insert("height".into(), json!(planar.height));
-        attrs.insert("backend".into(), json!(compute.backend));
-        attrs.insert("device".into(), json!(compute.name));
-        attrs.insert("kernels".into(), json!(compute.kernels()));
-        attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
-        attrs.insert("tiles".into(), json!(tiles));
-        attrs.insert("item_key".into(), json!(job.item_key));
-        a.attributes = attrs;
-        outputs.push(a);
-        computed += 1;
+    // Forward passes on this thread; encoding, the atomic write and hashing of each output on a
+    // writer thread, overlapping the next forward pass. The channel holds one finished image.
+    struct Pending<'p> {
+        index: usize,
+        rgb: Vec<f32>,
+        planar: &'p image_io::Planar,
+        format: image::ImageFormat,
+        rel: String,
+        attrs: Map<String, Value>,
+        log: String,
     }
+    let mut slots: Vec<Option<Artifact>> = (0..jobs.len()).map(|_| None).collect();
+    let (mut computed, mut reused) = (0usize, 0usize);
+    let written: Vec<(usize, Artifact)> = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Pending<'_>>(1);
+        let vol = &volume;
+        let writer = scope.spawn(move || -> Result<Vec<(usize, Artifact)>, StageError> {
+            let mut done = Vec::new();
+            for p in rx {
+                let (w, h) = (p.planar.width, p.planar.height);
+                let alpha = p.planar.alpha.as_deref();
+                image_io::save(&vol.join(&p.rel), w, h, &p.rgb, alpha, p.format)?;
+                tracing::info!("{}", p.log);
+                let mut a = Artifact::from_file(vol, &p.rel, p.rel.clone(), ArtifactKind::Styled)?;
+                a.attributes = p.attrs;
+                done.push((p.index, a));
+            }
+            Ok(done)
+        });
+        let produced = (|| -> Result<(), StageError> {
+            for (index, job) in jobs.iter().enumerate() {
+                if let Some(a) = &job.reuse {
+                    tracing::info!("{} unchanged since the last run: reused", job.rel);
+                    slots[index] = Some(a.clone());
+                    reused += 1;
+                    continue;
+                }
+                let img = &images[job.img];
+                let planar = decoded[job.img].as_ref().expect("decoded above");
+                let (pkg, style, rel) = (job.pkg, job.style, &job.rel);
+                let t0 = Instant::now();
+                let (rgb, tiles) = stylize_planar(
+                    &pkg.net,
+                    pkg.fused.as_ref(),
+                    planar,
+                    &style.weights,
+                    &compute.device,
+                    &args,
+                )?;
+                let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                let log = format!(
+                    "{} × {} → {rel} ({}x{}, {ms:.0} ms{})",
+                    img.abs.display(),
+                    style.label,
+                    planar.width,
+                    planar.height,
+                    if tiles > 1 {
+                        format!(", {tiles} tiles")
+                    } else {
+                        String::new()
+                    }
+                );
+                let mut attrs = Map::new();
+                attrs.insert(
+                    "input".into(),
+                    json!(
+                        img.artifact
+                            .as_ref()
+                            .map(|a| a.path.clone())
+                            .unwrap_or_else(|| img.abs.display().to_string())
+                    ),
+                );
+                attrs.insert(
+                    "input_source".into(),
+                    json!(img.artifact.as_ref().and_then(|a| a.source.clone())),
+                );
+                attrs.insert("input_sha256".into(), json!(img.sha256));
+                attrs.insert("package".into(), json!(pkg.dir_name));
+                attrs.insert("architecture".into(), json!(pkg.card.architecture.name()));
+                attrs.insert("style".into(), json!(style.label));
+                attrs.insert("style_weights".into(), json!(style.parts));
+                attrs.insert("width".into(), json!(planar.width));
+                attrs.insert("height".into(), json!(planar.height));
+                attrs.insert("backend".into(), json!(compute.backend));
+                attrs.insert("device".into(), json!(compute.name));
+                attrs.insert("kernels".into(), json!(compute.kernels()));
+                attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
+                attrs.insert("tiles".into(), json!(tiles));
+                attrs.insert("item_key".into(), json!(job.item_key));
+                let pending = Pending {
+                    index,
+                    rgb,
+                    planar,
+                    format: job.format,
+                    rel: rel.clone(),
+                    attrs,
+                    log,
+                };
+                if tx.send(pending).is_err() {
+                    // The writer stopped on an error: it is reported below.
+                    break;
+                }
+                computed += 1;
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let written = writer
+            .join()
+            .map_err(|_| StageError::Internal("the output writer panicked".into()))?;
+        produced?;
+        written
+    })?;
+    for (index, a) in written {
+        slots[index] = Some(a);
+    }
+    let outputs: Vec<Artifact> = slots.into_iter().flatten().collect();
 
     let mut inputs: Vec<Artifact> = packages.iter().flat_map(|p| p.artifact.clone()).collect();
     inputs.extend(images.iter().filter_map(|i| i.artifact.clone()));
