@@ -582,3 +582,34 @@ fn exif_orientation_is_applied() {
     let out = image::open(vol.path().join(&a.path)).unwrap();
     assert_eq!((out.width(), out.height()), (40, 80));
 }
+
+/// A failure while writing an output (here: a file stands where the output directory must go)
+/// stops the stage with a clear message and no manifest, even though outputs are written on a
+/// separate thread while the next forward pass runs.
+#[test]
+fn a_write_failure_stops_the_stage_without_a_manifest() {
+    let vol = volume();
+    let img = vol.path().join("img");
+    std::fs::create_dir_all(vol.path().join("styled/multistyle26")).unwrap();
+    std::fs::write(
+        vol.path().join("styled/multistyle26/style-07"),
+        b"in the way",
+    )
+    .unwrap();
+    let out = stylize(vol.path())
+        .args([
+            "--image",
+            img.to_str().unwrap(),
+            "--style",
+            "3",
+            "--style",
+            "7",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert_eq!(out.status.code(), Some(8), "{err}");
+    assert!(err.contains("style-07"), "{err}");
+    assert!(!manifest_path(vol.path(), "t", "stylize").exists());
+}
