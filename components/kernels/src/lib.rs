@@ -203,6 +203,26 @@ fn moments(data: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
     (sc, qc)
 }
 
+/// A block's `moments` when the caller wants statistics (else nothing).
+fn block_moments(dst: &[f32], c: usize, want_stats: bool) -> (Vec<f64>, Vec<f64>) {
+    if want_stats {
+        moments(dst, c)
+    } else {
+        (Vec::new(), Vec::new())
+    }
+}
+
+/// Add a per-channel bias to NHWC data.
+fn add_bias(dst: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        for px in dst.chunks_exact_mut(b.len()) {
+            for (v, b) in px.iter_mut().zip(b) {
+                *v += b;
+            }
+        }
+    }
+}
+
 /// A convolution with reflection padding of `k / 2` on every side, optionally preceded by a
 /// nearest ×`up` upsample: the `ConvLayer` / `UpsampleConvLayer` of fast_neural_style and
 /// every layer of MultiStyle26.
@@ -384,18 +404,8 @@ impl Conv {
                 col.resize(m * kk, 0.0);
                 self.im2col(x, &my, &mx, &contiguous, p0, m, wo, col);
                 matmul(m, kk, cout, col, &self.wt, dst);
-                if let Some(b) = &self.bias {
-                    for px in dst.chunks_exact_mut(cout) {
-                        for (v, b) in px.iter_mut().zip(b) {
-                            *v += b;
-                        }
-                    }
-                }
-                if want_stats {
-                    moments(dst, cout)
-                } else {
-                    (Vec::new(), Vec::new())
-                }
+                add_bias(dst, self.bias.as_deref());
+                block_moments(dst, cout, want_stats)
             })
             .collect();
         let stats = want_stats.then(|| Stats::from_partials(&partials, cout, ho * wo));
@@ -475,11 +485,7 @@ impl Conv {
                             }
                         }
                     }
-                    if want_stats {
-                        moments(dst, cout)
-                    } else {
-                        (Vec::new(), Vec::new())
-                    }
+                    block_moments(dst, cout, want_stats)
                 },
             )
             .collect();
@@ -546,18 +552,8 @@ impl Conv {
                             }
                         }
                     }
-                    if let Some(bias) = &self.bias {
-                        for px in dst.chunks_exact_mut(cout) {
-                            for (v, b) in px.iter_mut().zip(bias) {
-                                *v += b;
-                            }
-                        }
-                    }
-                    if want_stats {
-                        moments(dst, cout)
-                    } else {
-                        (Vec::new(), Vec::new())
-                    }
+                    add_bias(dst, self.bias.as_deref());
+                    block_moments(dst, cout, want_stats)
                 },
             )
             .collect();
@@ -901,11 +897,7 @@ fn winograd_conv(
                         }
                     }
                 }
-                if want_stats {
-                    moments(dst, cout)
-                } else {
-                    (Vec::new(), Vec::new())
-                }
+                block_moments(dst, cout, want_stats)
             },
         )
         .collect();
