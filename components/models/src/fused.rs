@@ -176,36 +176,27 @@ impl FusedNet {
             );
             y
         };
+        // Both networks: 3 contracting layers, residual blocks, 2 upsampling layers, and a last
+        // layer (MultiStyle26: conv + norm + sigmoid; TransformerNet: conv with bias only).
+        let blocks = if self.multistyle { 6 } else { 5 };
+        let mut x = x;
+        for i in 0..3 {
+            x = layer(&x, i, Post::Relu, None);
+        }
+        for r in 0..blocks {
+            let y = layer(&x, 3 + 2 * r, Post::Relu, None);
+            x = layer(&y, 4 + 2 * r, Post::None, Some(&x));
+        }
+        let up = 3 + 2 * blocks;
+        let x = layer(&x, up, Post::Relu, None);
+        let x = layer(&x, up + 1, Post::Relu, None);
         let y = if self.multistyle {
-            let mut x = x;
-            for i in 0..3 {
-                x = layer(&x, i, Post::Relu, None);
-            }
-            for r in 0..6 {
-                let y = layer(&x, 3 + 2 * r, Post::Relu, None);
-                x = layer(&y, 4 + 2 * r, Post::None, Some(&x));
-            }
-            let x = layer(&x, 15, Post::Relu, None);
-            let x = layer(&x, 16, Post::Relu, None);
-            layer(&x, 17, Post::Sigmoid, None)
+            layer(&x, up + 2, Post::Sigmoid, None)
         } else {
-            let mut x = x;
-            for i in 0..3 {
-                x = layer(&x, i, Post::Relu, None);
-            }
-            for r in 0..5 {
-                let y = layer(&x, 3 + 2 * r, Post::Relu, None);
-                x = layer(&y, 4 + 2 * r, Post::None, Some(&x));
-            }
-            let x = layer(&x, 13, Post::Relu, None);
-            let x = layer(&x, 14, Post::Relu, None);
             let t0 = std::time::Instant::now();
-            let y = self.layers[15].conv.forward(&x, false).0;
-            tracing::trace!(
-                "{:?}: conv {:.1} ms",
-                self.layers[15].conv,
-                t0.elapsed().as_secs_f64() * 1e3
-            );
+            let last = &self.layers[up + 2].conv;
+            let y = last.forward(&x, false).0;
+            tracing::trace!("{last:?}: conv {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
             y
         };
         Ok(y.to_planar(h, w, 1.0 / scale, 0.0, 1.0))
