@@ -133,6 +133,30 @@ async fn job_completes(h: &mut Handle, stage: &str) -> Value {
     body
 }
 
+/// The download Job is created and listed as running (resource version 7, with `status` when
+/// given); returns its body and the watch request that follows, not yet answered.
+async fn download_running(
+    h: &mut Handle,
+    status: Option<Value>,
+) -> (Value, tower_test::mock::SendResponse<Response<Body>>) {
+    let (body, send) = expect(h, Method::POST, "/jobs").await;
+    send.send_response(respond(StatusCode::CREATED, &body));
+    let (_, send) = expect(
+        h,
+        Method::GET,
+        "fieldSelector=metadata.name%3Ddemo-k8s-download",
+    )
+    .await;
+    let mut running = body.clone();
+    running["metadata"]["resourceVersion"] = json!("7");
+    if let Some(status) = status {
+        running["status"] = status;
+    }
+    send.send_response(respond(StatusCode::OK, &job_list(vec![running])));
+    let (_, watch) = expect(h, Method::GET, "watch=true").await;
+    (body, watch)
+}
+
 async fn pod_log(h: &mut Handle, stage: &str, exit: i32, log: &str) {
     let (_, send) = expect(
         h,
@@ -184,19 +208,7 @@ async fn status_transitions_through_the_watch() {
     let server = tokio::spawn(async move {
         claim_created(&mut h).await;
         // download: listed as running, then the watch says Complete.
-        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
-        send.send_response(respond(StatusCode::CREATED, &body));
-        let (_, send) = expect(
-            &mut h,
-            Method::GET,
-            "fieldSelector=metadata.name%3Ddemo-k8s-download",
-        )
-        .await;
-        let mut running = body.clone();
-        running["metadata"]["resourceVersion"] = json!("7");
-        running["status"] = json!({"active": 1});
-        send.send_response(respond(StatusCode::OK, &job_list(vec![running])));
-        let (_, send) = expect(&mut h, Method::GET, "watch=true").await;
+        let (body, send) = download_running(&mut h, Some(json!({"active": 1}))).await;
         let event =
             json!({"type": "MODIFIED", "object": with_conditions(body, &[("Complete", "Done")])});
         send.send_response(text(&format!("{event}\n")));
@@ -370,19 +382,8 @@ async fn the_overall_timeout_ends_the_wait() {
     let (client, mut h) = mock();
     let server = tokio::spawn(async move {
         claim_created(&mut h).await;
-        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
-        send.send_response(respond(StatusCode::CREATED, &body));
-        let (_, send) = expect(
-            &mut h,
-            Method::GET,
-            "fieldSelector=metadata.name%3Ddemo-k8s-download",
-        )
-        .await;
-        let mut running = body;
-        running["metadata"]["resourceVersion"] = json!("7");
-        send.send_response(respond(StatusCode::OK, &job_list(vec![running])));
         // The watch is opened and never answered.
-        let (_, send) = expect(&mut h, Method::GET, "watch=true").await;
+        let (_, send) = download_running(&mut h, None).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         drop(send);
     });
@@ -456,18 +457,7 @@ async fn a_missing_secret_is_named_instead_of_waiting_for_the_timeout() {
     let (client, mut h) = mock();
     let server = tokio::spawn(async move {
         claim_created(&mut h).await;
-        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
-        send.send_response(respond(StatusCode::CREATED, &body));
-        let (_, send) = expect(
-            &mut h,
-            Method::GET,
-            "fieldSelector=metadata.name%3Ddemo-k8s-download",
-        )
-        .await;
-        let mut running = body;
-        running["metadata"]["resourceVersion"] = json!("7");
-        send.send_response(respond(StatusCode::OK, &job_list(vec![running])));
-        let (_, watch) = expect(&mut h, Method::GET, "watch=true").await;
+        let (_, watch) = download_running(&mut h, None).await;
         // The pod check: the container cannot start, its Secret is missing.
         let (_, send) = expect(
             &mut h,

@@ -165,25 +165,31 @@ fn sha(p: &Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
 }
 
+/// `stylize --style 7` on `img/odd.png` into `out` with `extra` flags, which must succeed;
+/// returns its log and the output file.
+fn style7_odd(vol: &Path, out: &str, extra: &[&str]) -> (String, PathBuf) {
+    let img = vol.join("img/odd.png");
+    let o = stylize(vol)
+        .args([
+            "--image",
+            img.to_str().unwrap(),
+            "--style",
+            "7",
+            "--out",
+            out,
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{extra:?}: {o:?}");
+    let log = String::from_utf8_lossy(&o.stderr).into_owned();
+    (log, vol.join(out).join("multistyle26/style-07/odd.png"))
+}
+
 #[test]
 fn deterministic_and_known_digest() {
     let vol = volume();
-    let img = vol.path().join("img/odd.png");
-    let run = |out: &str| {
-        let o = stylize(vol.path())
-            .args([
-                "--image",
-                img.to_str().unwrap(),
-                "--style",
-                "7",
-                "--out",
-                out,
-            ])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-        sha(&vol.path().join(out).join("multistyle26/style-07/odd.png"))
-    };
+    let run = |out: &str| sha(&style7_odd(vol.path(), out, &[]).1);
     let a = run("one");
     let b = run("two");
     assert_eq!(a, b, "same input twice must give the same bytes");
@@ -200,24 +206,8 @@ fn every_backend_and_kernel_choice_gives_the_same_picture() {
     let vol = volume();
     let img = vol.path().join("img/odd.png");
     let run = |extra: &[&str], out: &str| {
-        let o = stylize(vol.path())
-            .args([
-                "--image",
-                img.to_str().unwrap(),
-                "--style",
-                "7",
-                "--out",
-                out,
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{extra:?}: {o:?}");
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        let pic = image::open(vol.path().join(out).join("multistyle26/style-07/odd.png"))
-            .unwrap()
-            .to_rgb8();
-        (err, pic)
+        let (err, path) = style7_odd(vol.path(), out, extra);
+        (err, image::open(path).unwrap().to_rgb8())
     };
     let (err, fused) = run(&["--backend", "flex", "--kernels", "fused"], "fused");
     assert!(err.contains("(fused kernels)"), "{err}");
