@@ -12,6 +12,8 @@ pub mod run;
 pub mod spec;
 pub mod submit;
 
+pub use submit::ClusterArgs;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -144,7 +146,12 @@ pub enum Command {
     Validate { spec: PathBuf },
     /// Print the run's Kubernetes objects (claim and Jobs) as multi-document YAML, without a
     /// cluster.
-    Render { spec: PathBuf },
+    Render {
+        spec: PathBuf,
+        /// Namespace of the objects (default: the spec's; none: left out, for `kubectl apply -n`).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+    },
     /// Create the run's claim and Jobs on a cluster, each Job after the previous one completed,
     /// and follow them to the end (re-submitting adopts the run).
     Submit {
@@ -157,6 +164,16 @@ pub enum Command {
         /// Give up following after this many seconds (the Jobs keep running).
         #[arg(long, default_value_t = 7200, value_name = "SECONDS")]
         timeout: u64,
+        /// Stop when a pod stays unschedulable or waiting on its volume this long.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        pending_timeout: u64,
+        /// Replace every stage's Job and run every stage (`--force` to each), whatever the
+        /// state or spec of the existing ones; the claim and its data are kept.
+        #[arg(long)]
+        force: bool,
+        /// Replace this stage's Job and every later one.
+        #[arg(long, value_name = "STAGE")]
+        force_stage: Option<Stage>,
     },
     /// The state of each stage Job of a run.
     Status {
@@ -183,46 +200,6 @@ pub enum Command {
     },
     /// Print the JSON Schema of the spec.
     Schema,
-}
-
-/// Which cluster: kubeconfig (`KUBECONFIG`, `~/.kube/config`) or the in-cluster service account.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ClusterArgs {
-    /// kubeconfig context (default: the current one).
-    #[arg(long)]
-    pub context: Option<String>,
-    /// Namespace (default: the spec's `kubernetes.namespace`, else `kubestyle`).
-    #[arg(long, short = 'n')]
-    pub namespace: Option<String>,
-}
-
-impl ClusterArgs {
-    /// A client for the chosen cluster. No configuration at all is a usage error naming what
-    /// was looked for.
-    pub async fn client(&self) -> Result<kube::Client, StageError> {
-        let config = match &self.context {
-            Some(ctx) => {
-                let opts = kube::config::KubeConfigOptions {
-                    context: Some(ctx.clone()),
-                    ..Default::default()
-                };
-                kube::Config::from_kubeconfig(&opts).await.map_err(|e| {
-                    StageError::Usage(format!("kubeconfig context {ctx:?}: {e}"))
-                })?
-            }
-            None => kube::Config::infer().await.map_err(|e| {
-                StageError::Usage(format!(
-                    "no Kubernetes configuration: no kubeconfig (KUBECONFIG or ~/.kube/config) and not running in a cluster ({e})"
-                ))
-            })?,
-        };
-        kube::Client::try_from(config)
-            .map_err(|e| StageError::Usage(format!("Kubernetes client: {e}")))
-    }
-
-    fn ns(&self) -> String {
-        self.namespace.clone().unwrap_or_else(|| "kubestyle".into())
-    }
 }
 
 /// Run one command; what it prints for people goes to stdout.
@@ -262,9 +239,11 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             );
             Ok(())
         }
-        Command::Render { spec } => {
+        Command::Render { spec, namespace } => {
             let l = spec::load(&spec)?;
-            print!("{}", render::render_yaml(&l)?);
+            let mut opts = render::RenderOptions::of_spec(&l);
+            opts.namespace = namespace.or(opts.namespace);
+            print!("{}", render::render_yaml_with(&l, &opts)?);
             Ok(())
         }
         Command::Submit {
@@ -272,24 +251,31 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             cluster,
             watch,
             timeout,
+            pending_timeout,
+            force,
+            force_stage,
         } => {
             let l = spec::load(&spec)?;
             render::render(&l)?;
-            let client = cluster.client().await?;
-            let opts = submit::SubmitOptions {
-                namespace: cluster.namespace.clone(),
-                timeout: std::time::Duration::from_secs(timeout),
-                logs: watch,
-                log_poll: std::time::Duration::from_secs(2),
-                pod_check: Some(std::time::Duration::from_secs(15)),
+            let c = cluster.connect().await?;
+            let k = render::kubernetes_of(&l);
+            let mut opts = submit::SubmitOptions::new(std::time::Duration::from_secs(timeout));
+            opts.namespace =
+                Some(c.namespace(cluster.namespace.as_deref(), k.namespace.as_deref()));
+            opts.logs = watch;
+            opts.pending_timeout = std::time::Duration::from_secs(pending_timeout);
+            opts.force = submit::Force {
+                all: force,
+                from: force_stage,
             };
-            let done = submit::submit(client, &l, &opts).await?;
+            let done = submit::submit(c.client, &l, &opts).await?;
             println!("run {}: {} stages complete", l.spec.name, done.len());
             Ok(())
         }
         Command::Status { run, cluster } => {
-            let client = cluster.client().await?;
-            print!("{}", submit::status(client, &cluster.ns(), &run).await?);
+            let c = cluster.connect().await?;
+            let ns = c.namespace(cluster.namespace.as_deref(), None);
+            print!("{}", submit::status(c.client, &ns, &run).await?);
             Ok(())
         }
         Command::Logs {
@@ -297,18 +283,13 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             stage,
             cluster,
         } => {
-            let client = cluster.client().await?;
+            let c = cluster.connect().await?;
+            let ns = c.namespace(cluster.namespace.as_deref(), None);
             let stages: Vec<Stage> = match stage {
                 Some(s) => vec![s],
                 None => Stage::ALL.to_vec(),
             };
-            for s in stages {
-                let job = render::job_name(&run, s);
-                let (_, _, log) = submit::pod_report(&client, &cluster.ns(), &job, 10_000).await?;
-                for line in log.lines() {
-                    println!("{:>13} | {line}", s.as_str());
-                }
-            }
+            print!("{}", submit::logs(c.client, &ns, &run, &stages).await?);
             Ok(())
         }
         Command::Delete {
@@ -316,9 +297,10 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             with_data,
             cluster,
         } => {
-            let client = cluster.client().await?;
+            let c = cluster.connect().await?;
+            let ns = c.namespace(cluster.namespace.as_deref(), None);
             let claim = format!("{run}-volume");
-            let gone = submit::delete(client, &cluster.ns(), &run, &claim, with_data).await?;
+            let gone = submit::delete(c.client, &ns, &run, &claim, with_data).await?;
             for g in &gone {
                 println!("deleted {g}");
             }

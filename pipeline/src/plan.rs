@@ -24,6 +24,9 @@ pub struct Layout {
     pub with_logs: bool,
     /// Stylize shards (an Indexed Job in a cluster; 1 locally).
     pub shards: u32,
+    /// Stylize runs on GPU nodes: `--device auto` becomes `--device cuda`, so a pod without a
+    /// usable GPU fails at start instead of computing on the node's CPU.
+    pub gpu: bool,
 }
 
 impl Layout {
@@ -95,7 +98,11 @@ pub fn stage_commands(l: &Loaded, layout: &Layout, force: [bool; 4]) -> Vec<Stag
         "--format".into(),
         st.format.as_str().into(),
         "--device".into(),
-        st.device.clone(),
+        if layout.gpu && st.device == "auto" {
+            "cuda".into()
+        } else {
+            st.device.clone()
+        },
         "--backend".into(),
         st.backend.clone(),
     ]);
@@ -215,6 +222,7 @@ parallelism: {transfers: 8, threads: 2}
             volume: "/vol".into(),
             with_logs: true,
             shards: 1,
+            gpu: false,
         };
         let cmds = stage_commands(&l, &layout, [false, false, true, true]);
         let line = |i: usize| cmds[i].args.join(" ");

@@ -5,7 +5,8 @@
 //!   `app.kubernetes.io/*`, the run, the stage and the spec hash.
 //! * Jobs: `restartPolicy: Never`, `backoffLimit`, `activeDeadlineSeconds`,
 //!   `ttlSecondsAfterFinished`, and a `podFailurePolicy` that fails the Job at once on the
-//!   stages' usage / input-missing / input-invalid exit codes (retrying cannot help) and ignores
+//!   stages' usage / input-missing / input-invalid / device-unavailable exit codes (retrying
+//!   cannot help) and ignores
 //!   pod disruptions (`DisruptionTarget`: preemption, node drain) in the retry count.
 //! * Pods run non-root with a read-only root filesystem (the volume and a `/tmp` emptyDir are
 //!   writable), no privilege escalation, every capability dropped, the runtime's default seccomp
@@ -22,13 +23,14 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
-    Toleration, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
+    PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Toleration, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kubestyle_manifest::{ExitStatus, Location, StageError};
 
 use crate::Stage;
@@ -137,25 +139,63 @@ fn check_cluster_locations(l: &Loaded) -> Result<(), StageError> {
     }
 }
 
+/// What a rendering is for: the namespace the objects go to (`None`: left out, for `kubectl
+/// apply -n`) and the stages whose commands get `--force`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    pub namespace: Option<String>,
+    pub force: [bool; 4],
+}
+
+impl RenderOptions {
+    /// The spec's own namespace, no forcing.
+    pub fn of_spec(l: &Loaded) -> Self {
+        RenderOptions {
+            namespace: kubernetes_of(l).namespace,
+            force: [false; 4],
+        }
+    }
+}
+
+/// A GPU stylize stage must compute on a GPU: `--device cuda` (a pod without a usable GPU then
+/// fails at start instead of computing on the node's CPU); `cpu` contradicts the request.
+fn check_gpu_device(l: &Loaded, k: &Kubernetes) -> Result<(), StageError> {
+    if k.gpu.enabled && (l.spec.stylize.device == "cpu" || l.spec.stylize.backend == "flex") {
+        return Err(StageError::Usage(format!(
+            "kubernetes.gpu.enabled asks for GPU nodes but stylize runs on the CPU (device {:?}, backend {:?}): \
+             set kubernetes.gpu.enabled: false, or stylize.device: auto/cuda",
+            l.spec.stylize.device, l.spec.stylize.backend
+        )));
+    }
+    Ok(())
+}
+
+/// The objects of a run for its spec's namespace ([`render_with`]).
+pub fn render(l: &Loaded) -> Result<Vec<Object>, StageError> {
+    render_with(l, &RenderOptions::of_spec(l))
+}
+
 /// The objects of a run, in creation order: the claim (unless an existing one is named), then
 /// the Jobs in stage order.
-pub fn render(l: &Loaded) -> Result<Vec<Object>, StageError> {
+pub fn render_with(l: &Loaded, opts: &RenderOptions) -> Result<Vec<Object>, StageError> {
     check_cluster_locations(l)?;
     let k = kubernetes_of(l);
+    check_gpu_device(l, &k)?;
     let shards = k.gpu.shards.max(1);
     let layout = Layout {
         volume: k.volume.mount_path.clone(),
         with_logs: false,
         shards,
+        gpu: k.gpu.enabled,
     };
-    let cmds = stage_commands(l, &layout, [false; 4]);
+    let cmds = stage_commands(l, &layout, opts.force);
     let mut out = Vec::new();
     if k.volume.claim.is_none() {
-        out.push(Object::Claim(Box::new(claim(l, &k))));
+        out.push(Object::Claim(Box::new(claim(l, &k, opts))));
     }
     for cmd in &cmds {
         out.push(Object::Job(Box::new(job(
-            l, &k, cmd.stage, &cmd.args, &cmd.env, shards,
+            l, &k, opts, cmd.stage, &cmd.args, &cmd.env, shards,
         ))));
     }
     Ok(out)
@@ -163,7 +203,12 @@ pub fn render(l: &Loaded) -> Result<Vec<Object>, StageError> {
 
 /// Multi-document YAML of [`render`]'s objects.
 pub fn render_yaml(l: &Loaded) -> Result<String, StageError> {
-    let objs = render(l)?;
+    render_yaml_with(l, &RenderOptions::of_spec(l))
+}
+
+/// Multi-document YAML of [`render_with`]'s objects.
+pub fn render_yaml_with(l: &Loaded, opts: &RenderOptions) -> Result<String, StageError> {
+    let objs = render_with(l, opts)?;
     let mut s = String::new();
     for o in &objs {
         s.push_str("---\n");
@@ -172,10 +217,10 @@ pub fn render_yaml(l: &Loaded) -> Result<String, StageError> {
     Ok(s)
 }
 
-fn meta(l: &Loaded, k: &Kubernetes, name: String, stage: Option<Stage>) -> ObjectMeta {
+fn meta(l: &Loaded, opts: &RenderOptions, name: String, stage: Option<Stage>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
-        namespace: Some(k.namespace.clone()),
+        namespace: opts.namespace.clone(),
         labels: Some(labels(l, stage)),
         annotations: Some(BTreeMap::from([(
             "kubestyle.dev/spec-sha256".to_string(),
@@ -185,9 +230,9 @@ fn meta(l: &Loaded, k: &Kubernetes, name: String, stage: Option<Stage>) -> Objec
     }
 }
 
-fn claim(l: &Loaded, k: &Kubernetes) -> PersistentVolumeClaim {
+fn claim(l: &Loaded, k: &Kubernetes, opts: &RenderOptions) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
-        metadata: meta(l, k, claim_name(&l.spec.name, k), None),
+        metadata: meta(l, opts, claim_name(&l.spec.name, k), None),
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec![k.volume.access_mode.clone()]),
             storage_class_name: k.volume.storage_class.clone(),
@@ -218,6 +263,7 @@ fn image(k: &Kubernetes, component: &str) -> String {
 fn job(
     l: &Loaded,
     k: &Kubernetes,
+    opts: &RenderOptions,
     stage: Stage,
     args: &[String],
     env: &[(String, String)],
@@ -225,6 +271,7 @@ fn job(
 ) -> Job {
     let run = l.spec.name.as_str();
     let gpu = stage == Stage::Stylize && k.gpu.enabled;
+    let indexed = stage == Stage::Stylize && shards > 1;
     let component = if gpu { "stylize-cuda" } else { stage.as_str() };
 
     let mut resources = ResourceRequirements::default();
@@ -360,20 +407,23 @@ fn job(
         } else {
             None
         },
+        affinity: (indexed && k.gpu.same_node).then(|| same_node(run)),
         ..Default::default()
     };
 
-    let indexed = stage == Stage::Stylize && shards > 1;
+    // Retrying cannot help: a bad command line, a missing or invalid input, or a GPU node
+    // whose GPU is not usable (a retry lands on the same node class with the same image).
     let fail_codes: Vec<i32> = [
         ExitStatus::Usage,
         ExitStatus::InputMissing,
         ExitStatus::InputInvalid,
+        ExitStatus::DeviceUnavailable,
     ]
     .iter()
     .map(|s| i32::from(s.code()))
     .collect();
     Job {
-        metadata: meta(l, k, job_name(run, stage), Some(stage)),
+        metadata: meta(l, opts, job_name(run, stage), Some(stage)),
         spec: Some(JobSpec {
             backoff_limit: Some(k.backoff_limit),
             active_deadline_seconds: Some(k.active_deadline_seconds),
@@ -409,6 +459,29 @@ fn job(
                 }),
                 spec: Some(pod),
             },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Required pod affinity of the stylize shards to each other (one node), so parallel shards
+/// can share a `ReadWriteOnce` claim. The first shard goes anywhere (a pod that matches its own
+/// affinity term may start a topology domain); the others join its node.
+fn same_node(run: &str) -> Affinity {
+    Affinity {
+        pod_affinity: Some(PodAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                label_selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([
+                        ("kubestyle.dev/run".to_string(), run.to_string()),
+                        ("kubestyle.dev/stage".to_string(), "stylize".to_string()),
+                    ])),
+                    ..Default::default()
+                }),
+                topology_key: "kubernetes.io/hostname".into(),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
@@ -536,5 +609,106 @@ mod tests {
         let e = render(&l).unwrap_err();
         assert_eq!(e.exit_status(), ExitStatus::Usage);
         assert!(e.to_string().contains("S3 only"), "{e}");
+    }
+
+    fn stylize_args(objs: &[Object]) -> Vec<String> {
+        objs.iter()
+            .find_map(|o| match o {
+                Object::Job(j) if j.metadata.name.as_deref() == Some("demo-k8s-stylize") => {
+                    j.spec.as_ref()?.template.spec.as_ref()?.containers[0]
+                        .args
+                        .clone()
+                }
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    /// Objects carry the namespace they are created in: the flag's, else the spec's; none at
+    /// all leaves it out (for `kubectl apply -n`).
+    #[test]
+    fn namespace_follows_the_options() {
+        let l = example();
+        let ns_of = |opts: &RenderOptions| -> Vec<Option<String>> {
+            render_with(&l, opts)
+                .unwrap()
+                .iter()
+                .map(|o| match o {
+                    Object::Claim(c) => c.metadata.namespace.clone(),
+                    Object::Job(j) => j.metadata.namespace.clone(),
+                })
+                .collect()
+        };
+        assert!(
+            ns_of(&RenderOptions::of_spec(&l))
+                .iter()
+                .all(|n| n.as_deref() == Some("kubestyle"))
+        );
+        let other = RenderOptions {
+            namespace: Some("other".into()),
+            ..RenderOptions::default()
+        };
+        assert!(ns_of(&other).iter().all(|n| n.as_deref() == Some("other")));
+        let yaml = render_yaml_with(&l, &RenderOptions::default()).unwrap();
+        assert!(!yaml.contains("namespace:"), "{yaml}");
+    }
+
+    /// A GPU stylize stage asks for the GPU: `--device cuda`, never a silent CPU fallback;
+    /// asking for GPU nodes with a CPU device is refused.
+    #[test]
+    fn gpu_stylize_asks_for_cuda() {
+        let mut l = example();
+        let args = stylize_args(&render(&l).unwrap()).join(" ");
+        assert!(args.contains("--device cuda"), "{args}");
+        l.spec.kubernetes.as_mut().unwrap().gpu.enabled = false;
+        let args = stylize_args(&render(&l).unwrap()).join(" ");
+        assert!(args.contains("--device auto"), "{args}");
+        l.spec.kubernetes.as_mut().unwrap().gpu.enabled = true;
+        l.spec.stylize.device = "cpu".into();
+        let e = render(&l).unwrap_err();
+        assert_eq!(e.exit_status(), ExitStatus::Usage);
+        assert!(e.to_string().contains("kubernetes.gpu.enabled"), "{e}");
+    }
+
+    /// `gpu.same_node`: the shards require each other's node.
+    #[test]
+    fn same_node_shards_get_pod_affinity() {
+        let mut l = example();
+        l.spec.kubernetes.as_mut().unwrap().gpu.same_node = true;
+        let objs = render(&l).unwrap();
+        let Object::Job(st) = &objs[3] else { panic!() };
+        let pod = st.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let term = &pod
+            .affinity
+            .as_ref()
+            .unwrap()
+            .pod_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        let labels = term
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels["kubestyle.dev/stage"], "stylize");
+        assert_eq!(labels["kubestyle.dev/run"], "demo-k8s");
+        let Object::Job(dl) = &objs[1] else { panic!() };
+        assert!(
+            dl.spec
+                .as_ref()
+                .unwrap()
+                .template
+                .spec
+                .as_ref()
+                .unwrap()
+                .affinity
+                .is_none()
+        );
     }
 }

@@ -179,6 +179,7 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
         volume: volume.display().to_string(),
         with_logs: true,
         shards: 1,
+        gpu: false,
     };
     let cmds = stage_commands(&l, &layout, force);
     let destination = {

@@ -197,9 +197,10 @@ impl Default for Parallelism {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Kubernetes {
-    /// Namespace of every object.
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
+    /// Namespace of every object. Default: the kubeconfig context's namespace (as kubectl);
+    /// `pipeline submit -n` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     /// Image reference prefix: images are `<registry>/kubestyle-<component>:<tag>`.
     #[serde(default = "default_registry")]
     pub registry: String,
@@ -207,7 +208,7 @@ pub struct Kubernetes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// Service account the Jobs run as (see `manifests/`).
-    #[serde(default = "default_namespace")]
+    #[serde(default = "default_service_account")]
     pub service_account: String,
     /// Name of a Secret holding `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (and optionally
     /// `AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL`, `AWS_REGION`); referenced, never inlined.
@@ -232,7 +233,7 @@ pub struct Kubernetes {
     pub ttl_seconds_after_finished: i32,
 }
 
-fn default_namespace() -> String {
+fn default_service_account() -> String {
     "kubestyle".into()
 }
 fn default_registry() -> String {
@@ -260,7 +261,9 @@ pub struct ClaimSpec {
     pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
-    /// Access mode of a created claim (`ReadWriteOnce` when all stages run on one node).
+    /// Access mode of a created claim: `ReadWriteOnce` (one node at a time: stages run one
+    /// after another, so they may land on different nodes of one zone), or `ReadWriteMany`
+    /// (EFS, Filestore, Azure Files, NFS…), which parallel stylize shards on several nodes need.
     #[serde(default = "default_access")]
     pub access_mode: String,
     /// Where it is mounted in every container.
@@ -323,6 +326,10 @@ pub struct GpuSpec {
     pub tolerations: Vec<Toleration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_class_name: Option<String>,
+    /// Run the parallel stylize shards on one node (required pod affinity to each other), so
+    /// they can share a `ReadWriteOnce` claim.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_node: bool,
 }
 
 fn yes() -> bool {
@@ -342,6 +349,7 @@ impl Default for GpuSpec {
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             runtime_class_name: None,
+            same_node: false,
         }
     }
 }
@@ -734,10 +742,43 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
         err("parallelism.threads", "must be at least 1".into());
     }
     if let Some(k) = &spec.kubernetes {
-        if !is_dns_label(&k.namespace) {
+        if let Some(ns) = &k.namespace
+            && !is_dns_label(ns)
+        {
+            err("kubernetes.namespace", format!("{ns:?} is not a DNS label"));
+        }
+        if !matches!(
+            k.volume.access_mode.as_str(),
+            "ReadWriteOnce" | "ReadWriteMany" | "ReadWriteOncePod"
+        ) {
             err(
-                "kubernetes.namespace",
-                format!("{:?} is not a DNS label", k.namespace),
+                "kubernetes.volume.access_mode",
+                format!(
+                    "{:?}: expected ReadWriteOnce, ReadWriteMany or ReadWriteOncePod",
+                    k.volume.access_mode
+                ),
+            );
+        } else if k.volume.claim.is_none()
+            && k.volume.access_mode != "ReadWriteMany"
+            && k.gpu.shards > 1
+            && k.gpu.parallelism > 1
+            && !k.gpu.same_node
+        {
+            err(
+                "kubernetes.volume.access_mode",
+                format!(
+                    "{} with {} stylize shards in parallel cannot schedule on a multi-node cluster: \
+                     a {} claim is mounted by one node at a time, so shards on other nodes never start \
+                     (Multi-Attach error). Use access_mode: ReadWriteMany (EFS, Filestore, Azure Files), \
+                     gpu.parallelism: 1 (shards one at a time), or gpu.same_node: true (every shard on one node)",
+                    k.volume.access_mode, k.gpu.parallelism, k.volume.access_mode
+                ),
+            );
+        }
+        if k.volume.storage_class.as_deref() == Some("") {
+            err(
+                "kubernetes.volume.storage_class",
+                "empty: leave it out for the cluster's default class".into(),
             );
         }
         for stage in k.resources.keys() {
@@ -1036,7 +1077,7 @@ stylize:
     #[test]
     fn kubernetes_section_is_typed() {
         let s = parse(&format!(
-            "{GOOD}kubernetes:\n  namespace: styles\n  gpu:\n    shards: 4\n    parallelism: 2\n    tolerations:\n      - key: nvidia.com/gpu\n        operator: Exists\n        effect: NoSchedule\n"
+            "{GOOD}kubernetes:\n  namespace: styles\n  gpu:\n    shards: 4\n    parallelism: 2\n    same_node: true\n    tolerations:\n      - key: nvidia.com/gpu\n        operator: Exists\n        effect: NoSchedule\n"
         ))
         .unwrap();
         let k = s.kubernetes.unwrap();
@@ -1045,6 +1086,37 @@ stylize:
         let e = errors(&format!("{GOOD}kubernetes:\n  gpu:\n    shard: 4\n"));
         assert!(e[0].message.contains("unknown field `shard`"));
         assert_eq!(e[0].line, Some(18));
+    }
+
+    /// A ReadWriteOnce claim is mounted by one node at a time: parallel shards need
+    /// ReadWriteMany, one shard at a time, or every shard on one node.
+    #[test]
+    fn parallel_shards_on_a_read_write_once_claim_are_refused_with_the_way_out() {
+        let k = |extra: &str| {
+            format!("{GOOD}kubernetes:\n  gpu:\n    shards: 4\n    parallelism: 2\n{extra}")
+        };
+        let e = errors(&k(""));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].field, "kubernetes.volume.access_mode");
+        for needle in [
+            "Multi-Attach",
+            "ReadWriteMany",
+            "parallelism: 1",
+            "same_node: true",
+        ] {
+            assert!(e[0].message.contains(needle), "{needle}: {}", e[0]);
+        }
+        parse(&k("    same_node: true\n")).unwrap();
+        parse(&k("  volume:\n    access_mode: ReadWriteMany\n")).unwrap();
+        parse(&k("  volume:\n    claim: shared\n")).unwrap();
+        parse(&k("").replace("parallelism: 2", "parallelism: 1")).unwrap();
+        let e = errors(&k("  volume:\n    access_mode: ReadWriteSometimes\n"));
+        assert!(e[0].message.contains("expected ReadWriteOnce"), "{}", e[0]);
+        assert_eq!(e[0].line, Some(21));
+        let e = errors(&k(
+            "  volume:\n    storage_class: \"\"\n    access_mode: ReadWriteMany\n",
+        ));
+        assert_eq!(e[0].field, "kubernetes.volume.storage_class");
     }
 
     #[test]

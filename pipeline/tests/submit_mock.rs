@@ -31,13 +31,10 @@ fn mock() -> (Client, Handle) {
 }
 
 fn opts(timeout: Duration) -> SubmitOptions {
-    SubmitOptions {
-        namespace: None,
-        timeout,
-        logs: false,
-        log_poll: Duration::from_millis(50),
-        pod_check: None,
-    }
+    let mut o = SubmitOptions::new(timeout);
+    o.log_poll = Duration::from_millis(50);
+    o.pod_check = None;
+    o
 }
 
 fn respond(code: StatusCode, v: &Value) -> Response<Body> {
@@ -172,6 +169,56 @@ async fn pod_log(h: &mut Handle, stage: &str, exit: i32, log: &str) {
     send.send_response(text(log));
 }
 
+/// A Job's POST meets AlreadyExists; the GET that follows returns it with `conds` (and another
+/// spec hash when given). Returns the body that was posted.
+async fn job_exists(
+    h: &mut Handle,
+    stage: &str,
+    conds: &[(&str, &str)],
+    other_hash: Option<&str>,
+) -> Value {
+    let (body, send) = expect(h, Method::POST, "/jobs").await;
+    assert_eq!(body["metadata"]["name"], format!("demo-k8s-{stage}"));
+    send.send_response(respond(
+        StatusCode::CONFLICT,
+        &status(409, "AlreadyExists", "exists"),
+    ));
+    let (_, send) = expect(h, Method::GET, &format!("/jobs/demo-k8s-{stage}")).await;
+    let mut existing = with_conditions(body.clone(), conds);
+    if let Some(hash) = other_hash {
+        existing["metadata"]["labels"]["kubestyle.dev/spec-hash"] = json!(hash);
+    }
+    send.send_response(respond(StatusCode::OK, &existing));
+    body
+}
+
+/// The existing Job is deleted (foreground: pods first) and found gone.
+async fn job_deleted(h: &mut Handle, stage: &str) {
+    let (body, send) = expect(h, Method::DELETE, &format!("/jobs/demo-k8s-{stage}")).await;
+    assert_eq!(body["propagationPolicy"], "Foreground", "{body}");
+    send.send_response(respond(StatusCode::OK, &status(200, "", "deleted")));
+    let (_, send) = expect(h, Method::GET, &format!("/jobs/demo-k8s-{stage}")).await;
+    send.send_response(respond(
+        StatusCode::NOT_FOUND,
+        &status(404, "NotFound", "jobs.batch not found"),
+    ));
+}
+
+/// The claim's POST meets AlreadyExists and the GET returns it (with `hash` as its spec hash
+/// when given).
+async fn claim_exists(h: &mut Handle, hash: Option<&str>) {
+    let (mut body, send) = expect(h, Method::POST, "/persistentvolumeclaims").await;
+    send.send_response(respond(
+        StatusCode::CONFLICT,
+        &status(409, "AlreadyExists", "exists"),
+    ));
+    let (_, send) = expect(h, Method::GET, "/persistentvolumeclaims/demo-k8s-volume").await;
+    if let Some(hash) = hash {
+        body["metadata"]["labels"]["kubestyle.dev/spec-hash"] = json!(hash);
+    }
+    send.send_response(respond(StatusCode::OK, &body));
+}
+
 async fn finish(server: tokio::task::JoinHandle<()>) {
     tokio::time::timeout(Duration::from_secs(20), server)
         .await
@@ -239,24 +286,9 @@ async fn resubmit_adopts_the_same_spec_and_refuses_another() {
         )
         .await;
         send.send_response(respond(StatusCode::OK, &body));
+        // Complete Jobs of this spec are kept as they are: nothing is watched or re-run.
         for stage in STAGES {
-            let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
-            send.send_response(respond(
-                StatusCode::CONFLICT,
-                &status(409, "AlreadyExists", "exists"),
-            ));
-            let (_, send) = expect(&mut h, Method::GET, &format!("/jobs/demo-k8s-{stage}")).await;
-            send.send_response(respond(StatusCode::OK, &body));
-            let (_, send) = expect(
-                &mut h,
-                Method::GET,
-                &format!("fieldSelector=metadata.name%3Ddemo-k8s-{stage}"),
-            )
-            .await;
-            send.send_response(respond(
-                StatusCode::OK,
-                &job_list(vec![with_conditions(body, &[("Complete", "Done")])]),
-            ));
+            job_exists(&mut h, stage, &[("Complete", "Done")], None).await;
         }
     });
     let done = submit(client, &spec(), &opts(Duration::from_secs(30)))
@@ -567,5 +599,286 @@ async fn an_unreachable_api_server_is_a_storage_error() {
         .unwrap_err();
     assert_eq!(e.exit_code(), 5, "{e}");
     assert!(e.to_string().contains("demo-k8s-volume"), "{e}");
+    finish(server).await;
+}
+
+const OTHER_HASH: &str = "0000000000000000000000000000000000000000";
+
+/// Resume on the cluster: a resubmitted run keeps its complete stages, replaces the failed
+/// stage's Job (deleted, gone, created anew) and runs the later ones.
+#[tokio::test]
+async fn resubmit_after_a_failure_resumes_from_the_failed_stage() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_exists(&mut h, None).await;
+        job_exists(&mut h, "download", &[("Complete", "Done")], None).await;
+        job_exists(
+            &mut h,
+            "package-model",
+            &[
+                ("FailureTarget", "PodFailurePolicy"),
+                ("Failed", "PodFailurePolicy"),
+            ],
+            None,
+        )
+        .await;
+        job_deleted(&mut h, "package-model").await;
+        for stage in &STAGES[1..] {
+            job_completes(&mut h, stage).await;
+        }
+    });
+    let done = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let summary: Vec<_> = done
+        .iter()
+        .map(|r| (r.stage, r.created, r.replaced))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Stage::Download, false, false),
+            (Stage::PackageModel, true, true),
+            (Stage::Stylize, true, false),
+            (Stage::Upload, true, false),
+        ]
+    );
+    finish(server).await;
+}
+
+/// A changed spec under the same run name is a conflict (exit 7) at the first Job from the old
+/// spec — unless --force-stage: then every old Job is replaced, the forced stages (and only
+/// they) get `--force`, and the claim is kept.
+#[tokio::test]
+async fn another_spec_needs_force_and_force_stage_replaces_from_there() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_exists(&mut h, None).await;
+        job_exists(
+            &mut h,
+            "download",
+            &[("Complete", "Done")],
+            Some(OTHER_HASH),
+        )
+        .await;
+    });
+    let e = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 7, "{e}");
+    assert!(e.to_string().contains("--force"), "{e}");
+    finish(server).await;
+
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_exists(&mut h, Some(OTHER_HASH)).await;
+        let mut posted = Vec::new();
+        for stage in STAGES {
+            job_exists(&mut h, stage, &[("Complete", "Done")], Some(OTHER_HASH)).await;
+            job_deleted(&mut h, stage).await;
+            posted.push(job_completes(&mut h, stage).await);
+        }
+        let args =
+            |i: usize| posted[i]["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        assert!(!args(0).contains("--force") && !args(1).contains("--force"));
+        assert!(args(2).contains("--force") && args(3).contains("--force"));
+    });
+    let mut o = opts(Duration::from_secs(30));
+    o.force.from = Some(Stage::Stylize);
+    let done = submit(client, &spec(), &o).await.unwrap();
+    assert!(done.iter().all(|r| r.replaced), "{done:?}");
+    finish(server).await;
+}
+
+/// An Indexed Job failing in one shard: the report names that shard's pod (the one the Job's
+/// podFailurePolicy message names, not the newest), its exit code — and a log that cannot be
+/// fetched (500) does not replace the report.
+#[tokio::test]
+async fn a_failed_shard_is_reported_even_when_its_log_is_gone() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        job_completes(&mut h, "download").await;
+        job_completes(&mut h, "package-model").await;
+        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
+        send.send_response(respond(StatusCode::CREATED, &body));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "fieldSelector=metadata.name%3Ddemo-k8s-stylize",
+        )
+        .await;
+        let mut failed = with_conditions(body, &[("FailureTarget", "PodFailurePolicy")]);
+        failed["status"]["conditions"][0]["message"] = json!(
+            "Container stylize for pod kubestyle/demo-k8s-stylize-1-bbbbb failed with exit code 4 matching FailJob rule at index 0"
+        );
+        send.send_response(respond(StatusCode::OK, &job_list(vec![failed])));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "labelSelector=job-name%3Ddemo-k8s-stylize",
+        )
+        .await;
+        let pod = |name: &str, index: &str, created: &str, state: Value| {
+            json!({
+            "metadata": {"name": name, "namespace": NS, "creationTimestamp": created,
+                         "annotations": {"batch.kubernetes.io/job-completion-index": index}},
+            "status": {"phase": if state.get("terminated").is_some() { "Failed" } else { "Running" },
+                       "containerStatuses": [{"name": "stylize", "image": "i", "imageID": "", "ready": false,
+                                              "restartCount": 0, "state": state}]}})
+        };
+        send.send_response(respond(
+            StatusCode::OK,
+            &json!({
+            "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+                pod("demo-k8s-stylize-1-bbbbb", "1", "2026-11-22T08:00:00Z",
+                    json!({"terminated": {"exitCode": 4, "reason": "Error"}})),
+                pod("demo-k8s-stylize-0-aaaaa", "0", "2026-11-22T08:00:05Z",
+                    json!({"running": {}})),
+            ]}),
+        ));
+        let (_, send) = expect(&mut h, Method::GET, "/pods/demo-k8s-stylize-1-bbbbb/log").await;
+        send.send_response(respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &status(
+                500,
+                "InternalError",
+                "Get \"https://10.0.0.9:10250/containerLogs/...\": dial tcp: connection refused",
+            ),
+        ));
+    });
+    let e = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 4, "{e}");
+    let m = e.to_string();
+    assert!(m.contains("stage stylize failed with exit code 4"), "{m}");
+    assert!(m.contains("pod demo-k8s-stylize-1-bbbbb, shard 1"), "{m}");
+    assert!(
+        m.contains("log of pod demo-k8s-stylize-1-bbbbb unavailable: 500"),
+        "{m}"
+    );
+    finish(server).await;
+}
+
+/// A Job deleted while it is followed is an error naming it (exit 3), not a wait until the
+/// timeout.
+#[tokio::test]
+async fn a_job_deleted_while_watched_is_reported() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        let (mut body, watch) = download_running(&mut h, None).await;
+        body["metadata"]["resourceVersion"] = json!("8");
+        let event = json!({"type": "DELETED", "object": body});
+        watch.send_response(text(&format!("{event}\n")));
+    });
+    let started = std::time::Instant::now();
+    let e = submit(client, &spec(), &opts(Duration::from_secs(60)))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(e.exit_code(), 3, "{e}");
+    assert!(
+        e.to_string().contains("demo-k8s-download was deleted"),
+        "{e}"
+    );
+    finish(server).await;
+}
+
+/// A pod that stays unschedulable (no node matches the GPU selector) past the pending timeout
+/// stops the run with exit 3 and the scheduler's reason.
+#[tokio::test]
+async fn an_unschedulable_pod_is_reported_after_the_pending_timeout() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_created(&mut h).await;
+        let (_, watch) = download_running(&mut h, None).await;
+        // The pods are listed every check until the pod has been pending past the grace;
+        // then its events are read.
+        loop {
+            let (req, send) = tokio::time::timeout(Duration::from_secs(10), h.next_request())
+                .await
+                .expect("a request")
+                .expect("client hung up");
+            let uri = req.uri().to_string();
+            if uri.contains("fieldSelector=involvedObject.name%3Ddemo-k8s-download-xyz") {
+                send.send_response(respond(
+                    StatusCode::OK,
+                    &json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": []}),
+                ));
+                break;
+            }
+            assert!(
+                uri.contains("labelSelector=job-name%3Ddemo-k8s-download"),
+                "{uri}"
+            );
+            send.send_response(respond(StatusCode::OK, &json!({
+                "apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+                    "metadata": {"name": "demo-k8s-download-xyz", "namespace": NS},
+                    "spec": {"containers": [{"name": "download"}],
+                             "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "demo-k8s-volume"}}]},
+                    "status": {"phase": "Pending", "conditions": [{
+                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."}]}}]
+            })));
+        }
+        // The claim is bound: not part of the reason.
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "/persistentvolumeclaims/demo-k8s-volume",
+        )
+        .await;
+        let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                       "metadata": {"name": "demo-k8s-volume", "namespace": NS},
+                       "spec": {}, "status": {"phase": "Bound"}});
+        send.send_response(respond(StatusCode::OK, &claim));
+        drop(watch);
+    });
+    let mut o = opts(Duration::from_secs(30));
+    o.pod_check = Some(Duration::from_millis(100));
+    o.pending_timeout = Duration::from_millis(150);
+    let e = submit(client, &spec(), &o).await.unwrap_err();
+    assert_eq!(e.exit_code(), 3, "{e}");
+    let m = e.to_string();
+    assert!(
+        m.contains("pod demo-k8s-download-xyz has not started"),
+        "{m}"
+    );
+    assert!(m.contains("Unschedulable: 0/3 nodes are available"), "{m}");
+    finish(server).await;
+}
+
+/// `-n other`: every request goes to that namespace and every object is rendered for it
+/// (a real API server refuses an object whose namespace differs from the request's).
+#[tokio::test]
+async fn the_namespace_flag_renders_objects_for_that_namespace() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let (body, send) = expect(
+            &mut h,
+            Method::POST,
+            "/api/v1/namespaces/other/persistentvolumeclaims",
+        )
+        .await;
+        assert_eq!(body["metadata"]["namespace"], "other");
+        send.send_response(respond(StatusCode::CREATED, &body));
+        for _ in STAGES {
+            let (body, send) =
+                expect(&mut h, Method::POST, "/apis/batch/v1/namespaces/other/jobs").await;
+            assert_eq!(body["metadata"]["namespace"], "other");
+            send.send_response(respond(StatusCode::CREATED, &body));
+            let (_, send) =
+                expect(&mut h, Method::GET, "/apis/batch/v1/namespaces/other/jobs?").await;
+            send.send_response(respond(
+                StatusCode::OK,
+                &job_list(vec![with_conditions(body, &[("Complete", "Done")])]),
+            ));
+        }
+    });
+    let mut o = opts(Duration::from_secs(30));
+    o.namespace = Some("other".into());
+    submit(client, &spec(), &o).await.unwrap();
     finish(server).await;
 }

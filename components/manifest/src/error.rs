@@ -27,10 +27,17 @@ pub enum ExitStatus {
     Conflict = 7,
     /// Local filesystem failure (disk full, permission denied, read-only volume).
     LocalIo = 8,
+    /// The requested device (a GPU) is not usable on this node: the binary was built without a
+    /// GPU backend, or libtorch sees no (or too few) CUDA devices. Not a usage error: the command
+    /// line is right for the node it was meant for. Not retryable either: a retry lands on the
+    /// same node class with the same image and finds the same, so a Kubernetes
+    /// `podFailurePolicy` should fail the Job on it (`FailJob`), and nothing may fall back to the
+    /// CPU silently (a GPU stage on the CPU runs for hours where it was planned for minutes).
+    DeviceUnavailable = 9,
 }
 
 impl ExitStatus {
-    pub const ALL: [ExitStatus; 9] = [
+    pub const ALL: [ExitStatus; 10] = [
         ExitStatus::Ok,
         ExitStatus::Internal,
         ExitStatus::Usage,
@@ -40,6 +47,7 @@ impl ExitStatus {
         ExitStatus::Integrity,
         ExitStatus::Conflict,
         ExitStatus::LocalIo,
+        ExitStatus::DeviceUnavailable,
     ];
 
     pub fn code(self) -> u8 {
@@ -58,6 +66,7 @@ impl ExitStatus {
             ExitStatus::Integrity => "integrity",
             ExitStatus::Conflict => "conflict",
             ExitStatus::LocalIo => "local-io",
+            ExitStatus::DeviceUnavailable => "device-unavailable",
         }
     }
 }
@@ -92,6 +101,8 @@ pub enum StageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("device unavailable: {0}")]
+    DeviceUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -106,6 +117,7 @@ impl StageError {
             StageError::Integrity(_) => ExitStatus::Integrity,
             StageError::Conflict(_) => ExitStatus::Conflict,
             StageError::LocalIo { .. } => ExitStatus::LocalIo,
+            StageError::DeviceUnavailable(_) => ExitStatus::DeviceUnavailable,
             StageError::Internal(_) => ExitStatus::Internal,
         }
     }
@@ -142,7 +154,7 @@ mod tests {
     #[test]
     fn codes_are_unique_and_stable() {
         let codes: Vec<u8> = ExitStatus::ALL.iter().map(|s| s.code()).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         let mut names: Vec<&str> = ExitStatus::ALL.iter().map(|s| s.name()).collect();
         names.dedup();
         assert_eq!(names.len(), ExitStatus::ALL.len());
