@@ -81,6 +81,19 @@ pub enum PipelineError {
         log: PathBuf,
         tail: String,
     },
+    /// A stage's Job failed on the cluster.
+    #[error(
+        "stage {stage} failed with exit code {}{}: {place}\n--- last lines of the {stage} log ---\n{tail}",
+        code.map(|c| c.to_string()).unwrap_or_else(|| "none (the pod did not run to an exit)".into()),
+        code.and_then(exit_name).map(|n| format!(" ({n})")).unwrap_or_default(),
+    )]
+    JobFailed {
+        stage: Stage,
+        code: Option<i32>,
+        /// The Job, its condition, the failing pod (and shard) and what to do next.
+        place: String,
+        tail: String,
+    },
     #[error(
         "timed out after {after:?} waiting for {stage}; the run goes on in the cluster: `pipeline status`, or submit again to keep following it"
     )]
@@ -107,7 +120,7 @@ impl PipelineError {
     pub fn exit_code(&self) -> u8 {
         match self {
             PipelineError::Spec(_) => ExitStatus::Usage.code(),
-            PipelineError::StageFailed { code, .. } => code
+            PipelineError::StageFailed { code, .. } | PipelineError::JobFailed { code, .. } => code
                 .and_then(|c| u8::try_from(c).ok())
                 .filter(|&c| c != 0)
                 .unwrap_or(ExitStatus::Internal.code()),

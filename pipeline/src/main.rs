@@ -9,6 +9,8 @@ use kubestyle_pipeline::{Cli, main as pipeline_main};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // Before any TLS client exists: rustls cannot choose between the two providers linked.
+    kubestyle_pipeline::submit::install_crypto_provider();
     match pipeline_main(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

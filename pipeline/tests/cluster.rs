@@ -56,6 +56,10 @@ async fn admin() -> (Client, kube::Config) {
     (Client::try_from(config.clone()).unwrap(), config)
 }
 
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
 /// One test's world: a namespace with `manifests/base` in it, the S3 Secret, buckets with the
 /// demo photos and the trained model, and a kubeconfig for the controller ServiceAccount.
 struct World {
@@ -125,9 +129,16 @@ impl World {
                 name: Some("kubestyle-s3".into()),
                 ..Default::default()
             },
+            // The credentials this test uses (moto's dummies, or the kind workflow's MinIO).
             string_data: Some(BTreeMap::from([
-                ("AWS_ACCESS_KEY_ID".to_string(), "testing".to_string()),
-                ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+                (
+                    "AWS_ACCESS_KEY_ID".to_string(),
+                    env_or("AWS_ACCESS_KEY_ID", "testing"),
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    env_or("AWS_SECRET_ACCESS_KEY", "testing"),
+                ),
                 ("AWS_REGION".into(), "us-east-1".into()),
                 ("AWS_ENDPOINT_URL".into(), pod_endpoint),
                 ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
@@ -329,7 +340,10 @@ async fn example_run_end_to_end_as_the_controller() {
     eprintln!("submit took {:?}\n{t}", started.elapsed());
     assert!(t.contains("run e2e: 4 stages complete"), "{t}");
     // --watch streamed the stages' own log lines.
-    assert!(t.contains("       stylize | "), "{t}");
+    assert!(
+        t.contains(" stylize | ") && t.contains("shard 1 of 2"),
+        "{t}"
+    );
     let st = w.job("e2e-stylize").await.unwrap();
     assert_eq!(
         st.spec.as_ref().unwrap().completion_mode.as_deref(),
@@ -395,6 +409,7 @@ async fn a_stage_exiting_4_fails_the_job_with_its_log_tail() {
         .pipeline(&["submit", spec.to_str().unwrap(), "--timeout", "300"])
         .await;
     let t = assert_code(&out, 4);
+    eprintln!("{t}");
     for needle in [
         "stage package-model failed with exit code 4 (input-invalid)",
         "PodFailurePolicy",
@@ -511,6 +526,7 @@ async fn unschedulable_and_deleted_jobs_are_reported() {
         ])
         .await;
     let t = assert_code(&out, 3);
+    eprintln!("{t}");
     assert!(t.contains("sched-stylize"), "{t}");
     assert!(t.contains("Unschedulable"), "{t}");
     assert!(

@@ -357,7 +357,7 @@ async fn a_job_failing_midway_reports_exit_code_and_log_tail() {
         .await
         .unwrap_err();
     match &e {
-        PipelineError::StageFailed {
+        PipelineError::JobFailed {
             stage, code, tail, ..
         } => {
             assert_eq!(*stage, Stage::PackageModel);

@@ -117,12 +117,29 @@ pub struct Compute {
     pub name: String,
     /// Run on kubestyle's fused CPU kernels (flex only) rather than burn's tensor ops.
     pub fused: bool,
+    /// What `--device` asked for (`auto`, `cpu`, `cuda`, `cuda:N`).
+    pub requested: String,
+    /// Why `--device auto` runs on the CPU although a GPU was looked for (no GPU backend in this
+    /// build, libtorch without CUDA, no CUDA device); logged as a warning and recorded in the
+    /// manifest. `None` when nothing fell back.
+    pub fallback: Option<String>,
 }
 
 impl Compute {
     /// `fused` or `burn` (for logs and manifests).
     pub fn kernels(&self) -> &'static str {
         if self.fused { "fused" } else { "burn" }
+    }
+
+    fn flex(requested: &str, fallback: Option<String>) -> Self {
+        Compute {
+            device: Device::flex(),
+            backend: "flex",
+            name: "cpu".into(),
+            fused: false,
+            requested: requested.into(),
+            fallback,
+        }
     }
 }
 
@@ -143,13 +160,13 @@ pub fn select_kernels(mut compute: Compute, kernels: KernelsArg) -> Result<Compu
 
 /// Resolve `--backend` and `--device`. The default build has the pure-Rust CPU backend
 /// (burn-flex) only; the `tch` build adds libtorch on the CPU or on CUDA GPUs.
+///
+/// A GPU asked for by name (`cuda`, `cuda:N`) that this build or node cannot give is
+/// [`StageError::DeviceUnavailable`] (exit 9), before any work: a GPU stage never degrades to
+/// the CPU silently. `auto` takes a usable GPU, else the CPU, and records why in
+/// [`Compute::fallback`]. Contradictory options (`--backend flex --device cuda`, `--backend tch`
+/// in a build without it) are usage errors.
 pub fn select_device(backend: &str, spec: &str) -> Result<Compute, StageError> {
-    let flex = || Compute {
-        device: Device::flex(),
-        backend: "flex",
-        name: "cpu".into(),
-        fused: false,
-    };
     let cuda_index = match spec {
         "auto" | "cpu" => None,
         "cuda" => Some(0usize),
@@ -164,7 +181,8 @@ pub fn select_device(backend: &str, spec: &str) -> Result<Compute, StageError> {
     };
     match backend {
         "flex" => match cuda_index {
-            None => Ok(flex()),
+            // The CPU backend was chosen: `auto` has nothing to fall back from.
+            None => Ok(Compute::flex(spec, None)),
             Some(_) => Err(StageError::Usage(format!(
                 "--device {spec}: the flex backend runs on the CPU only"
             ))),
@@ -181,10 +199,12 @@ pub fn select_device(backend: &str, spec: &str) -> Result<Compute, StageError> {
                         "--backend tch: this build has no libtorch backend (build stylize with --features tch)".into(),
                     ));
                 }
-                match cuda_index {
-                    None => Ok(flex()),
-                    Some(_) => Err(StageError::Usage(format!(
-                        "--device {spec}: this build has no GPU backend (build stylize with --features tch)"
+                let why = "this build of stylize has no GPU backend (built without the tch feature; the GPU image is kubestyle-stylize-cuda)";
+                match (spec, cuda_index) {
+                    ("auto", _) => Ok(Compute::flex(spec, Some(why.into()))),
+                    (_, None) => Ok(Compute::flex(spec, None)),
+                    (_, Some(_)) => Err(StageError::DeviceUnavailable(format!(
+                        "--device {spec}: {why}"
                     ))),
                 }
             }
@@ -195,40 +215,57 @@ pub fn select_device(backend: &str, spec: &str) -> Result<Compute, StageError> {
     }
 }
 
+/// Why libtorch sees no CUDA device: whether its CUDA library is loaded at all tells a build or
+/// packaging fault (a CPU-only libtorch, or a binary linked without `libtorch_cuda.so`) from a
+/// node or pod without a GPU.
+#[cfg(feature = "tch")]
+fn no_gpu_reason() -> String {
+    let none = "libtorch sees 0 CUDA devices";
+    match std::fs::read_to_string("/proc/self/maps") {
+        Ok(maps) if maps.contains("/libtorch_cuda.so") => format!(
+            "{none} (no NVIDIA GPU or driver visible here: on Kubernetes check the nvidia.com/gpu \
+             limit, the node's driver and device plugin, and the runtime class)"
+        ),
+        Ok(_) => format!(
+            "{none}: its CUDA library (libtorch_cuda.so) is not loaded (a CPU-only libtorch, or a \
+             binary linked without it)"
+        ),
+        // No /proc: cannot tell which.
+        Err(_) => none.into(),
+    }
+}
+
 #[cfg(feature = "tch")]
 #[allow(deprecated)]
 fn tch_device(backend: &str, spec: &str, cuda_index: Option<usize>) -> Result<Compute, StageError> {
     let gpus = tch::Cuda::device_count().max(0) as usize;
+    let tch = |device: Device, name: String| Compute {
+        device,
+        backend: "tch",
+        name,
+        fused: false,
+        requested: spec.into(),
+        fallback: None,
+    };
+    let fallback = (spec == "auto" && gpus == 0).then(no_gpu_reason);
     match (spec, cuda_index) {
-        ("auto", _) if gpus > 0 => Ok(Compute {
-            device: Device::libtorch_cuda(0usize),
-            backend: "tch",
-            name: "cuda:0".into(),
-            fused: false,
-        }),
+        ("auto", _) if gpus > 0 => Ok(tch(Device::libtorch_cuda(0usize), "cuda:0".into())),
         // No GPU asked for or found: on the CPU the fused kernels are faster than libtorch
         // (README, Speed), so `auto` takes them; `--backend tch` still picks libtorch.
-        (_, None) if backend == "auto" => Ok(Compute {
-            device: Device::flex(),
-            backend: "flex",
-            name: "cpu".into(),
-            fused: false,
-        }),
+        (_, None) if backend == "auto" => Ok(Compute::flex(spec, fallback)),
         (_, None) => Ok(Compute {
-            device: Device::libtorch(),
-            backend: "tch",
-            name: "cpu".into(),
-            fused: false,
+            fallback,
+            ..tch(Device::libtorch(), "cpu".into())
         }),
-        (_, Some(i)) if i < gpus => Ok(Compute {
-            device: Device::libtorch_cuda(i),
-            backend: "tch",
-            name: format!("cuda:{i}"),
-            fused: false,
-        }),
-        (_, Some(i)) => Err(StageError::Usage(format!(
-            "--device {spec}: no CUDA device {i} (libtorch sees {gpus} GPU{})",
-            if gpus == 1 { "" } else { "s" }
+        (_, Some(i)) if i < gpus => Ok(tch(Device::libtorch_cuda(i), format!("cuda:{i}"))),
+        (_, Some(_)) if gpus == 0 => Err(StageError::DeviceUnavailable(format!(
+            "--device {spec}: {}",
+            no_gpu_reason()
+        ))),
+        (_, Some(i)) => Err(StageError::DeviceUnavailable(format!(
+            "--device {spec}: no CUDA device {i} (libtorch sees {gpus} GPU{}, cuda:0 to cuda:{})",
+            if gpus == 1 { "" } else { "s" },
+            gpus - 1
         ))),
     }
 }
@@ -263,6 +300,14 @@ pub struct Summary {
 }
 
 pub fn run(args: Args) -> Result<Summary, StageError> {
+    // The device first: a GPU asked for and not there fails the stage before any work.
+    let compute = select_kernels(select_device(&args.backend, &args.device)?, args.kernels)?;
+    if let Some(why) = &compute.fallback {
+        tracing::warn!(
+            "--device {}: no usable GPU, running on the CPU: {why}",
+            compute.requested
+        );
+    }
     let volume = open_volume(&args.volume)?;
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
@@ -273,7 +318,6 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
             "--tile must be a multiple of 4, at least 64, and more than twice --overlap".into(),
         ));
     }
-    let compute = select_kernels(select_device(&args.backend, &args.device)?, args.kernels)?;
     tracing::info!(
         "backend {} on {} ({} kernels)",
         compute.backend,
@@ -518,6 +562,10 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                 attrs.insert("height".into(), json!(planar.height));
                 attrs.insert("backend".into(), json!(compute.backend));
                 attrs.insert("device".into(), json!(compute.name));
+                attrs.insert("device_requested".into(), json!(compute.requested));
+                if let Some(why) = &compute.fallback {
+                    attrs.insert("device_fallback".into(), json!(why));
+                }
                 attrs.insert("kernels".into(), json!(compute.kernels()));
                 attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
                 attrs.insert("tiles".into(), json!(tiles));

@@ -111,6 +111,7 @@ fn styles_blends_and_every_kind_of_image() {
             "backend",
             "device",
             "kernels",
+            "device_requested",
             "forward_ms",
         ] {
             assert!(a.attributes.contains_key(k), "{k} missing in {a:?}");
@@ -289,10 +290,22 @@ fn bad_input_is_refused_and_nothing_is_written() {
                 "--image".into(),
                 img.join("odd.png").display().to_string(),
                 "--device".into(),
+                "cuda:999".into(),
+            ],
+            9,
+            "--device cuda:999",
+        ),
+        (
+            vec![
+                "--image".into(),
+                img.join("odd.png").display().to_string(),
+                "--backend".into(),
+                "flex".into(),
+                "--device".into(),
                 "cuda".into(),
             ],
             2,
-            "cuda",
+            "flex backend runs on the CPU only",
         ),
         (
             vec![
@@ -314,6 +327,105 @@ fn bad_input_is_refused_and_nothing_is_written() {
             files(&vol.path().join("styled"))
         );
         assert!(!manifest_path(vol.path(), "t", "stylize").exists());
+    }
+}
+
+/// CUDA devices libtorch sees (none in a build without libtorch).
+fn gpus() -> i64 {
+    #[cfg(feature = "tch")]
+    {
+        tch::Cuda::device_count()
+    }
+    #[cfg(not(feature = "tch"))]
+    {
+        0
+    }
+}
+
+/// A GPU asked for by name that the build or the node cannot give fails at start — before the
+/// volume is even looked at — with exit 9 (device-unavailable) and the reason; it never falls
+/// back to the CPU.
+#[test]
+fn a_missing_gpu_fails_at_start_with_exit_9() {
+    let vol = tempfile::tempdir().unwrap();
+    let missing = vol.path().join("no-such-volume");
+    let why = if !cfg!(feature = "tch") {
+        "built without the tch feature"
+    } else if gpus() == 0 {
+        "libtorch sees 0 CUDA devices"
+    } else {
+        "no CUDA device 999"
+    };
+    let mut devices = vec!["cuda:999"];
+    if gpus() == 0 {
+        devices.push("cuda");
+    }
+    for device in devices {
+        let out = Command::cargo_bin("stylize")
+            .unwrap()
+            .args(["--volume", missing.to_str().unwrap(), "--run-id", "t"])
+            .args(["--device", device])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("{err}");
+        assert_eq!(out.status.code(), Some(9), "--device {device}: {err}");
+        assert!(
+            err.contains(&format!("device unavailable: --device {device}")),
+            "{err}"
+        );
+        assert!(err.contains(why), "--device {device}: {err}");
+        assert!(err.contains("exit 9 device-unavailable"), "{err}");
+        // The "backend … on … (… kernels)" line comes after the device check.
+        assert!(!err.contains("kernels)"), "work started: {err}");
+        assert!(!missing.exists());
+    }
+}
+
+/// `--device auto` without a usable GPU runs on the CPU and says so: a warning naming why, and
+/// `device_requested`/`device_fallback` beside `device` in the manifest. An explicit CPU
+/// backend or device is no fallback.
+#[test]
+fn auto_without_a_gpu_falls_back_to_the_cpu_and_says_why() {
+    let vol = volume();
+    let attrs = |vol: &Path| {
+        let m = Manifest::read(&manifest_path(vol, "t", "stylize"), vol).unwrap();
+        m.outputs[0].attributes.clone()
+    };
+    let (log, _) = style7_odd(vol.path(), "auto", &["--device", "auto"]);
+    let a = attrs(vol.path());
+    assert_eq!(a["device_requested"], "auto");
+    if gpus() > 0 {
+        assert!(log.contains("backend tch on cuda:0"), "{log}");
+        assert!(!a.contains_key("device_fallback"), "{a:?}");
+    } else {
+        let why = a["device_fallback"].as_str().expect("device_fallback");
+        assert_eq!(a["device"], "cpu");
+        assert!(
+            why.contains(if cfg!(feature = "tch") {
+                "libtorch sees 0 CUDA devices"
+            } else {
+                "built without the tch feature"
+            }),
+            "{why}"
+        );
+        assert!(log.contains("WARN"), "{log}");
+        assert!(
+            log.contains(&format!(
+                "--device auto: no usable GPU, running on the CPU: {why}"
+            )),
+            "{log}"
+        );
+    }
+    for (out, extra) in [
+        ("cpu", ["--device", "cpu"]),
+        ("flex", ["--backend", "flex"]),
+    ] {
+        let (log, _) = style7_odd(vol.path(), out, &extra);
+        let a = attrs(vol.path());
+        assert!(!log.contains("no usable GPU"), "{extra:?}: {log}");
+        assert!(!a.contains_key("device_fallback"), "{extra:?}: {a:?}");
+        assert_eq!(a["device"], "cpu");
     }
 }
 

@@ -352,10 +352,10 @@ async fn follow_stage(
                 place.push_str(&format!(", shard {s}"));
             }
             place.push_str("; fix the cause and submit again to resume from this stage");
-            Err(PipelineError::StageFailed {
+            Err(PipelineError::JobFailed {
                 stage,
                 code: r.code,
-                log: place.into(),
+                place,
                 tail: r.tail,
             })
         }
