@@ -82,25 +82,6 @@ cargo build --workspace --locked
 log "cargo test (default build: burn-flex)"
 cargo test --workspace --locked --no-fail-fast "$@"
 
-# The real-cluster tier (pipeline/tests/cluster.rs, `#[ignore = "needs cluster"]`): against the
-# cluster KUBESTYLE_TEST_KUBECONFIG points at, or one started here from the Kubernetes binaries
-# in KUBESTYLE_K8S_BIN (tests/cluster/README.md says how to build them). Neither is set in CI.
-cluster_dir=""
-if [ -z "${KUBESTYLE_TEST_KUBECONFIG:-}" ] && [ -n "${KUBESTYLE_K8S_BIN:-}" ]; then
-  cluster_dir=$(mktemp -d -t kubestyle-cluster.XXXXXX)
-  log "starting a local control plane from $KUBESTYLE_K8S_BIN"
-  KUBESTYLE_CLUSTER_WATCH_PID=$$ tests/cluster/up.sh "$cluster_dir" "${CARGO_TARGET_DIR:-$root/target}/debug" >"$cluster_dir/env"
-  export KUBESTYLE_TEST_KUBECONFIG="$cluster_dir/admin.kubeconfig"
-  cleanup_cluster() { tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true; rm -rf "$cluster_dir"; cleanup; }
-  trap cleanup_cluster EXIT
-fi
-if [ -n "${KUBESTYLE_TEST_KUBECONFIG:-}" ]; then
-  log "cargo test: the real-cluster tier against $KUBESTYLE_TEST_KUBECONFIG"
-  cargo test --locked -p pipeline --test cluster -- --ignored --test-threads=1
-else
-  log "real-cluster tier skipped (set KUBESTYLE_TEST_KUBECONFIG or KUBESTYLE_K8S_BIN to run it)"
-fi
-
 # The libtorch backend, against the venv's torch 2.9.0 (what burn-tch 0.22 needs). The build
 # bakes an rpath to torch/lib, so the binaries run without LD_LIBRARY_PATH.
 log "cargo test --features tch (burn-tch on libtorch 2.9.0)"
@@ -113,3 +94,29 @@ fi
 PATH="$venv/bin:$PATH" VIRTUAL_ENV="$venv" LIBTORCH_USE_PYTORCH=1 KUBESTYLE_TEST_BACKEND=tch \
   cargo test --locked --no-fail-fast -p kubestyle-models -p stylize \
   --features kubestyle-models/tch,stylize/tch "$@"
+
+# The real-cluster tier (pipeline/tests/cluster.rs, `#[ignore = "needs cluster"]`), last: against
+# a control plane started here from the Kubernetes binaries in KUBESTYLE_K8S_BIN (see
+# tests/cluster/README.md; the stage binaries run as local processes and reach this moto), or
+# against the cluster KUBESTYLE_TEST_KUBECONFIG points at when KUBESTYLE_TEST_POD_S3_ENDPOINT
+# says how its pods reach an S3 server (and the `:ci` images are on its nodes). CI sets none.
+if [ -n "${KUBESTYLE_K8S_BIN:-}" ]; then
+  cluster_dir=$(mktemp -d -t kubestyle-cluster.XXXXXX)
+  cleanup_cluster() {
+    rc=$?
+    tests/cluster/down.sh "$cluster_dir" >/dev/null 2>&1 || true
+    if [ "$rc" = 0 ]; then rm -rf "$cluster_dir"; else echo "cluster logs kept in $cluster_dir/logs" >&2; fi
+    cleanup
+  }
+  trap cleanup_cluster EXIT
+  log "starting a local control plane from $KUBESTYLE_K8S_BIN"
+  KUBESTYLE_CLUSTER_WATCH_PID=$$ tests/cluster/up.sh "$cluster_dir" "${CARGO_TARGET_DIR:-$root/target}/debug" >"$cluster_dir/env"
+  export KUBESTYLE_TEST_KUBECONFIG="$cluster_dir/admin.kubeconfig"
+  log "cargo test: the real-cluster tier (local control plane)"
+  cargo test --locked -p pipeline --test cluster -- --ignored --test-threads=1
+elif [ -n "${KUBESTYLE_TEST_KUBECONFIG:-}" ] && [ -n "${KUBESTYLE_TEST_POD_S3_ENDPOINT:-}" ]; then
+  log "cargo test: the real-cluster tier against $KUBESTYLE_TEST_KUBECONFIG"
+  cargo test --locked -p pipeline --test cluster -- --ignored --test-threads=1
+else
+  log "real-cluster tier skipped (set KUBESTYLE_K8S_BIN, or KUBESTYLE_TEST_KUBECONFIG with KUBESTYLE_TEST_POD_S3_ENDPOINT)"
+fi

@@ -45,7 +45,13 @@ fn version(s: &str) -> (u64, u64, u64) {
 fn metadata() -> Value {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| env!("CARGO").to_string());
     let out = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--locked"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--locked",
+            "--all-features",
+        ])
         .current_dir(root())
         .output()
         .unwrap();

@@ -215,6 +215,37 @@ pub enum Command {
     Schema,
 }
 
+/// Print to stdout; a closed stdout (`pipeline logs RUN | head`) ends the output quietly instead
+/// of panicking.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// An admin command (`status`, `logs`, `delete`) under an overall deadline of a few requests.
+async fn admin<T>(
+    c: &submit::Cluster,
+    fut: impl std::future::Future<Output = Result<T, PipelineError>>,
+) -> Result<T, PipelineError> {
+    tokio::time::timeout(c.request_timeout * 10, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StageError::Storage(format!(
+                "the API server at {} stopped answering (--request-timeout)",
+                c.server
+            ))
+            .into())
+        })
+}
+
 /// Run one command; what it prints for people goes to stdout.
 pub async fn main(cli: Cli) -> Result<(), PipelineError> {
     match cli.command {
@@ -230,13 +261,13 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
                 bin_dir,
             };
             let report = run::run(&spec, &opts).await?;
-            print!("{}", run::summary(&report));
+            out!("{}", run::summary(&report));
             Ok(())
         }
         Command::Validate { spec } => {
             let l = spec::load(&spec)?;
             let s = &l.spec;
-            println!(
+            outln!(
                 "{}: valid — run {:?}, {} image source{}, {} model{}, output {}",
                 spec.display(),
                 s.name,
@@ -256,7 +287,7 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             let l = spec::load(&spec)?;
             let mut opts = render::RenderOptions::of_spec(&l);
             opts.namespace = namespace.or(opts.namespace);
-            print!("{}", render::render_yaml_with(&l, &opts)?);
+            out!("{}", render::render_yaml_with(&l, &opts)?);
             Ok(())
         }
         Command::Submit {
@@ -281,14 +312,18 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
                 all: force,
                 from: force_stage,
             };
+            opts.request_timeout = cluster.timeout();
             let done = submit::submit(c.client, &l, &opts).await?;
-            println!("run {}: {} stages complete", l.spec.name, done.len());
+            outln!("run {}: {} stages complete", l.spec.name, done.len());
             Ok(())
         }
         Command::Status { run, cluster } => {
             let c = cluster.connect().await?;
             let ns = c.namespace(cluster.namespace.as_deref(), None);
-            print!("{}", submit::status(c.client, &ns, &run).await?);
+            out!(
+                "{}",
+                admin(&c, submit::status(c.client.clone(), &ns, &run)).await?
+            );
             Ok(())
         }
         Command::Logs {
@@ -302,7 +337,10 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
                 Some(s) => vec![s],
                 None => Stage::ALL.to_vec(),
             };
-            print!("{}", submit::logs(c.client, &ns, &run, &stages).await?);
+            out!(
+                "{}",
+                admin(&c, submit::logs(c.client.clone(), &ns, &run, &stages)).await?
+            );
             Ok(())
         }
         Command::Delete {
@@ -313,19 +351,23 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             let c = cluster.connect().await?;
             let ns = c.namespace(cluster.namespace.as_deref(), None);
             let claim = format!("{run}-volume");
-            let gone = submit::delete(c.client, &ns, &run, &claim, with_data).await?;
+            let gone = admin(
+                &c,
+                submit::delete(c.client.clone(), &ns, &run, &claim, with_data),
+            )
+            .await?;
             for g in &gone {
-                println!("deleted {g}");
+                outln!("deleted {g}");
             }
             if !with_data {
-                println!(
+                outln!(
                     "kept persistentvolumeclaim/{claim} (the run's data): add --with-data to delete it"
                 );
             }
             Ok(())
         }
         Command::Schema => {
-            println!("{}", spec_schema_json());
+            outln!("{}", spec_schema_json());
             Ok(())
         }
     }

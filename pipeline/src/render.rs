@@ -611,6 +611,13 @@ mod tests {
         assert!(e.to_string().contains("S3 only"), "{e}");
     }
 
+    fn pod(o: &Object) -> &PodSpec {
+        let Object::Job(j) = o else {
+            panic!("not a job")
+        };
+        j.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
     fn stylize_args(objs: &[Object]) -> Vec<String> {
         objs.iter()
             .find_map(|o| match o {
@@ -676,9 +683,7 @@ mod tests {
         let mut l = example();
         l.spec.kubernetes.as_mut().unwrap().gpu.same_node = true;
         let objs = render(&l).unwrap();
-        let Object::Job(st) = &objs[3] else { panic!() };
-        let pod = st.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
-        let term = &pod
+        let term = &pod(&objs[3])
             .affinity
             .as_ref()
             .unwrap()
@@ -698,17 +703,6 @@ mod tests {
             .unwrap();
         assert_eq!(labels["kubestyle.dev/stage"], "stylize");
         assert_eq!(labels["kubestyle.dev/run"], "demo-k8s");
-        let Object::Job(dl) = &objs[1] else { panic!() };
-        assert!(
-            dl.spec
-                .as_ref()
-                .unwrap()
-                .template
-                .spec
-                .as_ref()
-                .unwrap()
-                .affinity
-                .is_none()
-        );
+        assert!(pod(&objs[1]).affinity.is_none());
     }
 }

@@ -759,6 +759,18 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
                 ),
             );
         } else if k.volume.claim.is_none()
+            && k.volume.access_mode == "ReadWriteOncePod"
+            && k.gpu.shards > 1
+            && k.gpu.parallelism > 1
+        {
+            err(
+                "kubernetes.volume.access_mode",
+                "ReadWriteOncePod lets one pod at a time mount the claim: parallel stylize shards \
+                 never all start (not even on one node). Use ReadWriteMany, ReadWriteOnce with \
+                 gpu.same_node: true, or gpu.parallelism: 1"
+                    .into(),
+            );
+        } else if k.volume.claim.is_none()
             && k.volume.access_mode != "ReadWriteMany"
             && k.gpu.shards > 1
             && k.gpu.parallelism > 1
@@ -1110,6 +1122,10 @@ stylize:
         parse(&k("  volume:\n    access_mode: ReadWriteMany\n")).unwrap();
         parse(&k("  volume:\n    claim: shared\n")).unwrap();
         parse(&k("").replace("parallelism: 2", "parallelism: 1")).unwrap();
+        let e = errors(&k(
+            "    same_node: true\n  volume:\n    access_mode: ReadWriteOncePod\n",
+        ));
+        assert!(e[0].message.contains("one pod at a time"), "{}", e[0]);
         let e = errors(&k("  volume:\n    access_mode: ReadWriteSometimes\n"));
         assert!(e[0].message.contains("expected ReadWriteOnce"), "{}", e[0]);
         assert_eq!(e[0].line, Some(21));

@@ -31,6 +31,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use kubestyle_testkit::S3Server;
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncBufReadExt;
 
 const KUBECONFIG_VAR: &str = "KUBESTYLE_TEST_KUBECONFIG";
 
@@ -319,6 +320,8 @@ fn text(o: &Output) -> String {
 fn assert_code(o: &Output, code: i32) -> String {
     let t = text(o);
     assert!(!t.contains("panicked"), "{t}");
+    // The Role grants everything the controller reads, events included.
+    assert!(!t.contains("cannot read events"), "{t}");
     assert_eq!(o.status.code(), Some(code), "{t}");
     t
 }
@@ -534,8 +537,9 @@ async fn unschedulable_and_deleted_jobs_are_reported() {
         "{t}"
     );
 
-    // The same run followed again (stylize still pending), and its Job deleted meanwhile.
-    let child = {
+    // The same run followed again (stylize still pending), and its Job deleted meanwhile: once
+    // submit says it follows the stylize Job.
+    let mut child = {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pipeline"));
         cmd.args([
             "submit",
@@ -550,19 +554,65 @@ async fn unschedulable_and_deleted_jobs_are_reported() {
         .stderr(std::process::Stdio::piped());
         cmd.spawn().unwrap()
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let following = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("job sched-stylize: running already, following it") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(matches!(following, Ok(true)), "{seen}");
     Api::<Job>::namespaced(w.admin.clone(), &w.ns)
         .delete("sched-stylize", &DeleteParams::background())
         .await
         .unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("submit kept waiting for a deleted Job")
-        .unwrap();
-    let t = assert_code(&out, 3);
+    let code = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = stderr.next_line().await.unwrap() {
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("submit kept waiting for a deleted Job");
+    assert_eq!(code.code(), Some(3), "{seen}");
     assert!(
-        t.contains("sched-stylize was deleted while being followed"),
-        "{t}"
+        seen.contains("sched-stylize was deleted while being followed"),
+        "{seen}"
+    );
+    assert!(!seen.contains("panicked"), "{seen}");
+    w.cleanup().await;
+}
+
+/// A Job whose pods cannot be created (the ServiceAccount the spec names does not exist): the
+/// Job controller's FailedCreate event is reported, exit 3, instead of a wait for the timeout.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs cluster"]
+async fn a_job_that_cannot_create_pods_is_reported() {
+    let w = World::new("nosa").await;
+    let spec = w.spec("nosa", |t| {
+        t.replace(
+            "  s3_secret: kubestyle-s3\n",
+            "  s3_secret: kubestyle-s3\n  service_account: no-such-sa\n",
+        )
+    });
+    let started = Instant::now();
+    let out = w
+        .pipeline(&["submit", spec.to_str().unwrap(), "--timeout", "300"])
+        .await;
+    let t = assert_code(&out, 3);
+    assert!(t.contains("cannot create its pods: FailedCreate"), "{t}");
+    assert!(t.contains("no-such-sa"), "{t}");
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
     );
     w.cleanup().await;
 }

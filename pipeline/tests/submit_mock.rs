@@ -112,8 +112,9 @@ async fn claim_created(h: &mut Handle) {
     send.send_response(respond(StatusCode::CREATED, &body));
 }
 
-/// A Job is created and its watch shows it complete at once.
-async fn job_completes(h: &mut Handle, stage: &str) -> Value {
+/// A Job is created and its first list shows it as `listed` makes it (from the posted body);
+/// returns the posted body.
+async fn job_listed(h: &mut Handle, stage: &str, listed: impl FnOnce(Value) -> Value) -> Value {
     let (body, send) = expect(h, Method::POST, "/apis/batch/v1/namespaces/kubestyle/jobs").await;
     assert_eq!(body["metadata"]["name"], format!("demo-k8s-{stage}"));
     send.send_response(respond(StatusCode::CREATED, &body));
@@ -125,9 +126,14 @@ async fn job_completes(h: &mut Handle, stage: &str) -> Value {
     .await;
     send.send_response(respond(
         StatusCode::OK,
-        &job_list(vec![with_conditions(body.clone(), &[("Complete", "Done")])]),
+        &job_list(vec![listed(body.clone())]),
     ));
     body
+}
+
+/// A Job is created and its watch shows it complete at once.
+async fn job_completes(h: &mut Handle, stage: &str) -> Value {
+    job_listed(h, stage, |b| with_conditions(b, &[("Complete", "Done")])).await
 }
 
 /// The download Job is created and listed as running (resource version 7, with `status` when
@@ -297,23 +303,18 @@ async fn resubmit_adopts_the_same_spec_and_refuses_another() {
     assert!(done.iter().all(|r| !r.created));
     finish(server).await;
 
-    // Another spec under the same run name: conflict, exit 7, nothing else touched.
+    // Another spec under the same run name: the claim (the run's data) is kept whatever spec
+    // made it, the first Job from the other spec is a conflict, exit 7, nothing else touched.
     let (client, mut h) = mock();
     let server = tokio::spawn(async move {
-        let (mut body, send) = expect(&mut h, Method::POST, "/persistentvolumeclaims").await;
-        send.send_response(respond(
-            StatusCode::CONFLICT,
-            &status(409, "AlreadyExists", "exists"),
-        ));
-        let (_, send) = expect(
+        claim_exists(&mut h, Some(OTHER_HASH)).await;
+        job_exists(
             &mut h,
-            Method::GET,
-            "/persistentvolumeclaims/demo-k8s-volume",
+            "download",
+            &[("Complete", "Done")],
+            Some(OTHER_HASH),
         )
         .await;
-        body["metadata"]["labels"]["kubestyle.dev/spec-hash"] =
-            json!("0000000000000000000000000000000000000000");
-        send.send_response(respond(StatusCode::OK, &body));
     });
     let e = submit(client, &spec(), &opts(Duration::from_secs(30)))
         .await
@@ -329,22 +330,11 @@ async fn a_job_failing_midway_reports_exit_code_and_log_tail() {
     let server = tokio::spawn(async move {
         claim_created(&mut h).await;
         job_completes(&mut h, "download").await;
-        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
-        send.send_response(respond(StatusCode::CREATED, &body));
-        let (_, send) = expect(
-            &mut h,
-            Method::GET,
-            "fieldSelector=metadata.name%3Ddemo-k8s-package-model",
-        )
-        .await;
         // Kubernetes >= 1.31 shows FailureTarget before Failed.
-        send.send_response(respond(
-            StatusCode::OK,
-            &job_list(vec![with_conditions(
-                body,
-                &[("FailureTarget", "PodFailurePolicy")],
-            )]),
-        ));
+        job_listed(&mut h, "package-model", |b| {
+            with_conditions(b, &[("FailureTarget", "PodFailurePolicy")])
+        })
+        .await;
         pod_log(
             &mut h,
             "package-model",
@@ -688,6 +678,100 @@ async fn another_spec_needs_force_and_force_stage_replaces_from_there() {
     let done = submit(client, &spec(), &o).await.unwrap();
     assert!(done.iter().all(|r| r.replaced), "{done:?}");
     finish(server).await;
+
+    // A plain submit after the forced one: the claim still carries the old spec's hash, the
+    // Jobs this one's; everything is kept.
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        claim_exists(&mut h, Some(OTHER_HASH)).await;
+        for stage in STAGES {
+            job_exists(&mut h, stage, &[("Complete", "Done")], None).await;
+        }
+    });
+    let done = submit(client, &spec(), &opts(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(done.iter().all(|r| !r.created), "{done:?}");
+    finish(server).await;
+}
+
+/// A claim or Job of the run's name that kubestyle did not make is never adopted or replaced.
+#[tokio::test]
+async fn objects_kubestyle_did_not_make_are_left_alone() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let (mut body, send) = expect(&mut h, Method::POST, "/persistentvolumeclaims").await;
+        send.send_response(respond(
+            StatusCode::CONFLICT,
+            &status(409, "AlreadyExists", "exists"),
+        ));
+        let (_, send) = expect(
+            &mut h,
+            Method::GET,
+            "/persistentvolumeclaims/demo-k8s-volume",
+        )
+        .await;
+        body["metadata"]["labels"] = json!({"app": "someone-else"});
+        send.send_response(respond(StatusCode::OK, &body));
+    });
+    let mut o = opts(Duration::from_secs(30));
+    o.force.all = true;
+    let e = submit(client, &spec(), &o).await.unwrap_err();
+    assert_eq!(e.exit_code(), 7, "{e}");
+    assert!(e.to_string().contains("not made by kubestyle"), "{e}");
+    finish(server).await;
+}
+
+/// When the Job controller cannot create any pod (a missing ServiceAccount, a quota), its
+/// FailedCreate events say why: exit 3 for what is missing, 5 for a refusal.
+#[tokio::test]
+async fn a_job_that_cannot_create_pods_is_reported() {
+    for (message, code) in [
+        (
+            "Error creating: pods \"demo-k8s-download-\" is forbidden: error looking up service account kubestyle/kubestyle: serviceaccount \"kubestyle\" not found",
+            3,
+        ),
+        (
+            "Error creating: pods \"demo-k8s-download-x\" is forbidden: exceeded quota: compute, requested: memory=512Mi, used: memory=8Gi, limited: memory=8Gi",
+            5,
+        ),
+    ] {
+        let (client, mut h) = mock();
+        let server = tokio::spawn(async move {
+            claim_created(&mut h).await;
+            let (_, watch) = download_running(&mut h, None).await;
+            let (_, send) = expect(
+                &mut h,
+                Method::GET,
+                "labelSelector=job-name%3Ddemo-k8s-download",
+            )
+            .await;
+            send.send_response(respond(
+                StatusCode::OK,
+                &json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}),
+            ));
+            let (_, send) = expect(
+                &mut h,
+                Method::GET,
+                "fieldSelector=involvedObject.name%3Ddemo-k8s-download",
+            )
+            .await;
+            send.send_response(respond(StatusCode::OK, &json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": [
+                {"metadata": {"name": "e1"}, "involvedObject": {"kind": "Job", "name": "demo-k8s-download"},
+                 "reason": "FailedCreate", "type": "Warning", "message": message}]})));
+            drop(watch);
+        });
+        let mut o = opts(Duration::from_secs(30));
+        o.pod_check = Some(Duration::from_millis(100));
+        let e = submit(client, &spec(), &o).await.unwrap_err();
+        assert_eq!(e.exit_code(), code, "{e}");
+        assert!(
+            e.to_string()
+                .contains("cannot create its pods: FailedCreate"),
+            "{e}"
+        );
+        finish(server).await;
+    }
 }
 
 /// An Indexed Job failing in one shard: the report names that shard's pod (the one the Job's
@@ -700,19 +784,14 @@ async fn a_failed_shard_is_reported_even_when_its_log_is_gone() {
         claim_created(&mut h).await;
         job_completes(&mut h, "download").await;
         job_completes(&mut h, "package-model").await;
-        let (body, send) = expect(&mut h, Method::POST, "/jobs").await;
-        send.send_response(respond(StatusCode::CREATED, &body));
-        let (_, send) = expect(
-            &mut h,
-            Method::GET,
-            "fieldSelector=metadata.name%3Ddemo-k8s-stylize",
-        )
+        job_listed(&mut h, "stylize", |b| {
+            let mut failed = with_conditions(b, &[("FailureTarget", "PodFailurePolicy")]);
+            failed["status"]["conditions"][0]["message"] = json!(
+                "Container stylize for pod kubestyle/demo-k8s-stylize-1-bbbbb failed with exit code 4 matching FailJob rule at index 0"
+            );
+            failed
+        })
         .await;
-        let mut failed = with_conditions(body, &[("FailureTarget", "PodFailurePolicy")]);
-        failed["status"]["conditions"][0]["message"] = json!(
-            "Container stylize for pod kubestyle/demo-k8s-stylize-1-bbbbb failed with exit code 4 matching FailJob rule at index 0"
-        );
-        send.send_response(respond(StatusCode::OK, &job_list(vec![failed])));
         let (_, send) = expect(
             &mut h,
             Method::GET,
@@ -881,4 +960,83 @@ async fn the_namespace_flag_renders_objects_for_that_namespace() {
     o.namespace = Some("other".into());
     submit(client, &spec(), &o).await.unwrap();
     finish(server).await;
+}
+
+/// Volume problems: a pod scheduled but stuck attaching its volume (Multi-Attach on a
+/// ReadWriteOnce claim) and a pod whose claim never binds (no StorageClass) are reported after
+/// the pending timeout with the events' reasons and the claim's state (exit 3).
+#[tokio::test]
+async fn volume_problems_are_reported_with_their_events() {
+    for (pod_events, claim_phase, claim_events, needles) in [
+        (
+            vec![(
+                "FailedAttachVolume",
+                "Multi-Attach error for volume \"pvc-1\" Volume is already used by pod(s) demo-k8s-stylize-0-aaaaa",
+            )],
+            "Bound",
+            vec![],
+            vec!["FailedAttachVolume: Multi-Attach error"],
+        ),
+        (
+            vec![],
+            "Pending",
+            vec![(
+                "FailedBinding",
+                "no persistent volumes available for this claim and no storage class is set",
+            )],
+            vec![
+                "persistentvolumeclaim demo-k8s-volume is Pending (storage class none",
+                "FailedBinding: no persistent volumes available",
+            ],
+        ),
+    ] {
+        let (client, mut h) = mock();
+        let server = tokio::spawn(async move {
+            claim_created(&mut h).await;
+            let (_, watch) = download_running(&mut h, None).await;
+            let events = |list: &[(&str, &str)]| {
+                json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items":
+                    list.iter().map(|(r, m)| json!({"metadata": {"name": "e"}, "involvedObject": {},
+                                                     "reason": r, "message": m, "type": "Warning"})).collect::<Vec<_>>()})
+            };
+            while let Some((req, send)) = h.next_request().await {
+                let uri = req.uri().to_string();
+                let body = if uri.contains("labelSelector=job-name%3Ddemo-k8s-download") {
+                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+                        "metadata": {"name": "demo-k8s-download-xyz", "namespace": NS},
+                        "spec": {"containers": [{"name": "download"}],
+                                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "demo-k8s-volume"}}]},
+                        "status": {"phase": "Pending", "containerStatuses": [{
+                            "name": "download", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                            "state": {"waiting": {"reason": "ContainerCreating"}}}]}}]})
+                } else if uri.contains("involvedObject.name%3Ddemo-k8s-download-xyz") {
+                    events(&pod_events)
+                } else if uri.contains("involvedObject.name%3Ddemo-k8s-volume") {
+                    events(&claim_events)
+                } else if uri.contains("/persistentvolumeclaims/demo-k8s-volume") {
+                    json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                           "metadata": {"name": "demo-k8s-volume", "namespace": NS},
+                           "spec": {}, "status": {"phase": claim_phase}})
+                } else {
+                    panic!("unexpected {uri}");
+                };
+                send.send_response(respond(StatusCode::OK, &body));
+            }
+            drop(watch);
+        });
+        let mut o = opts(Duration::from_secs(30));
+        o.pod_check = Some(Duration::from_millis(100));
+        o.pending_timeout = Duration::from_millis(150);
+        let e = submit(client, &spec(), &o).await.unwrap_err();
+        assert_eq!(e.exit_code(), 3, "{e}");
+        let m = e.to_string();
+        assert!(
+            m.contains("pod demo-k8s-download-xyz has not started"),
+            "{m}"
+        );
+        for n in needles {
+            assert!(m.contains(n), "{n:?} in {m}");
+        }
+        finish(server).await;
+    }
 }

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, PropagationPolicy};
 use kube::{Api, Client};
 
-use super::jobs::{JobState, job_state};
+use super::jobs::{JobState, job_state, not_ours, owned_by_run};
 use super::kube_err;
 use super::pods::{exit_code, job_pods, log_of, shard_of};
 use crate::render::job_name;
@@ -94,6 +94,13 @@ pub async fn delete(
     let mut deleted = Vec::new();
     for stage in Stage::ALL {
         let name = job_name(run, stage);
+        match jobs.get_opt(&name).await {
+            Ok(Some(j)) if !owned_by_run(&j.metadata, run) => {
+                return Err(not_ours("job", &name, run).into());
+            }
+            Ok(_) => {}
+            Err(e) => return Err(kube_err(&name, e).into()),
+        }
         match jobs.delete(&name, &dp).await {
             Ok(_) => deleted.push(format!("job/{name}")),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -102,6 +109,14 @@ pub async fn delete(
     }
     if with_data {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, ns);
+        // Only the run's own claim: never a claim someone else named like it.
+        match claims.get_opt(claim).await {
+            Ok(Some(c)) if !owned_by_run(&c.metadata, run) => {
+                return Err(not_ours("persistentvolumeclaim", claim, run).into());
+            }
+            Ok(_) => {}
+            Err(e) => return Err(kube_err(claim, e).into()),
+        }
         match claims.delete(claim, &DeleteParams::default()).await {
             Ok(_) => deleted.push(format!("persistentvolumeclaim/{claim}")),
             Err(kube::Error::Api(s)) if s.code == 404 => {}

@@ -48,16 +48,16 @@ pub async fn follow_logs(
                         let stream = match pods.log_stream(&name, &lp).await {
                             Ok(s) => s,
                             Err(e) => {
-                                eprintln!(
+                                super::note(format!(
                                     "{:>13} | (log of pod {name} unavailable: {e})",
                                     stage.as_str()
-                                );
+                                ));
                                 return;
                             }
                         };
                         let mut lines = stream.lines();
                         while let Some(Ok(line)) = lines.next().await {
-                            eprintln!("{:>13} | {line}", stage.as_str());
+                            super::note(format!("{:>13} | {line}", stage.as_str()));
                             printed.fetch_add(1, Ordering::Relaxed);
                         }
                     }));

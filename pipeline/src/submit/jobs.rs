@@ -7,6 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use kube::Api;
 use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kubestyle_manifest::StageError;
@@ -65,40 +66,93 @@ pub(crate) fn spec_hash_of(
 pub enum Placed<K> {
     /// Created now.
     Created,
-    /// It existed with this spec's hash (or was allowed to differ): kept as it is.
-    Adopted(K),
+    /// One of that name exists already (returned as it is).
+    Exists(K),
 }
 
-/// Create `obj`, or return the existing object of that name when `accept` takes it (given
-/// whether its spec hash is `want_hash`); an existing object `accept` refuses is a conflict
-/// (exit 7) naming both hashes.
-pub async fn create_or_adopt<K>(
+/// `fut` under the per-request deadline: the outer error is the deadline (exit 5 naming
+/// `what`), the inner one the API's answer.
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, StageError> {
+    tokio::time::timeout(limit, fut).await.map_err(|_| {
+        StageError::Storage(format!(
+            "{what}: the API server did not answer within {}s (--request-timeout)",
+            limit.as_secs()
+        ))
+    })
+}
+
+/// Create `obj`, or return the existing object of that name. When the existing one vanishes
+/// between the conflict and the read (its TTL, a delete), the create is tried again.
+pub async fn create_or_get<K>(
     api: &Api<K>,
     obj: &K,
     name: &str,
-    want_hash: &str,
-    accept_other_spec: bool,
+    limit: Duration,
 ) -> Result<Placed<K>, StageError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    match api.create(&PostParams::default(), obj).await {
-        Ok(_) => Ok(Placed::Created),
-        Err(kube::Error::Api(s)) if s.code == 409 => {
-            let existing = api.get(name).await.map_err(|e| kube_err(name, e))?;
-            match spec_hash_of(existing.meta()) {
-                Some(h) if h == want_hash => Ok(Placed::Adopted(existing)),
-                _ if accept_other_spec => Ok(Placed::Adopted(existing)),
-                other => Err(StageError::Conflict(vec![format!(
-                    "{name} already exists from another spec (spec-hash {}, this spec {want_hash}): \
-                     submit with --force (or --force-stage STAGE) to replace the run's Jobs \
-                     (the claim and its data are kept), or `pipeline delete` the run, or rename it",
-                    other.unwrap_or_else(|| "none".into())
-                )])),
+    for _ in 0..3 {
+        match within(
+            limit,
+            &format!("creating {name}"),
+            api.create(&PostParams::default(), obj),
+        )
+        .await?
+        {
+            Ok(_) => return Ok(Placed::Created),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                match within(limit, name, api.get_opt(name)).await? {
+                    Ok(Some(existing)) => return Ok(Placed::Exists(existing)),
+                    Ok(None) => continue,
+                    Err(e) => return Err(kube_err(name, e)),
+                }
             }
+            Err(e) => return Err(kube_err(&format!("creating {name}"), e)),
         }
-        Err(e) => Err(kube_err(&format!("creating {name}"), e)),
     }
+    Err(StageError::Conflict(vec![format!(
+        "{name} keeps appearing and disappearing: another client is creating and deleting it"
+    )]))
+}
+
+/// An object of this run made by kubestyle (its labels say so); anything else of that name is
+/// never adopted, replaced or deleted.
+pub fn owned_by_run(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    run: &str,
+) -> bool {
+    let label = |k: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .map(String::as_str)
+    };
+    label("app.kubernetes.io/managed-by") == Some("kubestyle-pipeline")
+        && label("kubestyle.dev/run") == Some(run)
+}
+
+/// The conflict of an existing object that is not this run's.
+pub fn not_ours(kind: &str, name: &str, run: &str) -> StageError {
+    StageError::Conflict(vec![format!(
+        "{kind} {name} exists but was not made by kubestyle for run {run:?} (labels \
+         app.kubernetes.io/managed-by=kubestyle-pipeline, kubestyle.dev/run={run}): \
+         rename the run or remove it yourself"
+    )])
+}
+
+/// The conflict of a Job from another spec, without `--force`.
+pub fn other_spec(name: &str, theirs: Option<String>, ours: &str) -> StageError {
+    StageError::Conflict(vec![format!(
+        "{name} already exists from another spec (spec-hash {}, this spec {ours}): \
+         submit with --force (or --force-stage STAGE) to replace the run's Jobs \
+         (the claim and its data are kept), or `pipeline delete` the run, or rename it",
+        theirs.unwrap_or_else(|| "none".into())
+    )])
 }
 
 /// Delete a Job and its pods (foreground: the Job goes only after its pods), and wait until
@@ -107,19 +161,21 @@ pub async fn delete_and_wait(
     api: &Api<Job>,
     name: &str,
     deadline: Instant,
+    limit: Duration,
 ) -> Result<(), StageError> {
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Foreground),
         ..DeleteParams::default()
     };
-    match api.delete(name, &dp).await {
+    let what = format!("deleting job {name}");
+    match within(limit, &what, api.delete(name, &dp)).await? {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-        Err(e) => return Err(kube_err(&format!("deleting job {name}"), e)),
+        Err(e) => return Err(kube_err(&what, e)),
     }
     let mut pause = Duration::from_millis(100);
     loop {
-        match api.get_opt(name).await {
+        match within(limit, &what, api.get_opt(name)).await? {
             Ok(None) => return Ok(()),
             Ok(Some(_)) => {}
             Err(e) => return Err(kube_err(&format!("job {name}"), e)),

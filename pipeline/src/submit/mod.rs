@@ -34,7 +34,7 @@ pub use pods::{FailureReport, failed_pod};
 use crate::render::{Object, RenderOptions, claim_name, job_name, kubernetes_of, render_with};
 use crate::spec::Loaded;
 use crate::{PipelineError, Stage};
-use jobs::{Placed, create_or_adopt, delete_and_wait, wait_job};
+use jobs::{Placed, create_or_get, delete_and_wait, not_ours, owned_by_run, wait_job};
 
 /// Which stages to run again whatever their state, like `pipeline run --force/--force-stage`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,6 +78,8 @@ pub struct SubmitOptions {
     pub pending_timeout: Duration,
     /// Stages to run again whatever their state.
     pub force: Force,
+    /// Deadline of each single request (not of watches and log streams).
+    pub request_timeout: Duration,
 }
 
 impl SubmitOptions {
@@ -91,6 +93,7 @@ impl SubmitOptions {
             pod_check: Some(Duration::from_secs(5)),
             pending_timeout: Duration::from_secs(300),
             force: Force::default(),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -163,8 +166,13 @@ pub async fn submit(
         .clone()
         .or(k.namespace.clone())
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let hash = l.hash[..40].to_string();
-    let deadline = Instant::now() + opts.timeout;
+    let hash = l.hash.get(..40).unwrap_or(&l.hash).to_string();
+    let run = l.spec.name.as_str();
+    // A timeout too large to add to now is no deadline at all.
+    let deadline = Instant::now()
+        .checked_add(opts.timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(100 * 365 * 86_400));
+    let limit = opts.request_timeout;
     let objects = render_with(
         l,
         &RenderOptions {
@@ -180,31 +188,43 @@ pub async fn submit(
         let j = match obj {
             Object::Claim(c) => {
                 let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-                let name = claim_name(&l.spec.name, &k);
-                let placed = create_or_adopt(&api, &c, &name, &hash, opts.force.any()).await?;
-                eprintln!(
-                    "==> claim {name}: {}",
-                    match placed {
-                        Placed::Created => "created",
-                        Placed::Adopted(_) => "exists, kept (the run's data)",
+                let name = claim_name(run, &k);
+                match create_or_get(&api, &c, &name, limit).await? {
+                    Placed::Created => note(format!("==> claim {name}: created")),
+                    Placed::Exists(existing) => {
+                        // The claim is the run's data, whatever spec made it: kept. It cannot
+                        // change its storage, though.
+                        if !owned_by_run(&existing.metadata, run) {
+                            return Err(not_ours("persistentvolumeclaim", &name, run).into());
+                        }
+                        check_claim_unchanged(&existing, &c)?;
+                        note(format!("==> claim {name}: exists, kept (the run's data)"));
                     }
-                );
+                }
                 continue;
             }
             Object::Job(j) => j,
         };
         let stage = stage_of(&j)?;
-        let name = job_name(&l.spec.name, stage);
+        let name = job_name(run, stage);
         let forced = opts.force.stage(stage);
-        let placed = create_or_adopt(&jobs, &j, &name, &hash, opts.force.any()).await?;
-        let (created, replaced) = match placed {
+        let (created, replaced) = match create_or_get(&jobs, &j, &name, limit).await? {
             Placed::Created => (true, false),
-            Placed::Adopted(existing) => {
+            Placed::Exists(existing) => {
+                if !owned_by_run(&existing.metadata, run) {
+                    return Err(not_ours("job", &name, run).into());
+                }
                 let state = job_state(&existing);
-                let other_spec = jobs::spec_hash_of(&existing.metadata).as_deref() != Some(&hash);
-                let why = if forced {
+                let theirs = jobs::spec_hash_of(&existing.metadata);
+                let from_other_spec = theirs.as_deref() != Some(hash.as_str());
+                if from_other_spec && !opts.force.any() {
+                    return Err(jobs::other_spec(&name, theirs, &hash).into());
+                }
+                let why = if existing.metadata.deletion_timestamp.is_some() {
+                    Some("it was being deleted".to_string())
+                } else if forced {
                     Some("forced".to_string())
-                } else if other_spec {
+                } else if from_other_spec {
                     // Only with --force/--force-stage: the stage runs again without --force,
                     // and its step cache decides what is recomputed.
                     Some("it came from another spec".to_string())
@@ -217,11 +237,11 @@ pub async fn submit(
                 };
                 match why {
                     Some(why) => {
-                        eprintln!("==> job {name}: replacing it: {why}");
-                        delete_and_wait(&jobs, &name, deadline).await?;
-                        match create_or_adopt(&jobs, &j, &name, &hash, false).await? {
+                        note(format!("==> job {name}: replacing it: {why}"));
+                        delete_and_wait(&jobs, &name, deadline, limit).await?;
+                        match create_or_get(&jobs, &j, &name, limit).await? {
                             Placed::Created => (true, true),
-                            Placed::Adopted(_) => {
+                            Placed::Exists(_) => {
                                 return Err(StageError::Conflict(vec![format!(
                                     "job {name} was re-created by someone else meanwhile"
                                 )])
@@ -230,7 +250,7 @@ pub async fn submit(
                         }
                     }
                     None if state == JobState::Complete => {
-                        eprintln!("==> job {name}: complete already, kept");
+                        note(format!("==> job {name}: complete already, kept"));
                         results.push(StageResult {
                             stage,
                             job: name,
@@ -246,12 +266,12 @@ pub async fn submit(
         };
         renew_rest |= created;
         if created && !replaced {
-            eprintln!("==> job {name}: created");
+            note(format!("==> job {name}: created"));
         } else if !created {
-            eprintln!("==> job {name}: running already, following it");
+            note(format!("==> job {name}: running already, following it"));
         }
         let log_lines = follow_stage(&client, &ns, stage, &name, deadline, opts).await?;
-        eprintln!("==> {stage}: complete");
+        note(format!("==> {stage}: complete"));
         results.push(StageResult {
             stage,
             job: name,
@@ -261,6 +281,40 @@ pub async fn submit(
         });
     }
     Ok(results)
+}
+
+/// A line for people on stderr; a closed stderr is not an error.
+pub(crate) fn note(line: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// An existing claim is kept as it is: a spec asking for another access mode or storage class
+/// cannot be met by it (exit 7).
+fn check_claim_unchanged(
+    existing: &PersistentVolumeClaim,
+    wanted: &PersistentVolumeClaim,
+) -> Result<(), StageError> {
+    let name = existing.metadata.name.clone().unwrap_or_default();
+    let (have, want) = (
+        existing.spec.clone().unwrap_or_default(),
+        wanted.spec.clone().unwrap_or_default(),
+    );
+    let modes_differ = have.access_modes != want.access_modes;
+    let class_differs =
+        want.storage_class_name.is_some() && have.storage_class_name != want.storage_class_name;
+    if modes_differ || class_differs {
+        return Err(StageError::Conflict(vec![format!(
+            "persistentvolumeclaim {name} exists with access modes {:?} and storage class {:?}; \
+             this spec asks for {:?} and {:?}. A claim cannot change its storage: \
+             `pipeline delete RUN --with-data` (its data goes) or rename the run",
+            have.access_modes.unwrap_or_default(),
+            have.storage_class_name.unwrap_or_default(),
+            want.access_modes.unwrap_or_default(),
+            want.storage_class_name.unwrap_or_default(),
+        )]));
+    }
+    Ok(())
 }
 
 /// Follow one stage's Job to its end: Ok when complete (with the number of log lines
@@ -285,8 +339,16 @@ async fn follow_stage(
                 let mut check = pods::StartupCheck::new(opts.pending_timeout);
                 loop {
                     tokio::time::sleep(every).await;
-                    if let Some(m) = check.check(&pods, &events, &claims, name).await? {
-                        return Err(StageError::InputMissing(vec![m]));
+                    let found = tokio::time::timeout(
+                        opts.request_timeout * 4,
+                        check.check(&pods, &events, &claims, name),
+                    )
+                    .await;
+                    // A check the API server does not answer in time is tried again.
+                    if let Ok(r) = found
+                        && let Some(e) = r?
+                    {
+                        return Err(e);
                     }
                 }
             }
@@ -310,19 +372,22 @@ async fn follow_stage(
         }
     };
     let outcome = tokio::time::timeout(left, both).await;
+    let stop_follower = || {
+        if let Some(f) = &follower {
+            f.abort();
+        }
+    };
     let state = match outcome {
         Ok(Ok(s)) => s,
-        other => {
-            if let Some(f) = &follower {
-                f.abort();
-            }
-            return Err(match other {
-                Err(_) => PipelineError::Timeout {
-                    stage,
-                    after: opts.timeout,
-                },
-                Ok(Err(e)) => e.into(),
-                Ok(Ok(_)) => unreachable!(),
+        Ok(Err(e)) => {
+            stop_follower();
+            return Err(e.into());
+        }
+        Err(_) => {
+            stop_follower();
+            return Err(PipelineError::Timeout {
+                stage,
+                after: opts.timeout,
             });
         }
     };
@@ -340,10 +405,19 @@ async fn follow_stage(
             })
         }
         JobState::Failed { reason, message } => {
-            if let Some(f) = &follower {
-                f.abort();
-            }
-            let r = pods::failure_report(&pods, name, &message, 30).await;
+            stop_follower();
+            // The report always comes out: a pod list or log that does not answer in time is
+            // described in its place.
+            let r = tokio::time::timeout(
+                opts.request_timeout * 2,
+                pods::failure_report(&pods, name, &message, 30),
+            )
+            .await
+            .unwrap_or_else(|_| FailureReport {
+                tail: "(the API server did not answer with the failed pod and its log in time)"
+                    .into(),
+                ..FailureReport::default()
+            });
             let mut place = format!("job {name} ({reason}: {message})");
             if let Some(p) = &r.pod {
                 place.push_str(&format!(", pod {p}"));
@@ -359,6 +433,9 @@ async fn follow_stage(
                 tail: r.tail,
             })
         }
-        JobState::Running => unreachable!("wait_job returns a final state"),
+        JobState::Running => Err(StageError::Internal(format!(
+            "job {name}: the watch ended while it was running"
+        ))
+        .into()),
     }
 }

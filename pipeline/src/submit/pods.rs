@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Event, PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::api::{ListParams, LogParams};
 use kubestyle_manifest::StageError;
@@ -12,14 +12,17 @@ use kubestyle_manifest::StageError;
 use super::kube_err;
 
 /// Container waiting reasons that never resolve by themselves: a missing Secret or ConfigMap, a
-/// bad or missing image.
-const STUCK: [&str; 5] = [
+/// bad image name, an image that may not be pulled.
+const STUCK: [&str; 4] = [
     "CreateContainerConfigError",
     "CreateContainerError",
-    "ImagePullBackOff",
     "ErrImageNeverPull",
     "InvalidImageName",
 ];
+
+/// Waiting reasons that usually mean a missing image but can pass (a registry's rate limit):
+/// reported once the pod has waited past the grace.
+const SLOW: [&str; 2] = ["ImagePullBackOff", "ErrImagePull"];
 
 /// Event reasons that explain a pod waiting on its volume.
 const VOLUME_EVENTS: [&str; 4] = [
@@ -61,14 +64,17 @@ pub fn shard_of(p: &Pod) -> Option<String> {
 }
 
 /// Watches a Job's pods for starts that will not happen: checked every few seconds while the
-/// Job runs. Immediate for states that need a person (a missing Secret, a bad image); after
-/// `grace` for states a cluster can still resolve (unschedulable: an autoscaler may add a GPU
-/// node; a volume still attaching).
+/// Job runs. Immediate for states that need a person (a missing Secret, a bad image, a Job that
+/// cannot create its pods); after `grace` for states a cluster can still resolve
+/// (unschedulable: an autoscaler may add a GPU node; a volume still attaching; an image pull
+/// backing off).
 #[derive(Debug)]
 pub struct StartupCheck {
     grace: Duration,
     /// When each pending pod was first seen pending.
     first_seen: BTreeMap<String, Instant>,
+    /// Events could not be read (the Role lacks them): said once.
+    events_forbidden: bool,
 }
 
 impl StartupCheck {
@@ -76,19 +82,40 @@ impl StartupCheck {
         StartupCheck {
             grace,
             first_seen: BTreeMap::new(),
+            events_forbidden: false,
         }
     }
 
-    /// A description of the first pod of `job` that cannot start, if any (exit 3).
+    /// Why the Job's pods will not start, if they will not: exit 3 for what is missing (a
+    /// Secret, a ServiceAccount, a node, a volume), 5 when the cluster refuses the pods (quota,
+    /// Pod Security admission).
     pub async fn check(
         &mut self,
         pods: &Api<Pod>,
         events: &Api<Event>,
         claims: &Api<PersistentVolumeClaim>,
         job: &str,
-    ) -> Result<Option<String>, StageError> {
+    ) -> Result<Option<StageError>, StageError> {
         let now = Instant::now();
         let list = job_pods(pods, job).await?;
+        if list.is_empty() {
+            // No pod at all: the Job controller's events say why it cannot make one.
+            let failed: Vec<Event> = self
+                .events_of(events, job)
+                .await
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+                .collect();
+            if let Some(e) = failed.last() {
+                let m = e.message.clone().unwrap_or_default();
+                let line = format!("job {job} cannot create its pods: FailedCreate: {m}");
+                return Ok(Some(if m.contains("not found") {
+                    StageError::InputMissing(vec![line])
+                } else {
+                    StageError::Storage(line)
+                }));
+            }
+        }
         self.first_seen
             .retain(|n, _| list.iter().any(|p| &pod_name(p) == n));
         for p in &list {
@@ -98,6 +125,7 @@ impl StartupCheck {
                 None => format!("job {job}: pod {name}"),
             };
             let status = p.status.clone().unwrap_or_default();
+            let mut slow = Vec::new();
             for cs in status
                 .init_container_statuses
                 .iter()
@@ -106,11 +134,14 @@ impl StartupCheck {
             {
                 if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
                     let reason = w.reason.clone().unwrap_or_default();
+                    let line = format!("{reason}: {}", w.message.clone().unwrap_or_default());
                     if STUCK.contains(&reason.as_str()) {
-                        return Ok(Some(format!(
-                            "{who} cannot start: {reason}: {}",
-                            w.message.clone().unwrap_or_default()
-                        )));
+                        return Ok(Some(StageError::InputMissing(vec![format!(
+                            "{who} cannot start: {line}"
+                        )])));
+                    }
+                    if SLOW.contains(&reason.as_str()) {
+                        slow.push(line);
                     }
                 }
             }
@@ -128,40 +159,105 @@ impl StartupCheck {
                     && c.status == "False"
                     && c.reason.as_deref() == Some("Unschedulable")
             });
-            let mut why = Vec::new();
+            let mut why = slow;
             if let Some(c) = unschedulable {
                 why.push(format!(
                     "Unschedulable: {}",
                     c.message.clone().unwrap_or_default()
                 ));
             }
-            why.extend(volume_events(events, &name).await);
-            why.extend(claim_problems(p, claims, events).await);
-            if why.is_empty() && unschedulable.is_none() {
+            // Volume trouble counts while it is the latest news about the pod (an old
+            // FailedMount followed by a long image pull is not a stuck volume).
+            let pod_events = self.events_of(events, &name).await;
+            if pod_events
+                .last()
+                .is_some_and(|e| VOLUME_EVENTS.contains(&e.reason.as_deref().unwrap_or_default()))
+            {
+                why.extend(volume_lines(&pod_events));
+            }
+            for claim in claim_names(p) {
+                if let Some(line) = self.claim_problem(claims, events, &claim).await {
+                    why.push(line);
+                }
+            }
+            if why.is_empty() {
                 // Still pulling or creating: nothing known to be wrong.
                 continue;
             }
-            return Ok(Some(format!(
+            return Ok(Some(StageError::InputMissing(vec![format!(
                 "{who} has not started after {waited}s: {}",
                 why.join("; ")
-            )));
+            )])));
         }
         Ok(None)
     }
+
+    /// The events about an object, oldest first (best effort: a Role without events access
+    /// gives none, said once).
+    async fn events_of(&mut self, events: &Api<Event>, object: &str) -> Vec<Event> {
+        let lp = ListParams::default().fields(&format!("involvedObject.name={object}"));
+        match events.list(&lp).await {
+            Ok(list) => {
+                let mut items = list.items;
+                items.sort_by_key(|e| {
+                    e.last_timestamp
+                        .clone()
+                        .map(|t| t.0)
+                        .or_else(|| e.event_time.clone().map(|t| t.0))
+                });
+                items
+            }
+            Err(e) => {
+                if !self.events_forbidden {
+                    self.events_forbidden = true;
+                    super::note(format!(
+                        "warning: cannot read events ({}): reasons for pods that do not start \
+                         will be less precise (manifests/base/role.yaml grants `events: list`)",
+                        kube_err("events", e)
+                    ));
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// A claim of the pod that is not bound, with its events.
+    async fn claim_problem(
+        &mut self,
+        claims: &Api<PersistentVolumeClaim>,
+        events: &Api<Event>,
+        name: &str,
+    ) -> Option<String> {
+        let c = claims.get_opt(name).await.ok().flatten()?;
+        let phase = c
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase == "Bound" {
+            return None;
+        }
+        let class = c
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.clone())
+            .unwrap_or_else(|| "none (the cluster's default, if it has one)".into());
+        let mut line = format!("persistentvolumeclaim {name} is {phase} (storage class {class})");
+        let ev = volume_lines(&self.events_of(events, name).await);
+        if !ev.is_empty() {
+            line.push_str(&format!(": {}", ev.join("; ")));
+        }
+        Some(line)
+    }
 }
 
-/// Warning events about an object's volumes, newest last (best effort: a Role without events
-/// access just gives nothing).
-async fn volume_events(events: &Api<Event>, object: &str) -> Vec<String> {
-    let lp = ListParams::default().fields(&format!("involvedObject.name={object}"));
-    let Ok(list) = events.list(&lp).await else {
-        return Vec::new();
-    };
+/// The volume events among `events`, as `reason: message`, each once.
+fn volume_lines(events: &[Event]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for e in list.items {
-        let reason = e.reason.unwrap_or_default();
+    for e in events {
+        let reason = e.reason.clone().unwrap_or_default();
         if VOLUME_EVENTS.contains(&reason.as_str()) {
-            let line = format!("{reason}: {}", e.message.unwrap_or_default());
+            let line = format!("{reason}: {}", e.message.clone().unwrap_or_default());
             if !out.contains(&line) {
                 out.push(line);
             }
@@ -170,44 +266,14 @@ async fn volume_events(events: &Api<Event>, object: &str) -> Vec<String> {
     out
 }
 
-/// Claims of the pod that are not bound, with their events.
-async fn claim_problems(
-    p: &Pod,
-    claims: &Api<PersistentVolumeClaim>,
-    events: &Api<Event>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    let names = p
-        .spec
+/// The claims a pod mounts.
+fn claim_names(p: &Pod) -> Vec<String> {
+    p.spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
         .filter_map(|v| v.persistent_volume_claim.as_ref())
-        .map(|c| c.claim_name.clone());
-    for name in names {
-        let Ok(Some(c)) = claims.get_opt(&name).await else {
-            continue;
-        };
-        let phase = c
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        if phase == "Bound" {
-            continue;
-        }
-        let class = c
-            .spec
-            .as_ref()
-            .and_then(|s| s.storage_class_name.clone())
-            .unwrap_or_else(|| "none (the cluster's default, if it has one)".into());
-        let mut line = format!("persistentvolumeclaim {name} is {phase} (storage class {class})");
-        let ev = volume_events(events, &name).await;
-        if !ev.is_empty() {
-            line.push_str(&format!(": {}", ev.join("; ")));
-        }
-        out.push(line);
-    }
-    out
+        .map(|c| c.claim_name.clone())
+        .collect()
 }
 
 /// The pod that failed a Job, for the failure report: the one the Job's failure message names
@@ -220,12 +286,7 @@ pub fn failed_pod<'a>(pods: &'a [Pod], job_message: &str) -> Option<&'a Pod> {
         return Some(p);
     }
     let finished = |p: &Pod| {
-        p.status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.first())
-            .and_then(|c| c.state.as_ref())
-            .and_then(|s| s.terminated.as_ref())
+        terminated(p)
             .and_then(|t| t.finished_at.clone())
             .map(|t| t.0)
     };
@@ -243,15 +304,19 @@ pub fn failed_pod<'a>(pods: &'a [Pod], job_message: &str) -> Option<&'a Pod> {
         })
 }
 
-/// The exit code of a pod's (first) container, when it terminated.
-pub fn exit_code(p: &Pod) -> Option<i32> {
+/// The terminated state of a pod's (first) container.
+fn terminated(p: &Pod) -> Option<&ContainerStateTerminated> {
     p.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|cs| cs.first())
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.terminated.as_ref())
-        .map(|t| t.exit_code)
+}
+
+/// The exit code of a pod's (first) container, when it terminated.
+pub fn exit_code(p: &Pod) -> Option<i32> {
+    terminated(p).map(|t| t.exit_code)
 }
 
 /// The failing pod of a Job: its name (with the shard of an Indexed Job), exit code and log
