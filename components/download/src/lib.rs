@@ -2,8 +2,10 @@
 //!
 //! Order of work, so that bad input never half-writes:
 //! 1. parse every source and list ([`sources`]);
-//! 2. resolve: HEAD every object, list every prefix, stat every local path; if anything is
-//!    missing, fail naming *all* of it, having written nothing;
+//! 2. resolve: HEAD every object, list every prefix, stat every local path; refuse local
+//!    sources that are not regular files (`/proc`, `/sys`, `/dev`, FIFOs, sockets, devices),
+//!    local paths in S3 lists and local-list entries outside the list's roots; if anything is
+//!    refused or missing, fail naming *all* of it, having written nothing;
 //! 3. plan where each object lands (`<dest>/<bucket>/<key>`) and skip what is already there with
 //!    the same size and digest (unless `--force`);
 //! 4. transfer with bounded concurrency, each object through an [`AtomicFile`], resuming a broken
@@ -43,6 +45,11 @@ pub struct Args {
     /// against the list's own directory or prefix. Repeatable.
     #[arg(long = "list", value_name = "FILE")]
     pub lists: Vec<String>,
+    /// A directory the local paths named by a local list may resolve into (after following
+    /// symlinks), besides the list's own directory tree. Entries that resolve anywhere else
+    /// are refused (exit 4). Repeatable. Does not apply to SOURCE arguments.
+    #[arg(long = "allow-root", value_name = "DIR")]
+    pub allow_roots: Vec<PathBuf>,
     /// CSV column holding the sources: a header name or a 0-based index. Default: the first of
     /// `uri`, `url`, `path`, `key`, `image`, `source`, else column 0.
     #[arg(long, value_name = "NAME|INDEX")]

@@ -1,10 +1,23 @@
 //! Parse sources and lists, and resolve them against S3 and the local filesystem.
 //!
 //! Resolution only reads: every object is HEADed, every prefix listed, every local file opened.
-//! Everything missing is collected and reported together.
+//! Everything missing is collected and reported together, and so is everything that may not be
+//! read (see [`special_file`]).
+//!
+//! What a source may name:
+//! - a local source (a command-line path, a list entry, a file found walking a directory) must be
+//!   a regular file (or a directory of them) after resolving symlinks, and not a pseudo-file:
+//!   nothing under `/proc`, `/sys` or `/dev`, no FIFO, socket or device. Copying
+//!   `/proc/self/environ` would put the process environment, S3 secret included, on the volume;
+//!   opening a FIFO blocks forever.
+//! - a list fetched from S3 names S3 objects only: a local path in it is refused.
+//! - the local paths a local list names must resolve inside the list's own directory tree, or
+//!   inside a root the user allowed explicitly (`--allow-root`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use aws_sdk_s3::Client;
 use futures::StreamExt;
@@ -76,33 +89,48 @@ impl Resolver {
         args: &Args,
     ) -> Result<(Vec<Resolved>, Option<Client>), StageError> {
         let filter = build_globs(&args.include)?;
-        let mut locations: Vec<Location> = args
+        let allowed = allowed_roots(&args.allow_roots)?;
+        let mut locations: Vec<(Location, Option<Arc<Scope>>)> = args
             .sources
             .iter()
-            .map(|s| s.parse::<Location>())
+            .map(|s| s.parse::<Location>().map(|l| (l, None)))
             .collect::<Result<_, _>>()?;
+        // Everything that may not be read, reported together (exit 4) before any transfer.
+        let mut invalid = Vec::new();
         for list in &args.lists {
             let list_loc: Location = list.parse()?;
-            let text = match &list_loc {
+            let (text, scope) = match &list_loc {
                 Location::Local(p) => {
-                    std::fs::read_to_string(p).map_err(|e| StageError::read(p, e))?
+                    let text = read_local_list(p)?;
+                    let dir = p
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."));
+                    let own = dir.canonicalize().map_err(|e| StageError::read(dir, e))?;
+                    let mut roots = vec![own];
+                    roots.extend(allowed.iter().cloned());
+                    let scope = Scope {
+                        list: list.clone(),
+                        roots,
+                    };
+                    (text, Some(Arc::new(scope)))
                 }
                 Location::S3 { bucket, key } => {
                     let client = self.ensure_client(args).await?;
-                    read_s3_text(&client, bucket, key).await?
+                    (read_s3_text(&client, bucket, key).await?, None)
                 }
             };
             let is_csv = list.to_ascii_lowercase().ends_with(".csv");
             for entry in parse_list(&text, is_csv, args.column.as_deref())
                 .map_err(|e| StageError::InputInvalid(format!("list {list}: {e}")))?
             {
-                locations.push(
-                    resolve_entry(&entry, &list_loc)
-                        .map_err(|e| StageError::InputInvalid(format!("list {list}: {e}")))?,
-                );
+                match resolve_entry(&entry, &list_loc) {
+                    Ok(loc) => locations.push((loc, scope.clone())),
+                    Err(e) => invalid.push(format!("list {list}: {}", message(&e))),
+                }
             }
         }
-        if locations.is_empty() {
+        if locations.is_empty() && invalid.is_empty() {
             return Err(StageError::InputInvalid("the lists name no sources".into()));
         }
         let mut missing = Vec::new();
@@ -110,7 +138,7 @@ impl Resolver {
         let mut objects = BTreeSet::new();
         let mut prefixes = BTreeSet::new();
         let mut seen_local = BTreeSet::new();
-        for loc in locations {
+        for (loc, scope) in locations {
             match loc {
                 Location::S3 { bucket, key } if key.is_empty() || key.ends_with('/') => {
                     prefixes.insert((bucket, key));
@@ -119,11 +147,20 @@ impl Resolver {
                     objects.insert((bucket, key));
                 }
                 Location::Local(p) => {
-                    if seen_local.insert(p.clone()) {
-                        resolve_local(&p, &filter, &mut out, &mut missing);
+                    if seen_local.insert((p.clone(), scope.as_ref().map(|s| s.list.clone()))) {
+                        let mut found = Found {
+                            out: &mut out,
+                            missing: &mut missing,
+                            invalid: &mut invalid,
+                        };
+                        resolve_local(&p, scope.as_deref(), &filter, &mut found);
                     }
                 }
             }
+        }
+        // Nothing that may not be read goes further (not even to the S3 requests).
+        if !invalid.is_empty() {
+            return Err(StageError::InputInvalid(invalid.join("; ")));
         }
         if !objects.is_empty() || !prefixes.is_empty() {
             let client = self.ensure_client(args).await?;
@@ -206,65 +243,264 @@ fn build_globs(include: &[String]) -> Result<Option<GlobSet>, StageError> {
         .map_err(|e| StageError::Usage(format!("--include: {e}")))
 }
 
-fn resolve_local(
-    p: &Path,
-    filter: &Option<GlobSet>,
-    out: &mut Vec<Resolved>,
-    missing: &mut Vec<String>,
-) {
-    let meta = match std::fs::metadata(p) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            missing.push(format!("{} does not exist", p.display()));
-            return;
-        }
-        Err(e) => {
-            missing.push(format!("{}: {e}", p.display()));
-            return;
-        }
-    };
-    let readable = |f: &Path, missing: &mut Vec<String>| -> Option<PathBuf> {
-        match std::fs::File::open(f).and_then(|_| f.canonicalize()) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                missing.push(format!("{} cannot be read: {e}", f.display()));
-                None
+/// Where the local paths a local list names may resolve: the list's own directory and every
+/// `--allow-root`, all canonical.
+#[derive(Debug)]
+struct Scope {
+    list: String,
+    roots: Vec<PathBuf>,
+}
+
+impl Scope {
+    fn contains(&self, canonical: &Path) -> bool {
+        self.roots.iter().any(|r| canonical.starts_with(r))
+    }
+
+    fn refuse(&self, entry: &Path, canonical: &Path) -> String {
+        let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+        format!(
+            "list {}: {} resolves to {}, outside the list's directory tree and every \
+             --allow-root (allowed: {}); give --allow-root DIR to allow it",
+            self.list,
+            entry.display(),
+            canonical.display(),
+            roots.join(", ")
+        )
+    }
+}
+
+/// The `--allow-root` directories, canonical. One that does not exist is a usage error.
+fn allowed_roots(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, StageError> {
+    dirs.iter()
+        .map(|d| {
+            let c = d
+                .canonicalize()
+                .map_err(|e| StageError::Usage(format!("--allow-root {}: {e}", d.display())))?;
+            if !c.is_dir() {
+                return Err(StageError::Usage(format!(
+                    "--allow-root {}: not a directory",
+                    d.display()
+                )));
             }
+            Ok(c)
+        })
+        .collect()
+}
+
+/// The message of an error, without its "input invalid: " (etc.) prefix.
+fn message(e: &StageError) -> String {
+    match e {
+        StageError::InputInvalid(m) | StageError::Usage(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Kernel pseudo-filesystems: their "files" are the state of the machine and of this process
+/// (`/proc/self/environ` holds the S3 secret), never data to fetch.
+const PSEUDO_ROOTS: [(&str, &str); 3] = [
+    ("/proc", "process and kernel state"),
+    ("/sys", "kernel state"),
+    ("/dev", "devices"),
+];
+
+/// Why `canonical` (a canonical path, `meta` its metadata after following symlinks) may not be
+/// read as a source, if it may not: not a regular file or directory, or under a pseudo-filesystem.
+fn special_file(canonical: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    if let Some((root, what)) = PSEUDO_ROOTS.iter().find(|(r, _)| canonical.starts_with(r)) {
+        return Some(format!("is under {root} ({what}, never data to fetch)"));
+    }
+    let t = meta.file_type();
+    let what = if t.is_file() || t.is_dir() {
+        return None;
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else {
+        "not a regular file"
+    };
+    Some(format!("is {what}, not a regular file"))
+}
+
+/// Where [`resolve_local`] puts what it finds.
+struct Found<'a> {
+    out: &'a mut Vec<Resolved>,
+    missing: &'a mut Vec<String>,
+    invalid: &'a mut Vec<String>,
+}
+
+impl Found<'_> {
+    /// Check one path: it exists, is a regular file or directory and not a pseudo-file, and lies
+    /// inside `scope`. Returns its canonical path and metadata (after following symlinks).
+    fn check(&mut self, p: &Path, scope: Option<&Scope>) -> Option<(PathBuf, std::fs::Metadata)> {
+        // Neither of these opens the file: a FIFO would block.
+        let checked = std::fs::metadata(p).and_then(|m| Ok((p.canonicalize()?, m)));
+        let (canonical, meta) = match checked {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.missing.push(format!("{} does not exist", p.display()));
+                return None;
+            }
+            Err(e) => {
+                self.missing
+                    .push(format!("{} cannot be read: {e}", p.display()));
+                return None;
+            }
+        };
+        if let Some(why) = special_file(&canonical, &meta) {
+            let via = if canonical == p {
+                String::new()
+            } else {
+                format!(" (resolves to {})", canonical.display())
+            };
+            let list = scope
+                .map(|s| format!("list {}: ", s.list))
+                .unwrap_or_default();
+            self.invalid.push(format!(
+                "{list}{}{via} {why}: refused as a source",
+                p.display()
+            ));
+            return None;
         }
+        if let Some(scope) = scope.filter(|s| !s.contains(&canonical)) {
+            self.invalid.push(scope.refuse(p, &canonical));
+            return None;
+        }
+        Some((canonical, meta))
+    }
+
+    /// A regular file that passed [`Found::check`]: open it (it cannot block now), keep it.
+    fn file(&mut self, p: &Path, canonical: PathBuf, below: Option<String>) {
+        match std::fs::File::open(&canonical) {
+            Ok(_) => self.out.push(Resolved::Local {
+                path: canonical,
+                below,
+            }),
+            Err(e) => self
+                .missing
+                .push(format!("{} cannot be read: {e}", p.display())),
+        }
+    }
+}
+
+/// A local source: a regular file, or every regular file under a directory (following
+/// symlinks; `--include` filters those). Everything that is not a regular file or directory,
+/// lies under a pseudo-filesystem or (for list entries) outside the list's roots is refused.
+fn resolve_local(p: &Path, scope: Option<&Scope>, filter: &Option<GlobSet>, found: &mut Found) {
+    let Some((canonical, meta)) = found.check(p, scope) else {
+        return;
     };
     if meta.is_file() {
-        if let Some(path) = readable(p, missing) {
-            out.push(Resolved::Local { path, below: None });
-        }
+        found.file(p, canonical, None);
         return;
     }
-    let dir_name = p
-        .canonicalize()
-        .ok()
-        .and_then(|c| c.file_name().map(|n| n.to_string_lossy().into_owned()))
+    let dir_name = canonical
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "dir".into());
-    let files = match kubestyle_manifest::files::walk_files(p) {
-        Ok(f) => f,
+    let before = found.out.len();
+    let problems = found.missing.len() + found.invalid.len();
+    let mut ancestors = vec![canonical];
+    walk(p, "", &mut ancestors, scope, filter, &dir_name, found);
+    if found.out.len() == before && found.missing.len() + found.invalid.len() == problems {
+        found
+            .missing
+            .push(format!("no files under {}", p.display()));
+    }
+}
+
+/// The files under `root/rel` (a directory already checked), in sorted order. `ancestors` are
+/// the canonical directories being walked, so a symlink back to one of them is not followed.
+fn walk(
+    root: &Path,
+    rel: &str,
+    ancestors: &mut Vec<PathBuf>,
+    scope: Option<&Scope>,
+    filter: &Option<GlobSet>,
+    dir_name: &str,
+    found: &mut Found,
+) {
+    let dir = if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    };
+    let mut names = match std::fs::read_dir(&dir).and_then(|rd| {
+        rd.map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<Vec<_>, _>>()
+    }) {
+        Ok(n) => n,
         Err(e) => {
-            missing.push(format!("{}: {e}", p.display()));
+            found.missing.push(format!("{}: {e}", dir.display()));
             return;
         }
     };
-    let before = out.len();
-    for rel in files {
-        if filter.as_ref().is_some_and(|f| !f.is_match(&rel)) {
+    names.sort();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
+        let child_rel = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let child = root.join(&child_rel);
+        if std::fs::metadata(&child).is_ok_and(|m| m.is_dir()) {
+            let Some((canonical, _)) = found.check(&child, scope) else {
+                continue;
+            };
+            if ancestors.contains(&canonical) {
+                tracing::warn!(
+                    "not following {}: it leads back to {}",
+                    child.display(),
+                    canonical.display()
+                );
+                continue;
+            }
+            ancestors.push(canonical);
+            walk(root, &child_rel, ancestors, scope, filter, dir_name, found);
+            ancestors.pop();
             continue;
         }
-        if let Some(path) = readable(&p.join(&rel), missing) {
-            out.push(Resolved::Local {
-                path,
-                below: Some(format!("{dir_name}/{rel}")),
-            });
+        if filter.as_ref().is_some_and(|f| !f.is_match(&child_rel)) {
+            continue;
+        }
+        if let Some((canonical, _)) = found.check(&child, scope) {
+            found.file(&child, canonical, Some(format!("{dir_name}/{child_rel}")));
         }
     }
-    if out.len() == before {
-        missing.push(format!("no files under {}", p.display()));
+}
+
+/// The text of a local list. The list itself may be a regular file or a pipe
+/// (`--list <(…)`), not a pseudo-file (`/proc/self/environ` would print the environment in the
+/// "does not exist" messages), device, socket or directory.
+fn read_local_list(p: &Path) -> Result<String, StageError> {
+    let meta = std::fs::metadata(p).map_err(|e| StageError::read(p, e))?;
+    let refused = if meta.file_type().is_fifo() {
+        None
+    } else {
+        let canonical = p.canonicalize().map_err(|e| StageError::read(p, e))?;
+        if meta.is_dir() {
+            Some("is a directory".to_string())
+        } else {
+            special_file(&canonical, &meta)
+        }
+    };
+    if let Some(why) = refused {
+        return Err(StageError::InputInvalid(format!(
+            "list {} {why}: refused",
+            p.display()
+        )));
     }
+    std::fs::read_to_string(p).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => {
+            StageError::InputInvalid(format!("list {} is not UTF-8 text", p.display()))
+        }
+        _ => StageError::read(p, e),
+    })
 }
 
 async fn read_s3_text(client: &Client, bucket: &str, key: &str) -> Result<String, StageError> {
@@ -342,10 +578,17 @@ pub fn parse_list(text: &str, is_csv: bool, column: Option<&str>) -> Result<Vec<
 }
 
 /// An entry of a list: absolute URIs and paths as they are, relative ones against the list's
-/// directory (local list) or prefix (S3 list).
+/// directory (local list) or prefix (S3 list). A list fetched from S3 names S3 objects only:
+/// a local path in it (absolute or `file://`) is refused.
 pub fn resolve_entry(entry: &str, list: &Location) -> Result<Location, StageError> {
     if entry.contains("://") || entry.starts_with('/') {
-        return entry.parse();
+        let loc: Location = entry.parse()?;
+        if let (Location::Local(_), Location::S3 { .. }) = (&loc, list) {
+            return Err(StageError::InputInvalid(format!(
+                "{entry:?} is a local path; a list fetched from S3 names only S3 objects"
+            )));
+        }
+        return Ok(loc);
     }
     match list {
         Location::Local(p) => Ok(Location::Local(
@@ -417,5 +660,41 @@ mod tests {
             Location::s3("other", "k")
         );
         assert!(resolve_entry("gs://x/y", &s3).is_err());
+        for local in [
+            "/etc/hostname",
+            "file:///etc/hostname",
+            "/proc/self/environ",
+        ] {
+            let e = resolve_entry(local, &s3).unwrap_err();
+            assert_eq!(e.exit_status().code(), 4, "{local}: {e}");
+            assert!(e.to_string().contains("local path"), "{e}");
+            assert!(resolve_entry(local, &local_list()).is_ok(), "{local}");
+        }
+    }
+
+    fn local_list() -> Location {
+        Location::Local("/data/lists/l.csv".into())
+    }
+
+    #[test]
+    fn pseudo_and_special_files_are_named() {
+        let meta = |p: &str| std::fs::metadata(p).unwrap();
+        let environ = Path::new("/proc/self/environ").canonicalize().unwrap();
+        assert!(
+            special_file(&environ, &meta("/proc/self/environ"))
+                .unwrap()
+                .contains("/proc")
+        );
+        assert!(special_file(Path::new("/dev/null"), &meta("/dev/null")).is_some());
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.jpg");
+        std::fs::write(&f, b"x").unwrap();
+        assert_eq!(special_file(&f, &std::fs::metadata(&f).unwrap()), None);
+        assert_eq!(
+            special_file(d.path(), &std::fs::metadata(d.path()).unwrap()),
+            None
+        );
+        // Component-wise: /devices or /process would not be pseudo-filesystems.
+        assert!(!Path::new("/devices/x").starts_with("/dev"));
     }
 }

@@ -281,6 +281,7 @@ struct ImageInput {
 }
 
 struct Loaded {
+    dir: PathBuf,
     dir_name: String,
     card: ModelCard,
     net: Network,
@@ -398,7 +399,13 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     for img in &images {
         formats.push(image_io::probe(&img.abs, args.max_pixels)?);
     }
-    let mut jobs = Vec::new();
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    // Every output path, planned before any work: two outputs landing on one path (`a.jpg` and
+    // `a.png` with `--format png`, two packages with one directory name) are refused, all of
+    // them named, rather than found by the manifest check after every forward pass.
+    let mut planned: std::collections::HashMap<String, usize> = Default::default();
+    // (one input, the other, the first output both map to, how many outputs they share)
+    let mut clashes: Vec<(String, String, String, usize)> = Vec::new();
     for pkg in &packages {
         for style in &pkg.styles {
             for (k, img) in images.iter().enumerate() {
@@ -419,6 +426,26 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                     args.out, pkg.dir_name, style.label
                 );
                 validate_relative_path(&rel).map_err(StageError::InputInvalid)?;
+                if let Some(&first) = planned.get(&rel) {
+                    let other = &jobs[first];
+                    let (a, b) = if other.img != k {
+                        (
+                            images[other.img].abs.display().to_string(),
+                            img.abs.display().to_string(),
+                        )
+                    } else {
+                        (
+                            format!("package {}", other.pkg.dir.display()),
+                            format!("package {}", pkg.dir.display()),
+                        )
+                    };
+                    match clashes.iter_mut().find(|c| (&c.0, &c.1) == (&a, &b)) {
+                        Some(c) => c.3 += 1,
+                        None => clashes.push((a, b, rel, 1)),
+                    }
+                    continue;
+                }
+                planned.insert(rel.clone(), jobs.len());
                 let item_key = sha256_bytes(
                     json!({
                         "version": env!("CARGO_PKG_VERSION"),
@@ -456,7 +483,22 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
             }
         }
     }
-
+    if !clashes.is_empty() {
+        let named: Vec<String> = clashes
+            .iter()
+            .map(|(a, b, rel, n)| {
+                let more = match n - 1 {
+                    0 => String::new(),
+                    m => format!(" (and {m} more output{})", if m == 1 { "" } else { "s" }),
+                };
+                format!("{a} and {b} would both be written to {rel}{more}")
+            })
+            .collect();
+        return Err(StageError::InputInvalid(format!(
+            "outputs would overwrite each other: {}",
+            named.join("; ")
+        )));
+    }
     // This shard's part: every `shards`-th output, starting at `shard`.
     if args.shards > 1 {
         let (n, k) = (args.shards as usize, args.shard as usize);
@@ -757,30 +799,42 @@ fn load_packages(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
-        let mut specs: Vec<String> = args
+        // (the `--style` value as given, the spec for this package)
+        let mut specs: Vec<(String, String)> = args
             .styles
             .iter()
             .filter_map(|s| match s.split_once('/') {
-                Some((pkg, spec)) => (pkg == dir_name).then(|| spec.to_string()),
-                None => Some(s.clone()),
+                Some((pkg, spec)) => (pkg == dir_name).then(|| (s.clone(), spec.to_string())),
+                None => Some((s.clone(), s.clone())),
             })
             .collect();
         if specs.is_empty() {
-            specs.push("0".into());
+            specs.push(("0".into(), "0".into()));
         }
-        let styles = specs
+        let in_package = |e: StageError| {
+            StageError::InputInvalid(format!(
+                "package {}: {}",
+                dir.display(),
+                e.to_string().trim_start_matches("input invalid: ")
+            ))
+        };
+        let given = specs
             .iter()
-            .map(|s| parse_style(s, &card.styles))
+            .map(|(given, s)| parse_style(s, &card.styles).map(|st| (given.clone(), st)))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| {
-                StageError::InputInvalid(format!(
-                    "package {}: {}",
-                    dir.display(),
-                    e.to_string().trim_start_matches("input invalid: ")
-                ))
-            })?;
+            .map_err(in_package)?;
+        // The same style twice would be computed twice and written to one place (or, under
+        // another label, as two identical files): done once, and said so.
+        let (styles, repeats) = style::distinct_styles(given).map_err(in_package)?;
+        for (spec, kept) in repeats {
+            tracing::warn!(
+                "package {dir_name}: --style {spec:?} is the same style as --style {kept:?}: \
+                 done once"
+            );
+        }
         let fused = compute.fused.then(|| FusedNet::new(&net));
         out.push(Loaded {
+            dir: dir.clone(),
             dir_name,
             card,
             net,

@@ -82,6 +82,48 @@ pub fn parse_style(spec: &str, names: &[String]) -> Result<Style, StageError> {
     })
 }
 
+/// Whether two styles are the same blend: equal weights once normalised (to within rounding).
+pub fn same_blend(a: &Style, b: &Style) -> bool {
+    let norm = |w: &[f32]| {
+        let sum: f32 = w.iter().sum();
+        w.iter().map(|x| x / sum).collect::<Vec<_>>()
+    };
+    a.weights.len() == b.weights.len()
+        && norm(&a.weights)
+            .iter()
+            .zip(norm(&b.weights))
+            .all(|(x, y)| (x - y).abs() <= 1e-6)
+}
+
+/// Specs dropped as repeats: `(spec, the earlier spec giving the same blend)`.
+pub type Repeats = Vec<(String, String)>;
+
+/// The styles `given` (`(spec, style)`, in order), each blend once: a spec that resolves to a
+/// blend given before (`7` after `style-07`, `12:1,3:1` after `3:0.5,12:0.5`) is dropped and
+/// listed in the [`Repeats`]. Two different blends with the same label would be written to the
+/// same place (`3:0.5,12:0.5` and `3:0.501,12:0.499` are both `style-03@0.50+style-12@0.50`):
+/// refused.
+pub fn distinct_styles(given: Vec<(String, Style)>) -> Result<(Vec<Style>, Repeats), StageError> {
+    let mut kept: Vec<(String, Style)> = Vec::new();
+    let mut repeats = Vec::new();
+    for (spec, style) in given {
+        if let Some((first, _)) = kept.iter().find(|(_, k)| same_blend(k, &style)) {
+            repeats.push((spec, first.clone()));
+            continue;
+        }
+        if let Some((first, _)) = kept.iter().find(|(_, k)| k.label == style.label) {
+            return Err(StageError::InputInvalid(format!(
+                "--style {first:?} and --style {spec:?} are different blends with the same name \
+                 {:?} (their outputs would overwrite each other); make the weights differ in \
+                 the first two decimals",
+                style.label
+            )));
+        }
+        kept.push((spec, style));
+    }
+    Ok((kept.into_iter().map(|(_, s)| s).collect(), repeats))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +160,41 @@ mod tests {
                 .to_string()
                 .contains("0 to 25")
         );
+    }
+
+    #[test]
+    fn repeated_styles_are_kept_once_and_name_clashes_refused() {
+        let n = names();
+        let given = |specs: &[&str]| {
+            specs
+                .iter()
+                .map(|s| (s.to_string(), parse_style(s, &n).unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let (styles, repeats) = distinct_styles(given(&[
+            "7",
+            "style-07",
+            "3:0.5,12:0.5",
+            "7:2",
+            "12:1,style-03:1",
+            "4",
+        ]))
+        .unwrap();
+        let labels: Vec<&str> = styles.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            vec!["style-07", "style-03@0.50+style-12@0.50", "style-04"]
+        );
+        assert_eq!(
+            repeats,
+            vec![
+                ("style-07".to_string(), "7".to_string()),
+                ("7:2".to_string(), "7".to_string()),
+                ("12:1,style-03:1".to_string(), "3:0.5,12:0.5".to_string()),
+            ]
+        );
+        let e = distinct_styles(given(&["3:0.5,12:0.5", "3:0.501,12:0.499"])).unwrap_err();
+        assert_eq!(e.exit_status().code(), 4);
+        assert!(e.to_string().contains("style-03@0.50+style-12@0.50"), "{e}");
     }
 }

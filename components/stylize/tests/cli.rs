@@ -715,3 +715,109 @@ fn a_write_failure_stops_the_stage_without_a_manifest() {
     assert!(err.contains("style-07"), "{err}");
     assert!(!manifest_path(vol.path(), "t", "stylize").exists());
 }
+
+/// The same style given twice — by index, name, `PACKAGE/SPEC` or as the same blend in another
+/// order or scale — is computed once, with a warning naming the repeats (it used to do all the
+/// work, then refuse to write a manifest with a duplicate artifact name, exit 1). Two different
+/// blends that would get one name are refused before any work.
+#[test]
+fn the_same_style_twice_is_done_once() {
+    let vol = volume();
+    let img = vol.path().join("img/odd.png");
+    let out = stylize(vol.path())
+        .args(["--image", img.to_str().unwrap()])
+        .args([
+            "--style",
+            "7",
+            "--style",
+            "style-07",
+            "--style",
+            "multistyle26/7",
+        ])
+        .args(["--style", "3:0.5,12:0.5", "--style", "12:1,style-03:1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert!(out.status.success(), "{err}");
+    for repeat in ["\"style-07\"", "\"multistyle26/7\"", "\"12:1,style-03:1\""] {
+        assert!(
+            err.contains(&format!("--style {repeat} is the same style as")),
+            "{repeat}: {err}"
+        );
+    }
+    assert!(err.contains("WARN"), "{err}");
+    let m = Manifest::read(&manifest_path(vol.path(), "t", "stylize"), vol.path()).unwrap();
+    let mut paths: Vec<&str> = m.outputs.iter().map(|a| a.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        vec![
+            "styled/multistyle26/style-03@0.50+style-12@0.50/odd.png",
+            "styled/multistyle26/style-07/odd.png",
+        ]
+    );
+    assert_eq!(files(&vol.path().join("styled")).len(), 2);
+
+    // Different blends under one name: refused, nothing written.
+    let vol = volume();
+    let out = stylize(vol.path())
+        .args(["--image", img.to_str().unwrap()])
+        .args(["--style", "3:0.5,12:0.5", "--style", "3:0.501,12:0.499"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("style-03@0.50+style-12@0.50"), "{err}");
+    assert!(!vol.path().join("styled").exists());
+    assert!(!manifest_path(vol.path(), "t", "stylize").exists());
+}
+
+/// Two inputs whose outputs land on one path (`a.jpg` and `a.png` with `--format png`, given
+/// as files or found in a directory) are refused with exit 4 naming both inputs and the output,
+/// before any forward pass: no output, no manifest.
+#[test]
+fn two_inputs_with_one_output_path_are_refused_before_any_work() {
+    let vol = volume();
+    let dir = vol.path().join("clash");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(vol.path().join("img/photo.jpg"), dir.join("a.jpg")).unwrap();
+    std::fs::copy(vol.path().join("img/odd.png"), dir.join("a.png")).unwrap();
+    std::fs::copy(vol.path().join("img/alpha.png"), dir.join("b.png")).unwrap();
+    let (a_jpg, a_png) = (dir.join("a.jpg"), dir.join("a.png"));
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "--image".into(),
+            a_jpg.display().to_string(),
+            "--image".into(),
+            a_png.display().to_string(),
+        ],
+        vec!["--image".into(), dir.display().to_string()],
+    ];
+    for case in cases {
+        let out = stylize(vol.path())
+            .args(&case)
+            .args(["--style", "7", "--style", "3", "--format", "png"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("{err}");
+        assert_eq!(out.status.code(), Some(4), "{case:?}: {err}");
+        for needle in [
+            a_jpg.display().to_string(),
+            a_png.display().to_string(),
+            "styled/multistyle26/style-07/a.png".into(),
+        ] {
+            assert!(err.contains(&needle), "{case:?}: {needle} not named: {err}");
+        }
+        assert!(!err.contains("b.png"), "{err}");
+        // Refused in planning: no forward pass ran, nothing was written.
+        assert!(!err.contains(" ms)"), "work was done: {err}");
+        assert!(
+            !vol.path().join("styled").exists(),
+            "{case:?} wrote {:?}",
+            files(&vol.path().join("styled"))
+        );
+        assert!(!manifest_path(vol.path(), "t", "stylize").exists());
+    }
+}
