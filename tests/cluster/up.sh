@@ -45,18 +45,8 @@ fail() {
   exit 1
 }
 
-# daemon LOG CMD...: as in control-plane.sh: new session, /dev/null, LOG, no inherited descriptor.
-daemon() {
-  local log=$1
-  shift
-  (
-    for fd in /proc/"$BASHPID"/fd/*; do
-      fd=${fd##*/}
-      if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
-    done
-    exec setsid "$@"
-  ) >>"$log" 2>&1 </dev/null &
-}
+# shellcheck source=tests/cluster/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 daemon "$dir/logs/process-kubelet.log" python3 "$here/process-kubelet.py" --kubeconfig "$dir/kubelet.kubeconfig" \
   --bin-dir "$bin_dir" --data-dir "$dir/kubelet" --client-ca-file "$pki/ca.crt" ${extra[@]+"${extra[@]}"}
