@@ -24,6 +24,8 @@ pub(crate) struct Ctx {
     pub volume: PathBuf,
     pub force: bool,
     pub max_resumes: u32,
+    /// Longest wait for the next piece of a body before the transfer counts as broken.
+    pub read_timeout: Option<std::time::Duration>,
     pub previous: Previous,
     pub progress: ProgressBar,
 }
@@ -89,7 +91,7 @@ async fn fetch_s3(
         .as_ref()
         .ok_or_else(|| StageError::Internal("no S3 client".into()))?;
     let mut file = AtomicFile::create(&dest, Clobber::Replace)?;
-    let open = |offset: u64| open_s3(client, &o, offset);
+    let open = |offset: u64| open_s3(client, &o, offset, ctx.read_timeout);
     let (sha, n) = resumable_copy(
         open,
         &mut file,
@@ -148,8 +150,14 @@ async fn already_present(
 type Body = BoxStream<'static, Result<Bytes, String>>;
 
 /// GET the object from `offset` on. Always conditional on the ETag we HEADed, so a resumed body
-/// can never splice two versions of an object.
-async fn open_s3(client: &Client, o: &ObjectInfo, offset: u64) -> Result<Body, StageError> {
+/// can never splice two versions of an object. A body that yields nothing for `stall` ends with
+/// an error (and is resumed like any broken body): the SDK's read timeout stops at the headers.
+async fn open_s3(
+    client: &Client,
+    o: &ObjectInfo,
+    offset: u64,
+    stall: Option<std::time::Duration>,
+) -> Result<Body, StageError> {
     let mut req = client.get_object().bucket(&o.bucket).key(&o.key);
     if let Some(etag) = &o.etag {
         req = req.if_match(etag);
@@ -170,15 +178,35 @@ async fn open_s3(client: &Client, o: &ObjectInfo, offset: u64) -> Result<Body, S
         Err(e) => return Err(kubestyle_s3::storage_error(&format!("GET {uri}"), e)),
     };
     let body = resp.body;
-    Ok(futures::stream::unfold(body, |mut b| async move {
-        b.next().await.map(|r| {
-            (
-                r.map_err(|e| aws_smithy_types::error::display::DisplayErrorContext(e).to_string()),
-                b,
-            )
+    Ok(
+        futures::stream::unfold((body, false), move |(mut b, done)| async move {
+            if done {
+                return None;
+            }
+            let next = match stall {
+                Some(d) => match tokio::time::timeout(d, b.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        let e = format!(
+                            "no data from the S3 endpoint {} for {d:?}",
+                            kubestyle_s3::endpoint_for_messages()
+                        );
+                        return Some((Err(e), (b, true)));
+                    }
+                },
+                None => b.next().await,
+            };
+            next.map(|r| {
+                (
+                    r.map_err(|e| {
+                        aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
+                    }),
+                    (b, false),
+                )
+            })
         })
-    })
-    .boxed())
+        .boxed(),
+    )
 }
 
 /// Copy a body of `expected_len` bytes into `out`, hashing it. When the body breaks (an error

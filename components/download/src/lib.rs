@@ -182,6 +182,7 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
         volume: volume.clone(),
         force: args.force,
         max_resumes: args.max_resumes,
+        read_timeout: args.s3.read_timeout(),
         previous,
         progress: progress.clone(),
     });

@@ -117,7 +117,10 @@ impl Resolver {
                 }
                 Location::S3 { bucket, key } => {
                     let client = self.ensure_client(args).await?;
-                    (read_s3_text(&client, bucket, key).await?, None)
+                    (
+                        read_s3_text(&client, bucket, key, args.s3.read_timeout()).await?,
+                        None,
+                    )
                 }
             };
             let is_csv = list.to_ascii_lowercase().ends_with(".csv");
@@ -503,7 +506,14 @@ fn read_local_list(p: &Path) -> Result<String, StageError> {
     })
 }
 
-async fn read_s3_text(client: &Client, bucket: &str, key: &str) -> Result<String, StageError> {
+/// A list file from S3. Lists are small: the whole body must arrive within `stall` (the SDK's
+/// read timeout stops at the response headers).
+async fn read_s3_text(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    stall: Option<std::time::Duration>,
+) -> Result<String, StageError> {
     let what = format!("s3://{bucket}/{key}");
     let resp = match client.get_object().bucket(bucket).key(key).send().await {
         Ok(r) => r,
@@ -514,10 +524,17 @@ async fn read_s3_text(client: &Client, bucket: &str, key: &str) -> Result<String
         }
         Err(e) => return Err(kubestyle_s3::storage_error(&format!("GET {what}"), e)),
     };
-    let bytes = resp
-        .body
-        .collect()
-        .await
+    let collect = resp.body.collect();
+    let collected = match stall {
+        Some(d) => tokio::time::timeout(d, collect).await.map_err(|_| {
+            StageError::Storage(format!(
+                "GET {what}: the body did not arrive from the S3 endpoint {} within {d:?}",
+                kubestyle_s3::endpoint_for_messages()
+            ))
+        })?,
+        None => collect.await,
+    };
+    let bytes = collected
         .map_err(|e| StageError::Storage(format!("GET {what}: {e}")))?
         .into_bytes();
     String::from_utf8(bytes.to_vec())

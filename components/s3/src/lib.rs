@@ -9,10 +9,13 @@
 //! stripped ([`redact_endpoint`]).
 
 use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{ChecksumMode, ChecksumType};
@@ -52,6 +55,58 @@ pub struct S3Args {
     /// Attempts per request for transient errors (throttling, 5xx, timeouts), with backoff.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_attempts: u32,
+    /// Seconds to establish a connection (TCP and TLS) to the endpoint. 0 disables.
+    #[arg(long, env = "KUBESTYLE_S3_CONNECT_TIMEOUT", default_value_t = DEFAULT_CONNECT_TIMEOUT, value_name = "SECONDS")]
+    pub connect_timeout: f64,
+    /// Seconds a request may wait for the server: from sending the request (its body included)
+    /// to the response headers, and, while a download streams, between two pieces of its body.
+    /// 0 disables.
+    #[arg(long, env = "KUBESTYLE_S3_READ_TIMEOUT", default_value_t = DEFAULT_READ_TIMEOUT, value_name = "SECONDS")]
+    pub read_timeout: f64,
+    /// Seconds one attempt of a request may take (connection and request body included), after
+    /// which it is retried. 0 (the default) leaves the bound to --connect-timeout and
+    /// --read-timeout.
+    #[arg(
+        long,
+        env = "KUBESTYLE_S3_ATTEMPT_TIMEOUT",
+        default_value_t = 0.0,
+        value_name = "SECONDS"
+    )]
+    pub attempt_timeout: f64,
+    /// Seconds one request may take over all its attempts and backoff; not retried. Downloads
+    /// stream the body after this (the body is bounded by --read-timeout instead); uploads send it
+    /// within it. 0 disables.
+    #[arg(long, env = "KUBESTYLE_S3_OPERATION_TIMEOUT", default_value_t = DEFAULT_OPERATION_TIMEOUT, value_name = "SECONDS")]
+    pub operation_timeout: f64,
+}
+
+/// Default `--connect-timeout`, seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: f64 = 10.0;
+/// Default `--read-timeout`, seconds. It also covers sending a request body (a single PUT is at
+/// most the upload's multipart threshold, 64 MiB by default: about 0.5 MiB/s suffices).
+pub const DEFAULT_READ_TIMEOUT: f64 = 120.0;
+/// Default `--operation-timeout`, seconds.
+pub const DEFAULT_OPERATION_TIMEOUT: f64 = 600.0;
+
+/// The endpoint of the last client built (redacted), for error messages.
+static ENDPOINT: RwLock<Option<String>> = RwLock::new(None);
+
+/// The endpoint requests go to, for messages: redacted, or `"AWS S3 (<region>)"`.
+pub fn endpoint_for_messages() -> String {
+    ENDPOINT
+        .read()
+        .ok()
+        .and_then(|g| g.clone())
+        .unwrap_or_else(|| "AWS S3".into())
+}
+
+fn secs(v: f64, flag: &str) -> Result<Option<Duration>, StageError> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(StageError::Usage(format!(
+            "{flag} must be a number of seconds >= 0, got {v}"
+        )));
+    }
+    Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
 }
 
 impl Default for S3Args {
@@ -61,6 +116,10 @@ impl Default for S3Args {
             addressing: Addressing::Auto,
             region: None,
             max_attempts: 5,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            attempt_timeout: 0.0,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
         }
     }
 }
@@ -74,8 +133,37 @@ impl S3Args {
         }
     }
 
+    /// `--read-timeout` as a duration (`None`: disabled).
+    pub fn read_timeout(&self) -> Option<Duration> {
+        secs(self.read_timeout, "--read-timeout").ok().flatten()
+    }
+
+    /// The SDK timeouts from the flags.
+    pub fn timeout_config(&self) -> Result<TimeoutConfig, StageError> {
+        // Unset values would be filled in from the SDK defaults; 0 really disables.
+        let mut b = TimeoutConfig::builder();
+        b = match secs(self.connect_timeout, "--connect-timeout")? {
+            Some(d) => b.connect_timeout(d),
+            None => b.disable_connect_timeout(),
+        };
+        b = match secs(self.read_timeout, "--read-timeout")? {
+            Some(d) => b.read_timeout(d),
+            None => b.disable_read_timeout(),
+        };
+        b = match secs(self.attempt_timeout, "--attempt-timeout")? {
+            Some(d) => b.operation_attempt_timeout(d),
+            None => b.disable_operation_attempt_timeout(),
+        };
+        b = match secs(self.operation_timeout, "--operation-timeout")? {
+            Some(d) => b.operation_timeout(d),
+            None => b.disable_operation_timeout(),
+        };
+        Ok(b.build())
+    }
+
     /// Build a client. Does not contact the server.
     pub async fn client(&self) -> Result<Client, StageError> {
+        let timeouts = self.timeout_config()?;
         if let Some(ep) = &self.endpoint_url {
             let u = url::Url::parse(ep).map_err(|e| {
                 StageError::Usage(format!(
@@ -96,11 +184,22 @@ impl S3Args {
                 .or_else("us-east-1");
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .region(region)
-            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts.max(1)));
+            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts.max(1)))
+            .timeout_config(timeouts);
         if let Some(ep) = &self.endpoint_url {
             loader = loader.endpoint_url(ep);
         }
         let shared = loader.load().await;
+        let shown = match &self.endpoint_url {
+            Some(ep) => redact_endpoint(ep),
+            None => format!(
+                "AWS S3 ({})",
+                shared.region().map(|r| r.as_ref()).unwrap_or("us-east-1")
+            ),
+        };
+        if let Ok(mut g) = ENDPOINT.write() {
+            *g = Some(shown);
+        }
         let conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(self.path_style())
             .build();
@@ -295,7 +394,8 @@ where
             ))
         }
         (None, _) => StageError::Storage(format!(
-            "{what}: could not reach the S3 endpoint ({detail})"
+            "{what}: could not reach the S3 endpoint {} ({detail})",
+            endpoint_for_messages()
         )),
         (Some(s), _) => StageError::Storage(format!("{what}: HTTP {s}: {detail}")),
     }
@@ -336,6 +436,36 @@ mod tests {
         assert!(a.path_style());
         a.addressing = Addressing::Virtual;
         assert!(!a.path_style());
+    }
+
+    #[test]
+    fn timeouts_from_flags() {
+        let a = S3Args::default();
+        let t = a.timeout_config().unwrap();
+        assert_eq!(t.connect_timeout(), Some(Duration::from_secs(10)));
+        assert_eq!(t.read_timeout(), Some(Duration::from_secs(120)));
+        assert_eq!(t.operation_attempt_timeout(), None);
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(600)));
+        let a = S3Args {
+            read_timeout: 0.0,
+            attempt_timeout: 1.5,
+            ..S3Args::default()
+        };
+        let t = a.timeout_config().unwrap();
+        assert_eq!(t.read_timeout(), None);
+        assert_eq!(a.read_timeout(), None);
+        assert_eq!(
+            t.operation_attempt_timeout(),
+            Some(Duration::from_millis(1500))
+        );
+        for bad in [-1.0, f64::NAN, f64::INFINITY] {
+            let a = S3Args {
+                operation_timeout: bad,
+                ..S3Args::default()
+            };
+            let e = a.timeout_config().unwrap_err();
+            assert_eq!(e.exit_status(), kubestyle_manifest::ExitStatus::Usage);
+        }
     }
 
     #[tokio::test]
