@@ -102,6 +102,53 @@ impl Network {
     }
 }
 
+/// The smallest side, in pixels, that both networks accept (after padding to a multiple of 4).
+/// Each layer reflect-pads its input by `k / 2`, which needs a side larger than the padding: the
+/// 9×9 layers at full size need more than 4 px, and the 3×3 layers at quarter size (after two
+/// stride-2 layers; the residual blocks and the first upsampling layer) need more than 1 px there,
+/// so at least 2 × 4 = 8 px at full size. Callers extend smaller images to this and crop back.
+pub const MIN_SIDE: usize = 8;
+
+/// Planar RGB (`3 × h × w`) extended at the bottom and right to at least `min` pixels on each
+/// side: mirrored about the last row/column (repeated when the side is 1 pixel), valid for any
+/// size. Returns the data and its new height and width (unchanged when both sides suffice).
+pub fn extend_planar(rgb: &[f32], h: usize, w: usize, min: usize) -> (Vec<f32>, usize, usize) {
+    let (nh, nw) = (h.max(min), w.max(min));
+    if (nh, nw) == (h, w) {
+        return (rgb.to_vec(), h, w);
+    }
+    let mirror = |i: usize, n: usize| -> usize {
+        if n <= 1 {
+            return 0;
+        }
+        let m = i % (2 * (n - 1));
+        if m < n { m } else { 2 * (n - 1) - m }
+    };
+    let mx: Vec<usize> = (0..nw).map(|x| mirror(x, w)).collect();
+    let mut out = Vec::with_capacity(3 * nh * nw);
+    for c in 0..3 {
+        for y in 0..nh {
+            let row = &rgb[(c * h + mirror(y, h)) * w..][..w];
+            out.extend(mx.iter().map(|&x| row[x]));
+        }
+    }
+    (out, nh, nw)
+}
+
+/// Crop planar RGB (`3 × h × w`) back to its top-left `3 × oh × ow`.
+pub fn crop_planar(rgb: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    if (h, w) == (oh, ow) {
+        return rgb.to_vec();
+    }
+    let mut out = Vec::with_capacity(3 * oh * ow);
+    for c in 0..3 {
+        for y in 0..oh {
+            out.extend_from_slice(&rgb[(c * h + y) * w..][..ow]);
+        }
+    }
+    out
+}
+
 /// Reflect-pad bottom and right so H and W become multiples of `m` (what the networks need).
 /// Returns the padded tensor and the original `[H, W]` to crop back to.
 pub fn pad_to_multiple(x: Tensor<4>, m: usize) -> (Tensor<4>, [usize; 2]) {
@@ -119,4 +166,38 @@ pub fn pad_to_multiple(x: Tensor<4>, m: usize) -> (Tensor<4>, [usize; 2]) {
 pub fn crop(x: Tensor<4>, [h, w]: [usize; 2]) -> Tensor<4> {
     let [n, c, _, _] = x.dims();
     x.slice([0..n, 0..c, 0..h, 0..w])
+}
+
+#[cfg(test)]
+mod extend_tests {
+    use super::*;
+
+    #[test]
+    fn extend_mirrors_any_size_and_crop_restores_it() {
+        // One row of 3 → 8 wide: mirrored about the last column, repeating.
+        let row: Vec<f32> = [0.0, 1.0, 2.0].repeat(3);
+        let (e, h, w) = extend_planar(&row, 1, 3, MIN_SIDE);
+        assert_eq!((h, w), (8, 8));
+        assert_eq!(&e[..8], &[0.0, 1.0, 2.0, 1.0, 0.0, 1.0, 2.0, 1.0]);
+        assert!(
+            e[..64].chunks(8).all(|r| r == &e[..8]),
+            "rows repeat a 1-px side"
+        );
+        assert_eq!(crop_planar(&e, h, w, 1, 3), row);
+        // 1×1 becomes a flat 8×8; sizes already large enough are unchanged.
+        let (e, h, w) = extend_planar(&[0.25, 0.5, 0.75], 1, 1, MIN_SIDE);
+        assert_eq!((h, w, e.len()), (8, 8, 3 * 64));
+        assert!(e[64..128].iter().all(|&v| v == 0.5));
+        let big: Vec<f32> = (0..3 * 8 * 9).map(|i| i as f32).collect();
+        assert_eq!(extend_planar(&big, 8, 9, MIN_SIDE), (big.clone(), 8, 9));
+        // Every size from 1 to 12 on each side round-trips.
+        for h in 1..12 {
+            for w in 1..12 {
+                let x: Vec<f32> = (0..3 * h * w).map(|i| i as f32).collect();
+                let (e, eh, ew) = extend_planar(&x, h, w, MIN_SIDE);
+                assert_eq!((eh, ew), (h.max(8), w.max(8)));
+                assert_eq!(crop_planar(&e, eh, ew, h, w), x, "{h}x{w}");
+            }
+        }
+    }
 }

@@ -49,10 +49,10 @@ fn open(
             "{w}x{h} = {pixels} pixels is above the limit of {max_pixels} (--max-pixels); refusing a possible decompression bomb"
         )));
     }
-    if w < 4 || h < 4 {
-        return Err(bad(format!(
-            "{w}x{h} is too small (both sides need at least 4 pixels)"
-        )));
+    // Any non-empty size runs: sides below what the networks accept are extended and cropped
+    // back at the forward pass.
+    if w == 0 || h == 0 {
+        return Err(bad(format!("{w}x{h} has no pixels")));
     }
     Ok((decoder, format))
 }

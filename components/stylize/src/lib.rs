@@ -22,7 +22,8 @@ use kubestyle_manifest::{
     Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun, sha256_bytes, sha256_file,
 };
 use kubestyle_models::{
-    FusedNet, ModelCard, Network, NormStats, crop, load_package, pad_to_multiple,
+    FusedNet, MIN_SIDE, ModelCard, Network, NormStats, crop, crop_planar, extend_planar,
+    load_package, pad_to_multiple,
 };
 use serde_json::{Map, Value, json};
 
@@ -697,26 +698,32 @@ pub fn stylize_planar(
             // As large as runs whole: `--tile-above` pixels, or one tile if that is larger.
             let fits = args.tile_above.max((args.tile * args.tile) as u64);
             let (small, sh, sw) = image_io::downscale_to(img, fits);
+            let (small, sh, sw) = extend_planar(&small, sh, sw, MIN_SIDE);
             let mut stats = Vec::new();
             f.stylize(&small, sh, sw, &style, NormStats::Record(&mut stats))?;
             Some(stats)
         }
         _ => None,
     };
-    let whole = |rgb: Vec<f32>, th: usize, tw: usize| -> Result<Vec<f32>, StageError> {
-        if let Some(f) = fused {
+    // Sides below what the networks accept (MIN_SIDE) are extended by mirroring and cropped
+    // back, so any size from 1×1 up runs on every backend.
+    let whole = |rgb: Vec<f32>, oh: usize, ow: usize| -> Result<Vec<f32>, StageError> {
+        let (rgb, th, tw) = extend_planar(&rgb, oh, ow, MIN_SIDE);
+        let y = if let Some(f) = fused {
             let mode = match &shared {
                 Some(s) => NormStats::Replay(s),
                 None => NormStats::Own,
             };
-            return f.stylize(&rgb, th, tw, &style, mode);
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(rgb, [1, 3, th, tw]), device);
-        let (padded, hw) = pad_to_multiple(x, 4);
-        let y = crop(net.stylize(padded, &style)?, hw);
-        y.into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| StageError::Internal(format!("reading the result: {e:?}")))
+            f.stylize(&rgb, th, tw, &style, mode)?
+        } else {
+            let x = Tensor::<4>::from_data(TensorData::new(rgb, [1, 3, th, tw]), device);
+            let (padded, hw) = pad_to_multiple(x, 4);
+            let y = crop(net.stylize(padded, &style)?, hw);
+            y.into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| StageError::Internal(format!("reading the result: {e:?}")))?
+        };
+        Ok(crop_planar(&y, th, tw, oh, ow))
     };
     if (h * w) as u64 <= args.tile_above {
         return Ok((whole(img.rgb.clone(), h, w)?, 1));

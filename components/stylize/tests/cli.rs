@@ -821,3 +821,80 @@ fn two_inputs_with_one_output_path_are_refused_before_any_work() {
         assert!(!manifest_path(vol.path(), "t", "stylize").exists());
     }
 }
+
+/// Any size runs on every kernel choice: sides below the networks' minimum (8 px) are extended
+/// by mirroring and cropped back, so the output has exactly the input's size (1×1, 1×5000,
+/// 5000×1, 2×3, 4×64, 64×4, 7×7 panicked before).
+#[test]
+fn tiny_and_thin_images_keep_their_size_on_every_kernel_choice() {
+    let vol = volume();
+    let dir = vol.path().join("tiny");
+    std::fs::create_dir_all(&dir).unwrap();
+    let chelsea = image::open(assets().join("chelsea.png")).unwrap();
+    let sizes = [
+        (1u32, 1u32),
+        (1, 5000),
+        (5000, 1),
+        (2, 3),
+        (4, 64),
+        (64, 4),
+        (7, 7),
+    ];
+    let mut images = Vec::new();
+    for (w, h) in sizes {
+        let name = format!("{w}x{h}.png");
+        chelsea
+            .resize_exact(w, h, image::imageops::FilterType::Triangle)
+            .to_rgb8()
+            .save(dir.join(&name))
+            .unwrap();
+        images.push(name);
+    }
+    let mut kernels = vec!["fused", "burn"];
+    if cfg!(feature = "tch") {
+        kernels.push("tch");
+    }
+    for k in kernels {
+        let mut c = stylize(vol.path());
+        c.args(["--style", "7", "--out", k]);
+        if k == "tch" {
+            c.args(["--backend", "tch", "--device", "cpu"]);
+        } else {
+            c.args(["--backend", "flex", "--kernels", k]);
+        }
+        for name in &images {
+            c.args(["--image", dir.join(name).to_str().unwrap()]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{k}: {o:?}");
+        for ((w, h), name) in sizes.iter().zip(&images) {
+            let out = vol.path().join(k).join("multistyle26/style-07").join(name);
+            let got = image::image_dimensions(&out)
+                .unwrap_or_else(|e| panic!("{k}: {}: {e}", out.display()));
+            assert_eq!(got, (*w, *h), "{k}: {name}");
+        }
+        // Tiled: 1-px-high tiles of a thin image (and, on the fused kernels, the shared statistics
+        // of its 1-px-high copy) are extended the same way.
+        let thin = dir.join("5000x1.png");
+        let o = stylize(vol.path())
+            .args(["--style", "7", "--out", &format!("{k}-tiled")])
+            .args(["--image", thin.to_str().unwrap()])
+            .args(["--tile-above", "1000", "--tile", "256", "--overlap", "32"])
+            .args(if k == "tch" {
+                ["--backend", "tch", "--device", "cpu"]
+            } else {
+                ["--backend", "flex", "--kernels", k]
+            })
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{k} tiled: {o:?}");
+        let out = vol
+            .path()
+            .join(format!("{k}-tiled/multistyle26/style-07/5000x1.png"));
+        assert_eq!(
+            image::image_dimensions(out).unwrap(),
+            (5000, 1),
+            "{k} tiled"
+        );
+    }
+}
