@@ -177,6 +177,22 @@ async fn open_s3(
         }
         Err(e) => return Err(kubestyle_s3::storage_error(&format!("GET {uri}"), e)),
     };
+    // A resume must get exactly the bytes from `offset` on (206 with that Content-Range): an
+    // endpoint that ignores the Range and sends the object from its start would otherwise be
+    // spliced after the bytes already written.
+    if offset > 0 {
+        let start = resp
+            .content_range()
+            .and_then(|r| r.strip_prefix("bytes "))
+            .and_then(|r| r.split('-').next())
+            .and_then(|s| s.parse::<u64>().ok());
+        if start != Some(offset) {
+            return Err(StageError::Integrity(format!(
+                "{uri}: the endpoint answered the resume at byte {offset} with Content-Range {:?}: refusing to splice",
+                resp.content_range().unwrap_or("none")
+            )));
+        }
+    }
     let body = resp.body;
     Ok(
         futures::stream::unfold((body, false), move |(mut b, done)| async move {

@@ -10,7 +10,7 @@ use kubestyle_testkit::files;
 
 /// Serve `respond` on every connection, then keep the socket open (never close, never answer
 /// more). Returns the `host:port`.
-fn stalling_server(respond: fn(&str) -> Vec<u8>) -> String {
+fn stalling_server(respond: impl Fn(&str) -> Vec<u8> + Send + 'static) -> String {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
@@ -99,18 +99,40 @@ fn operation_timeout_bounds_all_attempts() {
     assert!(written.is_empty(), "wrote {written:?}");
 }
 
-#[test]
-fn body_stalled_mid_way_gives_exit_5_and_no_file() {
-    // HEAD answers properly; GET sends the head and 10 of 1000 bytes, then stalls.
-    let addr = stalling_server(|req| {
-        let head = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nETag: \"abc\"\r\n\
-                    Content-Type: image/png\r\nLast-Modified: Wed, 25 Nov 2026 10:00:00 GMT\r\n\r\n";
-        let mut r = head.as_bytes().to_vec();
+/// A server that answers HEAD properly and every GET with the head and 10 bytes of a
+/// 1000-byte object, then stalls; a ranged GET (`Range: bytes=N-`) gets 206 and the range when
+/// `honour_range`, else a plain 200 with the object from its start.
+fn ten_bytes_then_stall(honour_range: bool) -> String {
+    stalling_server(move |req| {
+        let from = req
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("range: bytes=")
+                    .map(str::to_string)
+            })
+            .and_then(|r| r.trim_end_matches('-').parse::<u64>().ok());
+        let head = match from {
+            Some(n) if honour_range => format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {n}-999/1000\r\n",
+                1000 - n
+            ),
+            _ => "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n".to_string(),
+        };
+        let mut r = format!(
+            "{head}ETag: \"abc\"\r\nContent-Type: image/png\r\nLast-Modified: Wed, 25 Nov 2026 10:00:00 GMT\r\n\r\n"
+        )
+        .into_bytes();
         if req.starts_with("GET") {
             r.extend_from_slice(&[7u8; 10]);
         }
         r
-    });
+    })
+}
+
+#[test]
+fn body_stalled_mid_way_gives_exit_5_and_no_file() {
+    let addr = ten_bytes_then_stall(true);
     let (code, err, took, written) = run_download(
         &addr,
         &[
@@ -125,7 +147,30 @@ fn body_stalled_mid_way_gives_exit_5_and_no_file() {
     eprintln!("stalled body: exit {code:?} after {took:?}: {err}");
     assert_eq!(code, Some(5), "{err}");
     assert!(err.contains(&addr), "stderr should name {addr}: {err}");
+    // Resumed once at byte 10 (206), stalled again at byte 20.
+    assert!(err.contains("giving up at byte 20"), "{err}");
     assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(written.is_empty(), "wrote {written:?}");
+}
+
+/// A resume the endpoint answers with the whole object (200, no Content-Range) must not be
+/// spliced after the bytes already written: exit 6, no file.
+#[test]
+fn a_resume_answered_without_its_range_is_not_spliced() {
+    let addr = ten_bytes_then_stall(false);
+    let (code, err, _, written) = run_download(
+        &addr,
+        &[
+            "--read-timeout",
+            "2",
+            "--max-attempts",
+            "2",
+            "--max-resumes",
+            "1",
+        ],
+    );
+    assert_eq!(code, Some(6), "{err}");
+    assert!(err.contains("refusing to splice"), "{err}");
     assert!(written.is_empty(), "wrote {written:?}");
 }
 
