@@ -84,13 +84,18 @@ struct Member {
     features: BTreeSet<String>,
 }
 
-fn members(meta: &Value) -> BTreeMap<String, Member> {
-    let ids: BTreeSet<&str> = meta["workspace_members"]
+/// The package ids of the workspace's members.
+fn member_ids(meta: &Value) -> BTreeSet<&str> {
+    meta["workspace_members"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap())
-        .collect();
+        .collect()
+}
+
+fn members(meta: &Value) -> BTreeMap<String, Member> {
+    let ids = member_ids(meta);
     meta["packages"]
         .as_array()
         .unwrap()
@@ -119,12 +124,7 @@ fn members(meta: &Value) -> BTreeMap<String, Member> {
 #[test]
 fn rust_version_is_the_highest_of_the_locked_graph_and_the_toolchain_meets_it() {
     let meta = metadata();
-    let ids: BTreeSet<&str> = meta["workspace_members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let ids = member_ids(&meta);
     let workspace = workspace_rust_version();
     let mut deps: Vec<((u64, u64, u64), String)> = Vec::new();
     for p in meta["packages"].as_array().unwrap() {

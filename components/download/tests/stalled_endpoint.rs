@@ -55,48 +55,56 @@ fn run_download(addr: &str, extra: &[&str]) -> (Option<i32>, String, Duration, V
     (out.status.code(), err, took, files(vol.path()))
 }
 
+/// What every stalled endpoint must give: exit 5 naming the endpoint, within the bound, and
+/// nothing on the volume.
+fn assert_gave_up(
+    what: &str,
+    addr: &str,
+    run: (Option<i32>, String, Duration, Vec<String>),
+) -> String {
+    let (code, err, took, written) = run;
+    eprintln!("{what}: exit {code:?} after {took:?}: {err}");
+    assert_eq!(code, Some(5), "{err}");
+    assert!(err.contains(addr), "stderr should name {addr}: {err}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert!(written.is_empty(), "wrote {written:?}");
+    err
+}
+
 #[test]
 fn silent_endpoint_gives_exit_5_naming_it() {
     // Accepts, reads the request, never answers.
     let addr = stalling_server(|_| Vec::new());
-    let (code, err, took, written) = run_download(
+    let err = assert_gave_up(
+        "silent endpoint",
         &addr,
-        &[
-            "--read-timeout",
-            "2",
-            "--connect-timeout",
-            "2",
-            "--max-attempts",
-            "2",
-        ],
+        run_download(
+            &addr,
+            &[
+                "--read-timeout",
+                "2",
+                "--connect-timeout",
+                "2",
+                "--max-attempts",
+                "2",
+            ],
+        ),
     );
-    eprintln!("silent endpoint: exit {code:?} after {took:?}: {err}");
-    assert_eq!(code, Some(5), "{err}");
-    assert!(err.contains(&addr), "stderr should name {addr}: {err}");
     assert!(!err.contains("testing"), "{err}");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert!(written.is_empty(), "wrote {written:?}");
 }
 
 #[test]
 fn operation_timeout_bounds_all_attempts() {
     let addr = stalling_server(|_| Vec::new());
-    let (code, err, took, written) = run_download(
-        &addr,
-        &[
-            "--read-timeout",
-            "0",
-            "--operation-timeout",
-            "3",
-            "--max-attempts",
-            "10",
-        ],
-    );
-    eprintln!("operation timeout: exit {code:?} after {took:?}: {err}");
-    assert_eq!(code, Some(5), "{err}");
-    assert!(err.contains(&addr), "stderr should name {addr}: {err}");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert!(written.is_empty(), "wrote {written:?}");
+    let args = [
+        "--read-timeout",
+        "0",
+        "--operation-timeout",
+        "3",
+        "--max-attempts",
+        "10",
+    ];
+    assert_gave_up("operation timeout", &addr, run_download(&addr, &args));
 }
 
 /// A server that answers HEAD properly and every GET with the head and 10 bytes of a
@@ -133,24 +141,17 @@ fn ten_bytes_then_stall(honour_range: bool) -> String {
 #[test]
 fn body_stalled_mid_way_gives_exit_5_and_no_file() {
     let addr = ten_bytes_then_stall(true);
-    let (code, err, took, written) = run_download(
-        &addr,
-        &[
-            "--read-timeout",
-            "2",
-            "--max-attempts",
-            "2",
-            "--max-resumes",
-            "1",
-        ],
-    );
-    eprintln!("stalled body: exit {code:?} after {took:?}: {err}");
-    assert_eq!(code, Some(5), "{err}");
-    assert!(err.contains(&addr), "stderr should name {addr}: {err}");
+    let args = [
+        "--read-timeout",
+        "2",
+        "--max-attempts",
+        "2",
+        "--max-resumes",
+        "1",
+    ];
+    let err = assert_gave_up("stalled body", &addr, run_download(&addr, &args));
     // Resumed once at byte 10 (206), stalled again at byte 20.
     assert!(err.contains("giving up at byte 20"), "{err}");
-    assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert!(written.is_empty(), "wrote {written:?}");
 }
 
 /// A resume the endpoint answers with the whole object (200, no Content-Range) must not be
