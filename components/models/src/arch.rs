@@ -1,6 +1,6 @@
 //! Which network a weight file holds, and a strict check of its tensors.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kubestyle_manifest::StageError;
 
@@ -65,11 +65,27 @@ impl Architecture {
         v
     }
 
+    /// Bytes the architecture's weights take as float32: the most a checked file makes
+    /// [`crate::weights`] materialise (every expected tensor, nothing else). Checked arithmetic
+    /// is not needed for these fixed, small shapes, but is used anyway.
+    pub fn expected_bytes(self) -> u64 {
+        self.expected()
+            .iter()
+            .map(|(_, s)| s.iter().fold(4u64, |acc, &d| acc.saturating_mul(d as u64)))
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// Guess from the tensor names.
     pub fn detect(map: &TensorMap) -> Option<Architecture> {
-        if map.contains_key("conv1.conv2d.weight") {
+        Architecture::detect_names(|k| map.contains_key(k))
+    }
+
+    /// Guess from the tensor names, given a membership test (the names of a weight file's
+    /// header, before any data is read).
+    pub fn detect_names(has: impl Fn(&str) -> bool) -> Option<Architecture> {
+        if has("conv1.conv2d.weight") {
             Some(Architecture::TransformerNet)
-        } else if map.contains_key("contract.0.w") {
+        } else if has("contract.0.w") {
             Some(Architecture::MultiStyle26)
         } else {
             None
@@ -98,10 +114,31 @@ impl Architecture {
     /// Drop what carries no weights, then require exactly the expected tensors with the expected
     /// shapes. Returns the dropped keys. The error lists every offending key.
     pub fn check(self, map: &mut TensorMap) -> Result<Vec<String>, StageError> {
-        let dropped: Vec<String> = map.keys().filter(|k| self.droppable(k)).cloned().collect();
+        let shapes: BTreeMap<String, Vec<usize>> = map
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shape.clone()))
+            .collect();
+        let dropped = self.check_shapes(&shapes)?;
         for k in &dropped {
             map.remove(k);
         }
+        Ok(dropped)
+    }
+
+    /// [`check`](Self::check) on names and shapes alone (a weight file's header, before any
+    /// tensor data is read): `Ok` holds the keys that carry no weights and are to be dropped;
+    /// every other key must be expected, with its expected shape, and every expected key must
+    /// be there. The error lists every offending key (up to 20 each of
+    /// wrong shapes, missing and unexpected keys).
+    pub fn check_shapes(
+        self,
+        shapes: &BTreeMap<String, Vec<usize>>,
+    ) -> Result<Vec<String>, StageError> {
+        let dropped: Vec<String> = shapes
+            .keys()
+            .filter(|k| self.droppable(k))
+            .cloned()
+            .collect();
         if self == Architecture::MultiStyle26 {
             for input in ["image", "style_weights"] {
                 if !dropped.iter().any(|d| d == &format!("onnx:input:{input}")) {
@@ -111,32 +148,40 @@ impl Architecture {
                 }
             }
         }
-        let mut problems = Vec::new();
+        // Three lists, each shown up to 20 entries, so a file with many missing tensors still
+        // names the unexpected (possibly huge) ones.
+        let (mut wrong, mut missing, mut unexpected) = (Vec::new(), Vec::new(), Vec::new());
         let expected = self.expected();
         let names: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
         for (name, shape) in &expected {
-            match map.get(name) {
-                None => problems.push(format!("missing {name} {shape:?}")),
-                Some(t) if &t.shape != shape => problems.push(format!(
-                    "{name} has shape {:?}, expected {shape:?}",
-                    t.shape
-                )),
+            match shapes.get(name) {
+                None => missing.push(format!("missing {name} {shape:?}")),
+                Some(s) if s != shape => {
+                    wrong.push(format!("{name} has shape {s:?}, expected {shape:?}"))
+                }
                 Some(_) => {}
             }
         }
-        for k in map.keys().filter(|k| !names.contains(k.as_str())) {
-            problems.push(format!("unexpected {k} {:?}", map[k].shape));
+        let dropped_set: BTreeSet<&str> = dropped.iter().map(String::as_str).collect();
+        for (k, s) in shapes
+            .iter()
+            .filter(|(k, _)| !names.contains(k.as_str()) && !dropped_set.contains(k.as_str()))
+        {
+            unexpected.push(format!("unexpected {k} {s:?}"));
         }
+        let total = wrong.len() + missing.len() + unexpected.len();
+        let problems: Vec<String> = [wrong, missing, unexpected]
+            .into_iter()
+            .flat_map(|v| v.into_iter().take(20))
+            .collect();
         if problems.is_empty() {
             Ok(dropped)
         } else {
-            let shown: Vec<String> = problems.iter().take(40).cloned().collect();
-            let more = problems.len().saturating_sub(shown.len());
+            let more = total.saturating_sub(problems.len());
             Err(StageError::InputInvalid(format!(
-                "weights do not match the {} architecture ({} problems): {}{}",
+                "weights do not match the {} architecture ({total} problems): {}{}",
                 self.name(),
-                problems.len(),
-                shown.join("; "),
+                problems.join("; "),
                 if more > 0 {
                     format!("; … and {more} more")
                 } else {

@@ -3,9 +3,10 @@
 //! Reads style-transfer weights — PyTorch `.pth` (zip and legacy pickle formats), `.safetensors`
 //! or the MultiStyle26 ONNX graph — checks that every tensor the architecture needs is present
 //! with the right shape and nothing unexpected remains (legacy InstanceNorm running statistics
-//! are dropped), and writes a package directory: `model.bpk` (burnpack weights) and
-//! `model.json` (the model card: architecture, style names, parameter count, source URI and
-//! SHA-256). The stage manifest is written last.
+//! are dropped) — from the file's header, before any tensor data is read, with allocation
+//! bounded by `--max-weight-bytes` and the architecture's size — and writes a package
+//! directory: `model.bpk` (burnpack weights) and `model.json` (the model card: architecture,
+//! style names, parameter count, source URI and SHA-256). The stage manifest is written last.
 
 use std::path::{Path, PathBuf};
 
@@ -16,7 +17,10 @@ use kubestyle_manifest::manifest::{
 };
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun, sha256_file};
 use kubestyle_models::package::{ModelCard, PACKAGE_FORMAT, SourceInfo, WeightsInfo};
-use kubestyle_models::{Architecture, Network, read_weights, write_package};
+use kubestyle_models::weights::{
+    CheckedWeights, DEFAULT_MAX_WEIGHT_BYTES, ReadLimits, read_weights_for,
+};
+use kubestyle_models::{Architecture, Network, write_package};
 use serde_json::{Map, Value, json};
 
 pub const STAGE: &str = "package-model";
@@ -50,14 +54,26 @@ pub struct Args {
     /// Root of the shared volume.
     #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
     pub volume: PathBuf,
-    /// Directory under the volume for packages (`<out>/<weights file stem>/`).
-    #[arg(long, default_value = "models", value_name = "REL")]
-    pub out: String,
+    /// Directory under the volume for packages (`<out>/<weights file stem>/`; default
+    /// `runs/<run-id>/models`, the run's own).
+    #[arg(long, value_name = "REL")]
+    pub out: Option<String>,
     #[arg(long, env = "KUBESTYLE_RUN_ID", value_name = "ID")]
     pub run_id: Option<String>,
     /// Write the manifest here (default `<volume>/runs/<run-id>/package-model.manifest.json`).
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
+    /// Largest weight file accepted, in bytes; also caps the tensor storage a `.pth` may
+    /// declare. Reading is bounded by this and by the architecture's own size (a tensor is
+    /// read only once its name and shape are the architecture's), never by what a file
+    /// declares. Default 256 MiB.
+    #[arg(
+        long,
+        env = "KUBESTYLE_MAX_WEIGHT_BYTES",
+        default_value_t = DEFAULT_MAX_WEIGHT_BYTES,
+        value_name = "BYTES"
+    )]
+    pub max_weight_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -82,7 +98,11 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
     let stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), run_id.clone());
-    validate_relative_path(&args.out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| kubestyle_manifest::manifest::run_data_dir(&run_id, "models"));
+    validate_relative_path(&out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
     let forced_arch = match args.architecture.as_str() {
         "auto" => None,
         s => Some(Architecture::parse(s).ok_or_else(|| {
@@ -105,7 +125,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     let params = json!({
         "architecture": args.architecture,
         "style_names": args.style_names,
-        "out": args.out,
+        "out": out,
     });
     let mut digests = Vec::new();
     for i in &inputs {
@@ -138,26 +158,19 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
 
     // Read and check every input before writing any package.
     let device = Device::flex();
+    let limits = ReadLimits {
+        max_weight_bytes: args.max_weight_bytes,
+    };
     let mut prepared = Vec::new();
     for input in &inputs {
-        let (mut map, format) = read_weights(&input.path)?;
-        let arch = match (forced_arch, Architecture::detect(&map)) {
-            (Some(a), _) => a,
-            (None, Some(a)) => a,
-            (None, None) => {
-                return Err(StageError::InputInvalid(format!(
-                    "{}: not a known style-transfer network (no conv1.conv2d.weight or contract.0.w tensor)",
-                    input.path.display()
-                )));
-            }
-        };
-        let dropped = arch.check(&mut map).map_err(|e| {
-            StageError::InputInvalid(format!(
-                "{}: {}",
-                input.path.display(),
-                e.to_string().trim_start_matches("input invalid: ")
-            ))
-        })?;
+        // Header first (names, dtypes, shapes), checked against the architecture; only then
+        // the data of the expected tensors (see kubestyle_models::weights).
+        let CheckedWeights {
+            architecture: arch,
+            format,
+            mut map,
+            dropped,
+        } = read_weights_for(&input.path, forced_arch, &limits)?;
         let stem = stem(&input.path);
         let styles = style_names(arch, &stem, &args.style_names)?;
         let net = Network::from_checked(arch, &mut map, &device);
@@ -194,7 +207,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     let mut outputs = Vec::new();
     let mut cards = Vec::new();
     for (stem, net, card) in prepared {
-        let rel_dir = format!("{}/{stem}", args.out);
+        let rel_dir = format!("{out}/{stem}");
         let card = write_package(&volume.join(&rel_dir), &net, card)?;
         tracing::info!(
             "packaged {} ({}, {} styles, {} parameters, from {}) -> {rel_dir}",

@@ -36,7 +36,7 @@ fn packages_the_trained_onnx_network() {
     std::fs::copy(assets().join("multistyle26.onnx"), &onnx).unwrap();
     let out = bin(vol.path()).arg(&onnx).output().unwrap();
     assert!(out.status.success(), "{out:?}");
-    let card = read_card(&vol.path().join("models/multistyle26")).unwrap();
+    let card = read_card(&vol.path().join("runs/t/models/multistyle26")).unwrap();
     assert_eq!(card.architecture.name(), "multistyle26");
     assert_eq!(card.styles.len(), 26);
     assert_eq!(card.styles[7], "style-07");
@@ -67,8 +67,8 @@ fn packages_zip_and_legacy_pth() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let zip = read_card(&vol.path().join("models/tn_zip")).unwrap();
-    let legacy = read_card(&vol.path().join("models/tn_legacy")).unwrap();
+    let zip = read_card(&vol.path().join("runs/t/models/tn_zip")).unwrap();
+    let legacy = read_card(&vol.path().join("runs/t/models/tn_legacy")).unwrap();
     assert_eq!(zip.source.format.name(), "pth-zip");
     assert_eq!(legacy.source.format.name(), "pth-legacy");
     assert!(zip.dropped_keys.is_empty());
