@@ -7,6 +7,8 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 use kubestyle_manifest::StageError;
 use kubestyle_manifest::atomic::{AtomicFile, Clobber};
 
+mod jpeg;
+
 /// A decoded image as planar float RGB in 0..1, with its alpha channel kept aside.
 #[derive(Debug, Clone)]
 pub struct Planar {
@@ -19,12 +21,32 @@ pub struct Planar {
     pub format: Option<ImageFormat>,
 }
 
+/// An image whose header has been read: JPEGs go to libjpeg-turbo's decoder ([`jpeg`], for
+/// pixels identical to PIL/torchvision/OpenCV), everything else to the `image` crate.
+enum Opened<D> {
+    Jpeg(Box<jpeg::Header>),
+    Other(D, Option<ImageFormat>),
+}
+
+impl<D: ImageDecoder> Opened<D> {
+    fn format(&self) -> Option<ImageFormat> {
+        match self {
+            Opened::Jpeg(_) => Some(ImageFormat::Jpeg),
+            Opened::Other(_, f) => *f,
+        }
+    }
+
+    fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Opened::Jpeg(h) => h.dimensions(),
+            Opened::Other(d, _) => d.dimensions(),
+        }
+    }
+}
+
 /// Open `path` and read its header: the format and dimensions, checked against `max_pixels`
 /// before anything is allocated.
-fn open(
-    path: &Path,
-    max_pixels: u64,
-) -> Result<(impl ImageDecoder + use<>, Option<ImageFormat>), StageError> {
+fn open(path: &Path, max_pixels: u64) -> Result<Opened<impl ImageDecoder + use<>>, StageError> {
     let bad = |m: String| StageError::InputInvalid(format!("{}: {m}", path.display()));
     let reader = ImageReader::open(path)
         .map_err(|e| StageError::read(path, e))?
@@ -34,15 +56,21 @@ fn open(
     if format.is_none() {
         return Err(bad("not an image (unrecognised format)".into()));
     }
-    let mut reader = reader;
-    let mut limits = Limits::default();
-    // Decoders allocate ~4 bytes per pixel per channel at most for our formats.
-    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
-    reader.limits(limits);
-    let decoder = reader
-        .into_decoder()
-        .map_err(|e| bad(format!("cannot decode: {e}")))?;
-    let (w, h) = decoder.dimensions();
+    let opened = if format == Some(ImageFormat::Jpeg) {
+        drop(reader);
+        Opened::Jpeg(Box::new(jpeg::open(path)?))
+    } else {
+        let mut reader = reader;
+        let mut limits = Limits::default();
+        // Decoders allocate ~4 bytes per pixel per channel at most for our formats.
+        limits.max_alloc = Some(max_pixels.saturating_mul(16).max(64 << 20));
+        reader.limits(limits);
+        let decoder = reader
+            .into_decoder()
+            .map_err(|e| bad(format!("cannot decode: {e}")))?;
+        Opened::Other(decoder, format)
+    };
+    let (w, h) = opened.dimensions();
     let pixels = w as u64 * h as u64;
     if pixels > max_pixels {
         return Err(bad(format!(
@@ -54,25 +82,54 @@ fn open(
     if w == 0 || h == 0 {
         return Err(bad(format!("{w}x{h} has no pixels")));
     }
-    Ok((decoder, format))
+    Ok(opened)
 }
 
-/// The format of the image at `path`, reading only its header (same checks as [`load`] makes
-/// before decoding).
-pub fn probe(path: &Path, max_pixels: u64) -> Result<Option<ImageFormat>, StageError> {
-    open(path, max_pixels).map(|(_, f)| f)
+/// The format and stored size (width, height) of the image at `path`, reading only its header
+/// (same checks as [`load`] makes before decoding).
+pub fn probe(
+    path: &Path,
+    max_pixels: u64,
+) -> Result<(Option<ImageFormat>, (u32, u32)), StageError> {
+    open(path, max_pixels).map(|o| (o.format(), o.dimensions()))
+}
+
+/// The longest side an encoder can write: JPEG stores sides in 16 bits, WebP (VP8L) in 14.
+pub fn max_side(format: ImageFormat) -> Option<u32> {
+    match format {
+        ImageFormat::Jpeg => Some(65_535),
+        ImageFormat::WebP => Some(16_383),
+        _ => None,
+    }
+}
+
+/// The longest side of an image of stored size `dims` once [`load`] has resized it to
+/// `max_size` (the EXIF orientation swaps sides but not the longest one).
+pub fn output_side(dims: (u32, u32), max_size: Option<u32>) -> u32 {
+    let side = dims.0.max(dims.1);
+    max_size.map_or(side, |m| side.min(m))
 }
 
 /// Decode `path`, refusing images above `max_pixels` before allocating them, applying the EXIF
 /// orientation and resizing so the longest edge is at most `max_size`.
 pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Planar, StageError> {
     let bad = |m: String| StageError::InputInvalid(format!("{}: {m}", path.display()));
-    let (mut decoder, format) = open(path, max_pixels)?;
-    let orientation = decoder
-        .orientation()
-        .map_err(|e| bad(format!("cannot read orientation: {e}")))?;
-    let mut img =
-        DynamicImage::from_decoder(decoder).map_err(|e| bad(format!("cannot decode: {e}")))?;
+    let opened = open(path, max_pixels)?;
+    let format = opened.format();
+    let (mut img, orientation) = match opened {
+        Opened::Jpeg(header) => {
+            let orientation = header.orientation();
+            (header.decode(path)?, orientation)
+        }
+        Opened::Other(mut decoder, _) => {
+            let orientation = decoder
+                .orientation()
+                .map_err(|e| bad(format!("cannot read orientation: {e}")))?;
+            let img = DynamicImage::from_decoder(decoder)
+                .map_err(|e| bad(format!("cannot decode: {e}")))?;
+            (img, orientation)
+        }
+    };
     img.apply_orientation(orientation);
     if let Some(m) = max_size.filter(|&m| img.width().max(img.height()) > m) {
         img = img.resize(m, m, image::imageops::FilterType::Lanczos3);
