@@ -92,30 +92,74 @@ async fn fetch_s3(
         .ok_or_else(|| StageError::Internal("no S3 client".into()))?;
     let mut file = AtomicFile::create(&dest, Clobber::Replace)?;
     let open = |offset: u64| open_s3(client, &o, offset, ctx.read_timeout);
-    let (sha, n) = resumable_copy(
+    // The object's full-object S3 checksum, recomputed here over every byte written (the
+    // first GET's and every resumed range's): the SDK checks the checksum of a complete,
+    // un-ranged response only, so after a resume only our own computation covers the object.
+    let mut local = o
+        .checksum
+        .as_ref()
+        .filter(|c| c.is_full_object())
+        .and_then(|c| kubestyle_s3::LocalChecksum::new(c.algorithm).map(|l| (c, l)));
+    let copied = resumable_copy_tapped(
         open,
         &mut file,
         o.size,
         ctx.max_resumes,
         &uri,
         &ctx.progress,
+        |chunk| {
+            if let Some((_, l)) = local.as_mut() {
+                l.update(chunk);
+            }
+        },
     )
     .await?;
-    let verified_by = match &o.sha256 {
-        Some(exp) if exp != &sha => {
+    let (sha, n) = (copied.sha256, copied.bytes);
+    let checksum = match local {
+        Some((c, l)) => {
+            let have = l.finish();
+            if have != c.value {
+                return Err(StageError::Integrity(format!(
+                    "{uri}: downloaded data has {} checksum {have}, the object records {}{}",
+                    c.algorithm,
+                    c.value,
+                    if copied.resumes > 0 {
+                        format!(" (the transfer was resumed {} times)", copied.resumes)
+                    } else {
+                        String::new()
+                    }
+                )));
+            }
+            Some(c.algorithm)
+        }
+        None => None,
+    };
+    // What was actually compared with what the object records: the whole file's SHA-256, else
+    // its full-object S3 checksum computed here, else only its size.
+    let verified_by = match (&o.sha256, checksum) {
+        (Some(exp), _) if exp != &sha => {
             return Err(StageError::Integrity(format!(
                 "{uri}: downloaded data has sha256 {sha}, the object records {exp}"
             )));
         }
-        Some(_) => "sha256",
-        None => "size+s3-checksum",
+        (Some(_), _) => "sha256".to_string(),
+        (None, Some(alg)) => format!("s3-checksum-{alg}"),
+        (None, None) => {
+            tracing::warn!(
+                "{uri}: the object records no SHA-256 and no full-object checksum: only its size \
+                 was checked"
+            );
+            "size".to_string()
+        }
     };
     file.commit()?;
     tracing::info!("downloaded {uri} ({n} bytes) -> {rel}");
-    Ok((
-        s3_artifact(name, rel, &o, sha, n, verified_by),
-        Outcome::Downloaded,
-    ))
+    let mut a = s3_artifact(name, rel, &o, sha, n, &verified_by);
+    if copied.resumes > 0 {
+        a.attributes
+            .insert("resumes".into(), Value::from(copied.resumes));
+    }
+    Ok((a, Outcome::Downloaded))
 }
 
 /// The digest of `dest` if it already holds this object: same size, and a digest that matches
@@ -229,13 +273,41 @@ async fn open_s3(
 /// or an early end), reopen it at the current offset — at most `max_resumes` times, with
 /// exponential backoff.
 pub async fn resumable_copy<F, Fut>(
-    mut open: F,
+    open: F,
     out: &mut impl Write,
     expected_len: u64,
     max_resumes: u32,
     what: &str,
     progress: &ProgressBar,
 ) -> Result<(Sha256Hex, u64), StageError>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Body, StageError>>,
+{
+    let c =
+        resumable_copy_tapped(open, out, expected_len, max_resumes, what, progress, |_| {}).await?;
+    Ok((c.sha256, c.bytes))
+}
+
+/// What [`resumable_copy_tapped`] copied.
+#[derive(Debug)]
+pub struct Copied {
+    pub sha256: Sha256Hex,
+    pub bytes: u64,
+    /// How often the body was reopened (with `Range`) after it broke.
+    pub resumes: u32,
+}
+
+/// [`resumable_copy`], also giving every byte written, in order, to `tap`.
+pub async fn resumable_copy_tapped<F, Fut>(
+    mut open: F,
+    out: &mut impl Write,
+    expected_len: u64,
+    max_resumes: u32,
+    what: &str,
+    progress: &ProgressBar,
+    mut tap: impl FnMut(&[u8]),
+) -> Result<Copied, StageError>
 where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = Result<Body, StageError>>,
@@ -255,10 +327,18 @@ where
                     }
                     out.write_all(&chunk).map_err(|e| StageError::io(what, e))?;
                     hasher.update(&chunk);
+                    tap(&chunk);
                     progress.inc(chunk.len() as u64);
                 }
                 Some(Err(e)) => break e,
-                None if hasher.bytes() == expected_len => return Ok(hasher.finish()),
+                None if hasher.bytes() == expected_len => {
+                    let (sha256, bytes) = hasher.finish();
+                    return Ok(Copied {
+                        sha256,
+                        bytes,
+                        resumes,
+                    });
+                }
                 None => {
                     break format!(
                         "body ended after {} of {expected_len} bytes",
@@ -273,7 +353,9 @@ where
         }
         if resumes >= max_resumes {
             return Err(StageError::Storage(format!(
-                "{what}: transfer broke {} times, giving up at byte {}: {broke}",
+                "{what}: transfer from the S3 endpoint {} broke {} times, giving up at byte {}: \
+                 {broke}",
+                kubestyle_s3::endpoint_for_messages(),
                 resumes + 1,
                 hasher.bytes()
             )));

@@ -61,9 +61,10 @@ pub struct Args {
     /// Root of the shared volume. Manifest paths are relative to it.
     #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
     pub volume: PathBuf,
-    /// Directory under the volume that receives fetched objects, as `<dest>/<bucket>/<key>`.
-    #[arg(long, default_value = "inputs", value_name = "REL")]
-    pub dest: String,
+    /// Directory under the volume that receives fetched objects, as `<dest>/<bucket>/<key>`
+    /// (default `runs/<run-id>/inputs`, the run's own).
+    #[arg(long, value_name = "REL")]
+    pub dest: Option<String>,
     /// Run id (default: a new one). The manifest goes to `<volume>/runs/<run-id>/download.manifest.json`.
     #[arg(long, env = "KUBESTYLE_RUN_ID", value_name = "ID")]
     pub run_id: Option<String>,
@@ -80,6 +81,15 @@ pub struct Args {
     /// How often a broken response body is resumed (with `Range` + `If-Match`) before giving up.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub max_resumes: u32,
+    /// Accept keys (or local names) that differ only by letter case, such as `a.JPG` and `a.jpg`.
+    /// By default they are refused (exit 4, naming both) before anything is written: on a
+    /// case-insensitive volume (a macOS or Windows host path, many SMB exports, an ext4 directory
+    /// with casefold) the second would silently replace the first. Give this only when the
+    /// volume is known to be case-sensitive (e.g. a plain ext4/xfs persistent volume). The
+    /// check folds Unicode case; it does not catch names that differ only by Unicode
+    /// normalisation (NFC/NFD), which some volumes (APFS) also treat as one.
+    #[arg(long)]
+    pub allow_case_clash: bool,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -125,7 +135,26 @@ pub async fn check(args: &Args) -> Result<usize, StageError> {
     }
     let resolver = sources::Resolver::new(args).await?;
     let (resolved, _) = resolver.resolve_all(args).await?;
-    Ok(resolved.len())
+    let n = resolved.len();
+    // Where everything would land, with the same clash checks (the volume may not exist yet).
+    let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
+    let dest = dest_dir(args, &run_id)?;
+    let volume = args
+        .volume
+        .canonicalize()
+        .unwrap_or_else(|_| args.volume.clone());
+    plan(&volume, &dest, resolved, args.allow_case_clash)?;
+    Ok(n)
+}
+
+/// `--dest`, or the run's own `runs/<run-id>/inputs`.
+fn dest_dir(args: &Args, run_id: &str) -> Result<String, StageError> {
+    let dest = args
+        .dest
+        .clone()
+        .unwrap_or_else(|| kubestyle_manifest::manifest::run_data_dir(run_id, "inputs"));
+    validate_relative_path(&dest).map_err(|e| StageError::Usage(format!("--dest: {e}")))?;
+    Ok(dest)
 }
 
 pub async fn run(args: Args) -> Result<Summary, StageError> {
@@ -137,7 +166,7 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
             "nothing to download: give SOURCE arguments or --list".into(),
         ));
     }
-    validate_relative_path(&args.dest).map_err(|e| StageError::Usage(format!("--dest: {e}")))?;
+    let dest = dest_dir(&args, &run_id)?;
     let volume = open_volume(&args.volume)?;
     let manifest_path = args
         .manifest
@@ -148,8 +177,8 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
     let resolver = sources::Resolver::new(&args).await?;
     let (resolved, client) = resolver.resolve_all(&args).await?;
     // 3: plan.
-    let plan = plan(&volume, &args.dest, resolved)?;
-    let params = params(&args);
+    let plan = plan(&volume, &dest, resolved, args.allow_case_clash)?;
+    let params = params(&args, &dest);
     let key_inputs = input_keys(&plan)?;
     let key = stage.key(&params, &key_inputs);
     if !args.force
@@ -248,19 +277,24 @@ fn input_keys(plan: &[Planned]) -> Result<Vec<String>, StageError> {
         .collect()
 }
 
-fn params(args: &Args) -> Value {
+fn params(args: &Args, dest: &str) -> Value {
     json!({
         "sources": args.sources,
         "lists": args.lists,
         "column": args.column,
         "include": args.include,
-        "dest": args.dest,
+        "dest": dest,
     })
 }
 
 /// Decide where every resolved input lands; refuse keys that cannot be stored safely and two
 /// different inputs landing on one path.
-fn plan(volume: &Path, dest: &str, resolved: Vec<Resolved>) -> Result<Vec<Planned>, StageError> {
+fn plan(
+    volume: &Path,
+    dest: &str,
+    resolved: Vec<Resolved>,
+    allow_case_clash: bool,
+) -> Result<Vec<Planned>, StageError> {
     let mut by_rel: BTreeMap<String, Planned> = BTreeMap::new();
     let mut problems = Vec::new();
     for r in resolved {
@@ -307,10 +341,144 @@ fn plan(volume: &Path, dest: &str, resolved: Vec<Resolved>) -> Result<Vec<Planne
         }
         by_rel.insert(rel.clone(), Planned { name, rel, from: r });
     }
+    let planned: Vec<Planned> = by_rel.into_values().collect();
+    problems.extend(storable(volume, &planned, allow_case_clash));
     if !problems.is_empty() {
         return Err(StageError::InputInvalid(problems.join("; ")));
     }
-    Ok(by_rel.into_values().collect())
+    Ok(planned)
+}
+
+/// Longest file or directory name Linux file systems store (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+/// Longest path the kernel accepts (`PATH_MAX`, the terminating NUL included), in bytes.
+const PATH_MAX: usize = 4096;
+/// What the temp file an [`kubestyle_manifest::atomic::AtomicFile`] writes first adds to the
+/// target's name: `x.jpg` is written as `.x.kubestyle-tmp.<10 random>.jpg`.
+use kubestyle_manifest::atomic::TEMP_NAME_EXTRA;
+
+/// Refuse, before the first write, every planned file that cannot be stored on the volume:
+/// a name or path too long for the file system (the temp file's longer name included), a
+/// path that one input needs as a file and another as a directory (`p/x.jpg` and
+/// `p/x.jpg/y.jpg`), a path where the volume already holds a file that would have to be a
+/// directory or a directory where the file would go, and (unless `allow_case_clash`) two
+/// paths that differ only by letter case. Returns every problem.
+fn storable(volume: &Path, plan: &[Planned], allow_case_clash: bool) -> Vec<String> {
+    let mut problems = Vec::new();
+    let source = |p: &Planned| p.from.identity();
+    let vol_len = volume.as_os_str().len();
+    for p in plan {
+        for (i, c) in p.rel.split('/').enumerate() {
+            let last = i == p.rel.matches('/').count();
+            let limit = if last {
+                NAME_MAX - TEMP_NAME_EXTRA
+            } else {
+                NAME_MAX
+            };
+            if c.len() > limit {
+                problems.push(format!(
+                    "{} cannot be stored on the volume: its path component {:?}… is {} bytes, \
+                     more than the {limit} a {} may have here (file systems allow {NAME_MAX})",
+                    source(p),
+                    c.chars().take(32).collect::<String>(),
+                    c.len(),
+                    if last { "file name" } else { "directory name" }
+                ));
+            }
+        }
+        let total = vol_len + 1 + p.rel.len() + TEMP_NAME_EXTRA;
+        if total >= PATH_MAX {
+            problems.push(format!(
+                "{} cannot be stored on the volume: its path {}/{}… would be {total} bytes, \
+                 more than PATH_MAX ({PATH_MAX})",
+                source(p),
+                volume.display(),
+                p.rel.chars().take(64).collect::<String>()
+            ));
+        }
+    }
+    // A path needed both as a file and as a directory, exactly or (unless allowed) up to case.
+    let folds: &[fn(&str) -> String] = if allow_case_clash {
+        &[str::to_string]
+    } else {
+        &[str::to_string, str::to_lowercase]
+    };
+    let mut clashes = std::collections::BTreeSet::new();
+    for fold in folds {
+        let files: BTreeMap<String, &Planned> = plan.iter().map(|p| (fold(&p.rel), p)).collect();
+        for p in plan {
+            let mut dir = p.rel.as_str();
+            while let Some((parent, _)) = dir.rsplit_once('/') {
+                dir = parent;
+                if let Some(f) = files.get(&fold(dir)) {
+                    clashes.insert(format!(
+                        "{} and {} cannot both be stored: {} would have to be a file and a \
+                         directory{}",
+                        source(f),
+                        source(p),
+                        f.rel,
+                        if f.rel == dir {
+                            ""
+                        } else {
+                            " (on a case-insensitive volume)"
+                        }
+                    ));
+                }
+            }
+        }
+    }
+    if !allow_case_clash {
+        let mut by_fold: BTreeMap<String, &Planned> = BTreeMap::new();
+        for p in plan {
+            if let Some(prev) = by_fold.insert(p.rel.to_lowercase(), p) {
+                clashes.insert(format!(
+                    "{} and {} differ only by letter case: on a case-insensitive volume one \
+                     would replace the other ({} and {}); rename one, or give \
+                     --allow-case-clash if the volume is case-sensitive",
+                    source(prev),
+                    source(p),
+                    prev.rel,
+                    p.rel
+                ));
+            }
+        }
+    }
+    problems.extend(clashes);
+    // What the volume already holds in the way.
+    let mut checked = std::collections::HashSet::new();
+    for p in plan {
+        let mut dir = String::new();
+        let parts: Vec<&str> = p.rel.split('/').collect();
+        for (i, c) in parts.iter().enumerate() {
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(c);
+            let last = i + 1 == parts.len();
+            if !last && !checked.insert(dir.clone()) {
+                continue;
+            }
+            let Ok(m) = std::fs::metadata(volume.join(&dir)) else {
+                break; // absent: nothing below it exists either
+            };
+            if !last && !m.is_dir() {
+                problems.push(format!(
+                    "{} cannot be stored as {}: the volume already has a file at {dir}",
+                    source(p),
+                    p.rel
+                ));
+                break;
+            }
+            if last && m.is_dir() {
+                problems.push(format!(
+                    "{} cannot be stored as {}: the volume already has a directory there",
+                    source(p),
+                    p.rel
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// What an earlier download manifest at the same place recorded: source → (etag, sha256, path).

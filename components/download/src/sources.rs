@@ -445,6 +445,10 @@ fn walk(
     names.sort();
     for name in names {
         let name = name.to_string_lossy().into_owned();
+        // Another writer's atomic write in progress (or a killed one's leftover): not an input.
+        if kubestyle_manifest::atomic::is_temp_name(&name) {
+            continue;
+        }
         let child_rel = if rel.is_empty() {
             name
         } else {

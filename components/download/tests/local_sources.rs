@@ -128,7 +128,7 @@ fn fifo_device_and_symlink_to_environ_as_sources_are_refused() {
     assert!(out.status.success(), "{out:?}");
     let dir = data.path().file_name().unwrap().to_str().unwrap();
     assert_eq!(
-        std::fs::read(vol.path().join(format!("inputs/local/{dir}/ok.jpg"))).unwrap(),
+        std::fs::read(vol.path().join(format!("runs/t/inputs/local/{dir}/ok.jpg"))).unwrap(),
         b"ok"
     );
 }
@@ -167,11 +167,11 @@ fn local_list_entries_stay_inside_the_lists_directory() {
     let out = run(&["--allow-root", root]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
-        std::fs::read(vol.path().join("inputs/local/outside.jpg")).unwrap(),
+        std::fs::read(vol.path().join("runs/t/inputs/local/outside.jpg")).unwrap(),
         b"outside"
     );
     assert_eq!(
-        std::fs::read(vol.path().join("inputs/local/in.jpg")).unwrap(),
+        std::fs::read(vol.path().join("runs/t/inputs/local/in.jpg")).unwrap(),
         b"in"
     );
     // Command-line sources are the user's own choice: no root applies to them.

@@ -123,8 +123,8 @@ async fn prefix_with_filter_keeps_layout() {
     assert_eq!(
         paths,
         vec![
-            format!("inputs/{b}/photos/a.jpg"),
-            format!("inputs/{b}/photos/sub/c.jpg")
+            format!("runs/test-run/inputs/{b}/photos/a.jpg"),
+            format!("runs/test-run/inputs/{b}/photos/sub/c.jpg")
         ]
     );
     for a in &m.outputs {
@@ -176,10 +176,10 @@ async fn csv_and_text_lists_with_relative_entries() {
     assert_eq!(
         names,
         vec![
-            "inputs/local/local.png".to_string(),
             format!("{b}/imgs/one.png"),
             format!("{b}/imgs/two.png"),
             format!("{b}/lists/three.png"),
+            "runs/test-run/inputs/local/local.png".to_string(),
         ]
     );
 }
@@ -225,7 +225,7 @@ async fn keys_with_spaces_and_non_ascii() {
         .await
         .unwrap();
     let m = manifest(vol.path());
-    assert_eq!(m.outputs[0].path, format!("inputs/{b}/{key}"));
+    assert_eq!(m.outputs[0].path, format!("runs/test-run/inputs/{b}/{key}"));
     assert_eq!(
         std::fs::read(vol.path().join(&m.outputs[0].path)).unwrap(),
         b"pixels"
@@ -271,7 +271,10 @@ async fn local_inputs_in_place_or_copied() {
     assert_eq!(s.count(Outcome::Copied), 1);
     let m = manifest(vol.path());
     let paths: Vec<&str> = m.outputs.iter().map(|a| a.path.as_str()).collect();
-    assert_eq!(paths, vec!["inputs/local/set/sub/x.jpg", "mine/in.png"]);
+    assert_eq!(
+        paths,
+        vec!["mine/in.png", "runs/test-run/inputs/local/set/sub/x.jpg"]
+    );
     // Missing local file: exit 3, named.
     let out = bin(&s3)
         .args([

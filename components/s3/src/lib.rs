@@ -236,7 +236,103 @@ pub struct ObjectInfo {
     pub sha256: Option<Sha256Hex>,
     /// The full-object S3 SHA-256 checksum, when the server keeps one.
     pub checksum_sha256: Option<Sha256Hex>,
+    /// The S3 checksum the server keeps for the object (any algorithm; full-object or
+    /// composite), when it reported one to `HEAD` with checksum mode enabled.
+    pub checksum: Option<S3Checksum>,
     pub metadata: HashMap<String, String>,
+}
+
+/// A checksum an S3 server reports for an object (`x-amz-checksum-<algorithm>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Checksum {
+    /// `crc32`, `crc32c`, `crc64nvme`, `sha1` or `sha256`.
+    pub algorithm: &'static str,
+    /// Base64, without a composite `-N` suffix.
+    pub value: String,
+    /// `Some(N)` for a composite checksum over N parts (a checksum of the parts' checksums,
+    /// not of the object); `None` for a full-object checksum. `Some(0)` when the server says
+    /// composite without telling the part count.
+    pub composite_parts: Option<u32>,
+}
+
+impl S3Checksum {
+    /// A full-object checksum: one a digest of the whole object can be compared with.
+    pub fn is_full_object(&self) -> bool {
+        self.composite_parts.is_none()
+    }
+}
+
+/// A running checksum of one of the S3 algorithms, computed locally to compare with what a
+/// server reports.
+pub struct LocalChecksum {
+    algorithm: &'static str,
+    inner: Box<dyn aws_smithy_checksums::http::HttpChecksum>,
+}
+
+impl std::fmt::Debug for LocalChecksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalChecksum")
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
+}
+
+impl LocalChecksum {
+    /// `None` for an algorithm this build cannot compute.
+    pub fn new(algorithm: &'static str) -> Option<LocalChecksum> {
+        let alg: aws_smithy_checksums::ChecksumAlgorithm = algorithm.parse().ok()?;
+        Some(LocalChecksum {
+            algorithm,
+            inner: alg.into_impl(),
+        })
+    }
+
+    pub fn algorithm(&self) -> &'static str {
+        self.algorithm
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.inner.update(bytes);
+    }
+
+    /// The checksum, base64 (as S3 reports it).
+    pub fn finish(self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.inner.finalize())
+    }
+}
+
+/// The composite SHA-256 checksum S3 reports for a multipart object uploaded with SHA-256
+/// part checksums: SHA-256 over the concatenated binary SHA-256 digests of the parts, base64.
+pub fn composite_sha256(part_digests: &[Sha256Hex]) -> String {
+    let mut all = Vec::with_capacity(32 * part_digests.len());
+    for d in part_digests {
+        all.extend_from_slice(&d.to_bytes());
+    }
+    hex_to_checksum(&kubestyle_manifest::sha256_bytes(&all))
+}
+
+/// The checksum a `HEAD` (or `GET`) answer reports, strongest algorithm first.
+fn reported_checksum(
+    values: [(&'static str, Option<&str>); 5],
+    kind: Option<&ChecksumType>,
+) -> Option<S3Checksum> {
+    let (algorithm, raw) = values
+        .into_iter()
+        .find_map(|(a, v)| v.filter(|v| !v.is_empty()).map(|v| (a, v)))?;
+    let (value, suffix) = match raw.rsplit_once('-') {
+        Some((v, n)) => (v, Some(n.parse::<u32>().unwrap_or(0))),
+        None => (raw, None),
+    };
+    let composite_parts = match (kind, suffix) {
+        (_, Some(n)) => Some(n),
+        (Some(ChecksumType::Composite), None) => Some(0),
+        _ => None,
+    };
+    Some(S3Checksum {
+        algorithm,
+        value: value.to_string(),
+        composite_parts,
+    })
 }
 
 impl ObjectInfo {
@@ -276,7 +372,17 @@ pub async fn head(
     match r {
         Ok(h) => {
             let metadata = h.metadata().cloned().unwrap_or_default();
-            let full = !matches!(h.checksum_type(), Some(ChecksumType::Composite));
+            // A multipart object's checksum is composite unless the server says FULL_OBJECT;
+            // some servers (moto) omit both the type and the `-N` suffix.
+            let multipart_etag = h
+                .e_tag()
+                .and_then(|e| e.trim_matches('"').rsplit_once('-'))
+                .is_some_and(|(_, n)| n.parse::<u32>().is_ok());
+            let kind = match h.checksum_type() {
+                None if multipart_etag => Some(&ChecksumType::Composite),
+                k => k,
+            };
+            let full = !matches!(kind, Some(ChecksumType::Composite));
             let checksum_sha256 = h
                 .checksum_sha256()
                 .filter(|_| full)
@@ -284,6 +390,16 @@ pub async fn head(
             let meta_sha = metadata
                 .get(SHA256_METADATA)
                 .and_then(|s| s.parse::<Sha256Hex>().ok());
+            let checksum = reported_checksum(
+                [
+                    ("sha256", h.checksum_sha256()),
+                    ("sha1", h.checksum_sha1()),
+                    ("crc64nvme", h.checksum_crc64_nvme()),
+                    ("crc32c", h.checksum_crc32_c()),
+                    ("crc32", h.checksum_crc32()),
+                ],
+                kind,
+            );
             Ok(Some(ObjectInfo {
                 bucket: bucket.into(),
                 key: key.into(),
@@ -291,6 +407,7 @@ pub async fn head(
                 etag: h.e_tag().map(str::to_string),
                 sha256: meta_sha.or_else(|| checksum_sha256.clone()),
                 checksum_sha256,
+                checksum,
                 metadata,
             }))
         }
@@ -340,6 +457,7 @@ pub async fn list(
                 etag: o.e_tag().map(str::to_string),
                 sha256: None,
                 checksum_sha256: None,
+                checksum: None,
                 metadata: HashMap::new(),
             });
         }
@@ -397,7 +515,10 @@ where
             "{what}: could not reach the S3 endpoint {} ({detail})",
             endpoint_for_messages()
         )),
-        (Some(s), _) => StageError::Storage(format!("{what}: HTTP {s}: {detail}")),
+        (Some(s), _) => StageError::Storage(format!(
+            "{what}: HTTP {s} from the S3 endpoint {}: {detail}",
+            endpoint_for_messages()
+        )),
     }
 }
 
@@ -426,6 +547,60 @@ mod tests {
             None
         );
         assert_eq!(checksum_to_hex("bm90IDMyIGJ5dGVz"), None);
+    }
+
+    #[test]
+    fn composite_and_reported_checksums() {
+        // What moto 5.2.5 (and S3) report for parts of 5 MiB of 'a' and 100 'b' uploaded with
+        // SHA-256 part checksums.
+        let parts = [
+            kubestyle_manifest::sha256_bytes(&vec![b'a'; 5 * 1024 * 1024]),
+            kubestyle_manifest::sha256_bytes(&[b'b'; 100]),
+        ];
+        assert_eq!(
+            composite_sha256(&parts),
+            "7n1ZEEGpZyRgQtPvGMqYL80UbaFJA89T+2OobG6XQAs="
+        );
+        let none = [("sha256", None), ("sha1", None), ("crc64nvme", None)];
+        let r = |v: [(&'static str, Option<&str>); 3], k| {
+            let [a, b, c] = v;
+            reported_checksum([a, b, c, ("crc32c", None), ("crc32", None)], k)
+        };
+        assert_eq!(r(none, None), None);
+        let c = r(
+            [
+                ("sha256", Some("abc=-3")),
+                ("sha1", None),
+                ("crc64nvme", None),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!((c.value.as_str(), c.composite_parts), ("abc=", Some(3)));
+        let c = r(
+            [
+                ("sha256", None),
+                ("sha1", None),
+                ("crc64nvme", Some("xyz=")),
+            ],
+            Some(&ChecksumType::FullObject),
+        )
+        .unwrap();
+        assert!(c.is_full_object() && c.algorithm == "crc64nvme");
+        let c = r(
+            [
+                ("sha256", Some("abc=")),
+                ("sha1", None),
+                ("crc64nvme", None),
+            ],
+            Some(&ChecksumType::Composite),
+        )
+        .unwrap();
+        assert!(!c.is_full_object());
+        let mut l = LocalChecksum::new("crc32").unwrap();
+        l.update(b"hello");
+        assert_eq!(l.finish(), "NhCmhg==");
+        assert!(LocalChecksum::new("md7").is_none());
     }
 
     #[test]

@@ -107,5 +107,5 @@ pub fn bytes(len: usize, seed: u32) -> Vec<u8> {
 /// Files under `dir` (recursively, relative, sorted), temp files included; empty if `dir` is
 /// missing.
 pub fn files(dir: &std::path::Path) -> Vec<String> {
-    kubestyle_manifest::files::walk_files(dir).unwrap_or_default()
+    kubestyle_manifest::files::walk_all_files(dir).unwrap_or_default()
 }

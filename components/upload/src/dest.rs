@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use kubestyle_manifest::atomic::{AtomicFile, Clobber};
 use kubestyle_manifest::{Location, Sha256Hex, StageError, sha256_file};
 use kubestyle_s3::{S3Args, SHA256_METADATA, hex_to_checksum, storage_error};
@@ -21,7 +21,12 @@ pub struct Transfer {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remote {
     pub size: u64,
+    /// The object's SHA-256: our `x-amz-meta-sha256` (what we claimed when we wrote it), else
+    /// the server's full-object checksum.
     pub sha256: Option<Sha256Hex>,
+    /// The full-object SHA-256 checksum the server itself reports (S3 checks it against the
+    /// body it receives), when it keeps one.
+    pub checksum_sha256: Option<Sha256Hex>,
     pub etag: Option<String>,
 }
 
@@ -97,6 +102,7 @@ impl Dest {
                     .map(|o| Remote {
                         size: o.size,
                         sha256: o.sha256,
+                        checksum_sha256: o.checksum_sha256,
                         etag: o.etag,
                     }),
             ),
@@ -107,7 +113,8 @@ impl Dest {
                         let (sha, size) = sha256_file(&p)?;
                         Ok(Some(Remote {
                             size,
-                            sha256: Some(sha),
+                            sha256: Some(sha.clone()),
+                            checksum_sha256: Some(sha),
                             etag: None,
                         }))
                     }
@@ -199,6 +206,8 @@ pub async fn put_multipart(
     part_size: u64,
 ) -> Result<Option<String>, StageError> {
     let uri = format!("s3://{bucket}/{key}");
+    // Aborted by the SIGINT/SIGTERM handler if the process is stopped meanwhile.
+    let slot = crate::abort::Slot::begin(client, bucket, key)?;
     let created = client
         .create_multipart_upload()
         .bucket(bucket)
@@ -206,6 +215,7 @@ pub async fn put_multipart(
         .content_type(&item.media_type)
         .metadata(SHA256_METADATA, item.sha256.as_str())
         .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .checksum_type(ChecksumType::Composite)
         .send()
         .await
         .map_err(|e| storage_error(&format!("CreateMultipartUpload {uri}"), e))?;
@@ -213,6 +223,7 @@ pub async fn put_multipart(
         .upload_id()
         .ok_or_else(|| StageError::Storage(format!("{uri}: server returned no upload id")))?
         .to_string();
+    slot.started(&upload_id);
     let result = upload_parts(client, bucket, key, &upload_id, item, part_size, &uri).await;
     match result {
         Ok(etag) => Ok(etag),
@@ -246,6 +257,7 @@ async fn upload_parts(
     uri: &str,
 ) -> Result<Option<String>, StageError> {
     let mut parts = Vec::new();
+    let mut digests = Vec::new();
     let mut offset = 0u64;
     let mut number = 1i32;
     while offset < item.bytes {
@@ -254,6 +266,7 @@ async fn upload_parts(
         let chunk = tokio::task::spawn_blocking(move || read_range(&path, offset, len))
             .await
             .map_err(|e| StageError::Internal(format!("read task: {e}")))??;
+        digests.push(kubestyle_manifest::sha256_bytes(&chunk));
         let r = client
             .upload_part()
             .bucket(bucket)
@@ -288,7 +301,61 @@ async fn upload_parts(
         .send()
         .await
         .map_err(|e| storage_error(&format!("CompleteMultipartUpload {uri}"), e))?;
+    // The object exists now. Check what the server made of the bytes it received against what
+    // we sent: its composite checksum (SHA-256 over the SHA-256 of each part, which S3 computes
+    // from the data of each part) against the same over our file. A mismatch deletes the
+    // object: no corrupted object stays behind carrying our (correct) `x-amz-meta-sha256`.
+    if let Err(e) = verify_composite(client, bucket, key, &digests, uri).await {
+        tracing::error!("{uri}: {e}; deleting the object");
+        if let Err(d) = client.delete_object().bucket(bucket).key(key).send().await {
+            tracing::error!("{}", storage_error(&format!("DELETE {uri}"), d));
+        }
+        return Err(e);
+    }
     Ok(done.e_tag().map(str::to_string))
+}
+
+/// Compare the composite SHA-256 checksum the server reports for a completed multipart object
+/// with the one of `parts` (our parts' digests, in order).
+async fn verify_composite(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    parts: &[Sha256Hex],
+    uri: &str,
+) -> Result<(), StageError> {
+    let expected = kubestyle_s3::composite_sha256(parts);
+    let info = kubestyle_s3::head(client, bucket, key)
+        .await?
+        .ok_or_else(|| StageError::Integrity(format!("{uri} is missing right after upload")))?;
+    match info.checksum.as_ref().filter(|c| c.algorithm == "sha256") {
+        Some(c) if c.value == expected => {
+            if let Some(n) = c
+                .composite_parts
+                .filter(|&n| n != 0 && n as usize != parts.len())
+            {
+                return Err(StageError::Integrity(format!(
+                    "{uri}: the server assembled {n} parts, we sent {}",
+                    parts.len()
+                )));
+            }
+            Ok(())
+        }
+        Some(c) => Err(StageError::Integrity(format!(
+            "{uri}: the server's composite SHA-256 of the {} parts is {}, the data sent has {expected}: \
+             the data was corrupted on the way",
+            parts.len(),
+            c.value
+        ))),
+        None => {
+            tracing::warn!(
+                "{uri}: the S3 endpoint {} reports no SHA-256 checksum for the multipart object: \
+                 only its size could be checked",
+                kubestyle_s3::endpoint_for_messages()
+            );
+            Ok(())
+        }
+    }
 }
 
 fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, StageError> {

@@ -12,6 +12,7 @@
 //! carries its SHA-256 as `x-amz-meta-sha256` and, for single-part uploads, as the S3 SHA-256
 //! checksum.
 
+pub mod abort;
 pub mod dest;
 pub mod report;
 
@@ -205,7 +206,8 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             add_item(
                 &mut items,
                 Item {
-                    key: a.path.clone(),
+                    key: kubestyle_manifest::manifest::published_key(&m.run_id, &a.path)
+                        .to_string(),
                     local: a.abs_path(&volume),
                     sha256: a.sha256.clone(),
                     bytes: a.bytes,
@@ -274,10 +276,13 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     add_item(&mut items, sums_item)?;
 
     // The step cache: the same files to the same destination as the receipt records.
+    // The endpoint (credentials stripped) and addressing are part of where the files go: the
+    // same `--to` on another S3 server is another destination.
     let params = json!({
         "to": args.to,
         "destination": destination.to_string(),
         "overwrite": args.transfer.overwrite,
+        "endpoint": destination_endpoint(&args.to, &args.s3),
     });
     let item_keys: Vec<String> = items
         .values()
@@ -398,6 +403,20 @@ pub async fn push(args: PushArgs) -> Result<Report, StageError> {
     };
     log_report(&report, &dest.uri(""));
     Ok(report)
+}
+
+/// The S3 server a destination is on, for the step cache: the endpoint URL with any user-info
+/// and query stripped (the SDK default, AWS, when none is given) and the addressing style.
+/// `null` for a local destination.
+fn destination_endpoint(to: &str, s3: &kubestyle_s3::S3Args) -> Value {
+    if !matches!(to.parse::<Location>(), Ok(Location::S3 { .. })) {
+        return Value::Null;
+    }
+    json!({
+        "url": s3.endpoint_url.as_deref().map(kubestyle_s3::redact_endpoint),
+        "region": s3.region,
+        "path_style": s3.path_style(),
+    })
 }
 
 fn log_report(r: &Report, dest: &str) {
@@ -524,45 +543,45 @@ async fn transfer_all(
         conflicts.push("nothing was uploaded; use --overwrite to replace them".into());
         return Err(StageError::Conflict(conflicts));
     }
-    let published: Vec<Published> =
+    // Once a transfer fails no new one starts, but those in flight are never dropped half-way:
+    // each finishes or fails by itself (a multipart upload aborting itself), so none is left
+    // orphaned in the bucket.
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let failed = &failed;
+    let results: Vec<Result<Option<Published>, StageError>> =
         futures::stream::iter(plan.into_iter().map(|(item, status)| async move {
-            let uri = dest.uri(&item.key);
-            let etag = if status == Status::Unchanged {
-                tracing::info!("unchanged {uri}");
-                None
-            } else {
-                let e = dest.put(&item, t).await?;
-                tracing::info!(
-                    "{} {uri} ({} bytes)",
-                    if status == Status::Replaced {
-                        "replaced"
-                    } else {
-                        "uploaded"
-                    },
-                    item.bytes
-                );
-                e
-            };
-            Ok::<_, StageError>(Published {
-                item,
-                uri,
-                status,
-                etag,
-            })
+            if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let r = transfer_one(dest, item, status, t).await;
+            if r.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            r.map(Some)
         }))
         .buffered(jobs)
-        .try_collect()
-        .await?;
-    // Verify what the destination now holds.
+        .collect()
+        .await;
+    let mut published = Vec::with_capacity(results.len());
+    for r in results {
+        if let Some(p) = r? {
+            published.push(p);
+        }
+    }
+    // Verify what the destination now holds: the size, and the SHA-256 the server reports as
+    // its own full-object checksum (our `x-amz-meta-sha256` only where it reports none: a
+    // multipart upload, whose composite checksum `put` already compared, or a server without
+    // checksums).
     let verified: Vec<Published> =
         futures::stream::iter(published.into_iter().map(|mut p| async move {
             let r = dest.head(&p.item.key).await?.ok_or_else(|| {
                 StageError::Integrity(format!("{} is missing right after upload", p.uri))
             })?;
-            if r.size != p.item.bytes || r.sha256.as_ref() != Some(&p.item.sha256) {
+            let sha = r.checksum_sha256.as_ref().or(r.sha256.as_ref());
+            if r.size != p.item.bytes || sha != Some(&p.item.sha256) {
                 return Err(StageError::Integrity(format!(
                     "{}: destination has {} bytes / sha256 {:?}, expected {} bytes / {}",
-                    p.uri, r.size, r.sha256, p.item.bytes, p.item.sha256
+                    p.uri, r.size, sha, p.item.bytes, p.item.sha256
                 )));
             }
             if p.etag.is_none() {
@@ -574,4 +593,36 @@ async fn transfer_all(
         .try_collect()
         .await?;
     Ok(verified)
+}
+
+/// Send one planned item (or leave it, when unchanged).
+async fn transfer_one(
+    dest: &Dest,
+    item: Item,
+    status: Status,
+    t: Transfer,
+) -> Result<Published, StageError> {
+    let uri = dest.uri(&item.key);
+    let etag = if status == Status::Unchanged {
+        tracing::info!("unchanged {uri}");
+        None
+    } else {
+        let e = dest.put(&item, t).await?;
+        tracing::info!(
+            "{} {uri} ({} bytes)",
+            if status == Status::Replaced {
+                "replaced"
+            } else {
+                "uploaded"
+            },
+            item.bytes
+        );
+        e
+    };
+    Ok(Published {
+        item,
+        uri,
+        status,
+        etag,
+    })
 }

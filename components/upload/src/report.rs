@@ -26,6 +26,9 @@ pub struct Row {
     pub style: String,
     /// The output's key below the run's prefix.
     pub output_key: String,
+    /// The output's path on the volume.
+    #[serde(skip)]
+    pub output_path: String,
     /// Where the output is published.
     pub output_uri: String,
     pub sha256: String,
@@ -35,6 +38,10 @@ pub struct Row {
     pub device: String,
     /// Forward-pass time in milliseconds.
     pub milliseconds: f64,
+    /// The input's SHA-256 as stylize recorded it: the contact sheet shows the input only when
+    /// the file at `input` still has it.
+    #[serde(skip)]
+    pub input_sha256: String,
 }
 
 /// The CSV columns, in order.
@@ -70,9 +77,10 @@ fn attr_num(a: &Artifact, k: &str) -> Option<f64> {
 pub fn rows(manifests: &[Manifest], uri_of: impl Fn(&str) -> String) -> Vec<Row> {
     let mut rows: Vec<Row> = manifests
         .iter()
-        .flat_map(|m| m.outputs.iter())
-        .filter(|a| a.kind == ArtifactKind::Styled)
-        .map(|a| {
+        .flat_map(|m| m.outputs.iter().map(move |a| (m, a)))
+        .filter(|(_, a)| a.kind == ArtifactKind::Styled)
+        .map(|(m, a)| {
+            let key = kubestyle_manifest::manifest::published_key(&m.run_id, &a.path);
             let input = attr_str(a, "input");
             let source = attr_str(a, "input_source");
             Row {
@@ -84,14 +92,16 @@ pub fn rows(manifests: &[Manifest], uri_of: impl Fn(&str) -> String) -> Vec<Row>
                 input,
                 package: attr_str(a, "package"),
                 style: attr_str(a, "style"),
-                output_key: a.path.clone(),
-                output_uri: uri_of(&a.path),
+                output_key: key.to_string(),
+                output_uri: uri_of(key),
+                output_path: a.path.clone(),
                 sha256: a.sha256.to_string(),
                 width: attr_num(a, "width").unwrap_or(0.0) as u64,
                 height: attr_num(a, "height").unwrap_or(0.0) as u64,
                 backend: attr_str(a, "backend"),
                 device: attr_str(a, "device"),
                 milliseconds: attr_num(a, "forward_ms").unwrap_or(0.0),
+                input_sha256: attr_str(a, "input_sha256"),
             }
         })
         .collect();
@@ -149,6 +159,9 @@ const CAPTION: u32 = 8 + 8;
 const HEADER: u32 = 24;
 /// Rows beyond this many inputs are left off (and said so in the header).
 pub const MAX_ROWS: usize = 48;
+/// Columns beyond this many styles are left off (and said so in the header): the sheet is at
+/// most `PAD + 65 × (THUMB + PAD)` = 13,008 px wide, within what JPEG can store.
+pub const MAX_COLUMNS: usize = 64;
 
 const BACKGROUND: Rgb<u8> = Rgb([24, 24, 28]);
 const CELL: Rgb<u8> = Rgb([44, 44, 50]);
@@ -216,6 +229,37 @@ fn draw_label(img: &mut RgbImage, x: u32, y: u32, text: &str) {
     }
 }
 
+/// The largest input file the contact sheet reads.
+const MAX_INPUT_BYTES: u64 = 512 << 20;
+
+/// The input file a manifest's `input` attribute names, when it may be shown: a path inside
+/// the volume (validated like every manifest path) or an absolute path, that is a regular file
+/// outside `/proc`, `/sys` and `/dev`, at most [`MAX_INPUT_BYTES`], whose SHA-256 is the one
+/// stylize recorded. Anything else (a hostile or stale manifest) shows as "missing": the
+/// contact sheet never reads a device, a FIFO or a file stylize did not use.
+fn input_file(volume: &Path, input: &str, sha256: &str) -> Option<std::path::PathBuf> {
+    let p = Path::new(input);
+    let path = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        kubestyle_manifest::location::validate_relative_path(input).ok()?;
+        volume.join(p)
+    };
+    let real = path.canonicalize().ok()?;
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|d| real.starts_with(d))
+    {
+        return None;
+    }
+    let meta = std::fs::metadata(&real).ok()?;
+    if !meta.is_file() || meta.len() > MAX_INPUT_BYTES || sha256.is_empty() {
+        return None;
+    }
+    let (digest, _) = kubestyle_manifest::digest::sha256_file(&real).ok()?;
+    (digest.as_str() == sha256).then_some(real)
+}
+
 /// A thumbnail of the image at `path`, if it can be read.
 fn thumb(path: Option<&Path>) -> Option<RgbImage> {
     let img = image::open(path?).ok()?;
@@ -250,14 +294,18 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
         p.len() > 1
     };
     let mut columns: Vec<(String, String)> = Vec::new();
+    let mut seen: std::collections::HashSet<(String, String)> = Default::default();
     let mut by_input: BTreeMap<&str, BTreeMap<(String, String), &Row>> = BTreeMap::new();
     for r in rows {
         let col = (r.package.clone(), r.style.clone());
-        if !columns.contains(&col) {
+        if seen.insert(col.clone()) {
             columns.push(col.clone());
         }
         by_input.entry(r.input.as_str()).or_default().insert(col, r);
     }
+    // Bounded: at most MAX_COLUMNS styles across (JPEG stores at most 65,535 px a side).
+    let n_columns = columns.len();
+    columns.truncate(MAX_COLUMNS);
     let n_inputs = by_input.len();
     let shown: Vec<_> = by_input.into_iter().take(MAX_ROWS).collect();
     let cols = columns.len() as u32 + 1;
@@ -267,11 +315,14 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
     let height = PAD + HEADER + PAD + shown.len().max(1) as u32 * row_h;
     let mut sheet = RgbImage::from_pixel(width, height, BACKGROUND);
 
-    let first = if n_inputs > shown.len() {
+    let mut first = if n_inputs > shown.len() {
         format!("input ({}/{n_inputs})", shown.len())
     } else {
         "input".to_string()
     };
+    if n_columns > columns.len() {
+        first.push_str(&format!(" +{}/{n_columns}", columns.len()));
+    }
     draw_label(&mut sheet, PAD, PAD, &first);
     for (i, (pkg, style)) in columns.iter().enumerate() {
         let label = if multi_package {
@@ -282,20 +333,14 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
         draw_label(&mut sheet, PAD + (i as u32 + 1) * cell_w, PAD, &label);
     }
 
-    let resolve = |p: &str| -> std::path::PathBuf {
-        let path = Path::new(p);
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            volume.join(path)
-        }
-    };
+    let resolve = |p: &str| -> std::path::PathBuf { volume.join(p) };
     // Cells first (decoding and scaling every image is most of the work: done in parallel),
     // then paste them in order.
     let mut cells_at: Vec<(u32, u32, Option<std::path::PathBuf>)> = Vec::new();
     for (r, (input, cells)) in shown.iter().enumerate() {
         let y = PAD + HEADER + PAD + r as u32 * row_h;
-        cells_at.push((PAD, y, Some(resolve(input))));
+        let sha = cells.values().next().map(|r| r.input_sha256.as_str());
+        cells_at.push((PAD, y, input_file(volume, input, sha.unwrap_or(""))));
         let name = Path::new(input)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -304,7 +349,7 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
         for (c, col) in columns.iter().enumerate() {
             let x = PAD + (c as u32 + 1) * cell_w;
             let cell = cells.get(col);
-            cells_at.push((x, y, cell.map(|row| resolve(&row.output_key))));
+            cells_at.push((x, y, cell.map(|row| resolve(&row.output_path))));
             if let Some(row) = cell {
                 let caption = format!(
                     "{}x{}, {:.0} ms, {}",
@@ -340,8 +385,12 @@ mod tests {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         RgbImage::from_pixel(40, 30, Rgb(color)).save(&p).unwrap();
         let mut a = Artifact::from_file(vol, &rel, rel.clone(), ArtifactKind::Styled).unwrap();
+        let input_sha = kubestyle_manifest::sha256_file(vol.join("inputs").join(input))
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
         a.attributes = json!({
             "input": format!("inputs/{input}"), "input_source": format!("s3://b/{input}"),
+            "input_sha256": input_sha,
             "package": "m", "style": style, "width": 40, "height": 30,
             "backend": "flex", "device": "cpu", "forward_ms": 12.34
         })
@@ -408,5 +457,69 @@ mod tests {
         assert!(empty[0] < 80 && empty[1] < 80, "{empty:?}");
         // Same rows → same bytes.
         assert_eq!(sheet, contact_sheet(vol, &rows).unwrap());
+    }
+
+    #[test]
+    fn the_sheet_reads_only_the_input_stylize_used() {
+        let d = tempfile::tempdir().unwrap();
+        let vol = d.path();
+        let good = vol.join("in.png");
+        RgbImage::from_pixel(8, 8, Rgb([1, 2, 3]))
+            .save(&good)
+            .unwrap();
+        let sha = kubestyle_manifest::sha256_file(&good)
+            .unwrap()
+            .0
+            .to_string();
+        assert_eq!(
+            input_file(vol, "in.png", &sha),
+            Some(good.canonicalize().unwrap())
+        );
+        let abs = good.to_str().unwrap();
+        assert!(input_file(vol, abs, &sha).is_some());
+        // Another digest, none, paths out of the volume, special files, a FIFO: never read.
+        assert_eq!(input_file(vol, "in.png", &"0".repeat(64)), None);
+        assert_eq!(input_file(vol, "in.png", ""), None);
+        assert_eq!(input_file(vol, "../in.png", &sha), None);
+        for special in ["/dev/zero", "/proc/self/environ", "/sys/kernel/mm"] {
+            assert_eq!(input_file(vol, special, &sha), None, "{special}");
+        }
+        let fifo = vol.join("fifo.png");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Would block forever if opened.
+        assert_eq!(input_file(vol, "fifo.png", &sha), None);
+    }
+
+    #[test]
+    fn the_sheet_stays_within_jpeg_limits_for_any_number_of_styles() {
+        let d = tempfile::tempdir().unwrap();
+        let row = |style: usize| Row {
+            input_source: String::new(),
+            input: "in.png".into(),
+            package: "m".into(),
+            style: format!("s{style}"),
+            output_key: String::new(),
+            output_uri: String::new(),
+            output_path: "missing.png".into(),
+            sha256: String::new(),
+            width: 1,
+            height: 1,
+            backend: String::new(),
+            device: String::new(),
+            milliseconds: 0.0,
+            input_sha256: String::new(),
+        };
+        // 400 styles: 80,208 px wide unbounded, over JPEG's 65,535.
+        let rows: Vec<Row> = (0..400).map(row).collect();
+        let sheet = contact_sheet(d.path(), &rows).unwrap();
+        let (w, _) = image::load_from_memory(&sheet)
+            .unwrap()
+            .to_rgb8()
+            .dimensions();
+        assert_eq!(w, PAD + (MAX_COLUMNS as u32 + 1) * (THUMB + PAD));
     }
 }

@@ -195,7 +195,7 @@ async fn round_trip_and_sha256sum_check() {
         assert_eq!(twin.attributes["verified_by"], "sha256");
     }
     // GNU sha256sum accepts the published SHA256SUMS.
-    let dir = vol2.path().join(format!("inputs/{b}/out/r2"));
+    let dir = vol2.path().join(format!("runs/r2/inputs/{b}/out/r2"));
     let st = std::process::Command::new("sha256sum")
         .args(["--check", "--strict", "SHA256SUMS"])
         .current_dir(&dir)
