@@ -101,8 +101,12 @@ pub enum PipelineError {
         stage: Stage,
         after: std::time::Duration,
     },
-    #[error("interrupted during {0}; run the same command again to resume")]
-    Interrupted(Stage),
+    /// SIGINT/SIGTERM: forwarded to the running stage, which stopped cleanly.
+    #[error(
+        "interrupted by {} during {stage}; run the same command again to resume",
+        kubestyle_manifest::cancel::signal_name(*signal)
+    )]
+    Interrupted { stage: Stage, signal: i32 },
     #[error("{0}")]
     Other(#[from] StageError),
 }
@@ -116,7 +120,7 @@ fn exit_name(code: i32) -> Option<&'static str> {
 
 impl PipelineError {
     /// Spec errors are usage errors (2); a failed stage's exit code is passed on (1 when it was
-    /// killed by a signal); an interrupt is 130.
+    /// killed by a signal); an interrupt is 128 + the signal: 130 (SIGINT), 143 (SIGTERM).
     pub fn exit_code(&self) -> u8 {
         match self {
             PipelineError::Spec(_) => ExitStatus::Usage.code(),
@@ -124,7 +128,9 @@ impl PipelineError {
                 .and_then(|c| u8::try_from(c).ok())
                 .filter(|&c| c != 0)
                 .unwrap_or(ExitStatus::Internal.code()),
-            PipelineError::Interrupted(_) => 130,
+            PipelineError::Interrupted { signal, .. } => {
+                kubestyle_manifest::cancel::exit_code(*signal)
+            }
             PipelineError::Timeout { .. } => 124,
             PipelineError::Other(e) => e.exit_status().code(),
         }
@@ -151,7 +157,7 @@ pub enum Command {
         /// Run this stage and every later one, cached or not.
         #[arg(long, value_name = "STAGE")]
         force_stage: Option<Stage>,
-        /// Where the component binaries are (default: beside pipeline, then PATH).
+        /// Where the component binaries are (default: KUBESTYLE_BIN_DIR, else beside pipeline; never PATH).
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
     },

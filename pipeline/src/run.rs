@@ -36,7 +36,7 @@ pub struct RunOptions {
     pub force: bool,
     /// Run this stage and every later one even when cached.
     pub force_stage: Option<Stage>,
-    /// Where the component binaries are (default: beside `pipeline`, then `PATH`).
+    /// Where the component binaries are (default: `KUBESTYLE_BIN_DIR`, else beside `pipeline`).
     pub bin_dir: Option<PathBuf>,
 }
 
@@ -72,26 +72,54 @@ impl RunReport {
     }
 }
 
-/// Find a component binary: `--bin-dir`/`KUBESTYLE_BIN_DIR`, beside this executable, `PATH`.
+/// Find a component binary: `--bin-dir`, else `KUBESTYLE_BIN_DIR`, else beside this executable.
+///
+/// `PATH` is never searched: `download` and `upload` are common names, and a foreign program
+/// of that name must not be handed the run's volume and credentials. What is found must say it
+/// is this build's component ([`identify`]).
 pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = bin_dir {
-        dirs.push(d.to_path_buf());
+    let dir = match bin_dir {
+        Some(d) => d.to_path_buf(),
+        None => match std::env::var_os("KUBESTYLE_BIN_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => std::env::current_exe().ok()?.parent()?.to_path_buf(),
+        },
+    };
+    Some(dir.join(name)).filter(|p| p.is_file())
+}
+
+/// Check that `bin` is kubestyle's `name` of this very version: `bin --version` must print
+/// exactly `<name> <version>` (clap's format) within a few seconds.
+pub async fn identify(name: &str, bin: &Path) -> Result<(), String> {
+    let want = format!("{name} {}", env!("CARGO_PKG_VERSION"));
+    let run = tokio::process::Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(Duration::from_secs(10), run).await {
+        Err(_) => {
+            return Err(format!(
+                "{}: `--version` did not answer in 10 s",
+                bin.display()
+            ));
+        }
+        Ok(Err(e)) => return Err(format!("{}: cannot run it: {e}", bin.display())),
+        Ok(Ok(out)) => out,
+    };
+    let said = String::from_utf8_lossy(&out.stdout);
+    let said = said.trim();
+    if out.status.success() && said == want {
+        Ok(())
     } else {
-        if let Some(d) = std::env::var_os("KUBESTYLE_BIN_DIR") {
-            dirs.push(PathBuf::from(d));
-        }
-        if let Some(d) = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(Path::to_path_buf))
-        {
-            dirs.push(d);
-        }
-        if let Some(path) = std::env::var_os("PATH") {
-            dirs.extend(std::env::split_paths(&path));
-        }
+        let shown: String = said.chars().take(80).collect();
+        Err(format!(
+            "{} is not kubestyle's {want} (`--version` said {shown:?})",
+            bin.display()
+        ))
     }
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// Everything that can be checked before the first stage starts.
@@ -160,10 +188,27 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
         }
     }
     if !missing.is_empty() {
+        let place = match (&opts.bin_dir, std::env::var_os("KUBESTYLE_BIN_DIR")) {
+            (Some(d), _) => format!("in --bin-dir {}", d.display()),
+            (None, Some(d)) => format!("in KUBESTYLE_BIN_DIR {}", PathBuf::from(d).display()),
+            (None, None) => "beside pipeline (PATH is not searched; give --bin-dir)".to_string(),
+        };
         return Err(StageError::Usage(format!(
-            "component binaries not found beside pipeline, in KUBESTYLE_BIN_DIR or on PATH: {} \
-             (build them with `cargo build --workspace`)",
+            "component binaries not found {place}: {} (build them with `cargo build --workspace`)",
             missing.join(", ")
+        ))
+        .into());
+    }
+    let mut foreign = Vec::new();
+    for (c, bin) in STAGES.iter().zip(&bins) {
+        if let Err(e) = identify(c, bin).await {
+            foreign.push(e);
+        }
+    }
+    if !foreign.is_empty() {
+        return Err(StageError::Usage(format!(
+            "refusing to run these as stages: {}",
+            foreign.join("; ")
         ))
         .into());
     }
@@ -190,6 +235,7 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
     // Nothing is written before the preflight passes.
     let ui = Ui::new();
     ui.bar.set_message("preflight");
+    interrupts();
     preflight(&l, &cmds).await?;
 
     let run_dir = volume.join("runs").join(&run_id);
@@ -208,6 +254,12 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
 
     let mut reports = Vec::new();
     for (i, (cmd, bin)) in cmds.iter().zip(&bins).enumerate() {
+        if let Some(signal) = interrupted_now() {
+            return Err(PipelineError::Interrupted {
+                stage: cmd.stage,
+                signal,
+            });
+        }
         ui.bar.set_position(i as u64);
         ui.bar.set_message(cmd.stage.as_str());
         ui.line(&format!(
@@ -312,12 +364,18 @@ async fn run_stage(
 
     let status = tokio::select! {
         s = child.wait() => s.map_err(|e| StageError::Internal(format!("waiting for {}: {e}", stage.as_str())))?,
-        _ = interrupted() => {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+        signal = interrupted() => {
+            // The stage stops cleanly on the same signal (temp files removed, uploads aborted,
+            // no manifest); it is killed only if it does not exit in time.
+            forward(&child, signal);
+            if tokio::time::timeout(STAGE_STOP_TIMEOUT, child.wait()).await.is_err() {
+                tracing::error!("{stage} did not stop within {STAGE_STOP_TIMEOUT:?}: killing it");
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
             for r in readers { let _ = r.await; }
             commit_log(log)?;
-            return Err(PipelineError::Interrupted(stage));
+            return Err(PipelineError::Interrupted { stage, signal });
         }
     };
     for r in readers {
@@ -367,25 +425,82 @@ fn commit_log(log: Arc<Mutex<AtomicFile>>) -> Result<(), StageError> {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn interrupted() {
+/// How long a stage may take to stop after the signal is forwarded (its own clean-up is
+/// bounded by 25 s) before it is killed.
+const STAGE_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first SIGINT/SIGTERM this process received (0: none yet). Listening starts on the
+/// first call, from then on a signal no longer kills the runner: it is checked between stages
+/// and forwarded to the running stage.
+fn interrupts() -> tokio::sync::watch::Receiver<i32> {
+    static RX: std::sync::OnceLock<tokio::sync::watch::Receiver<i32>> = std::sync::OnceLock::new();
+    RX.get_or_init(|| {
+        let (tx, rx) = tokio::sync::watch::channel(0);
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            if let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                tokio::spawn(async move {
+                    let sig = tokio::select! {
+                        _ = int.recv() => SignalKind::interrupt(),
+                        _ = term.recv() => SignalKind::terminate(),
+                    };
+                    let _ = tx.send(sig.as_raw_value());
+                    // Keep listening (later signals are not the default kill).
+                    loop {
+                        tokio::select! {
+                            _ = int.recv() => {},
+                            _ = term.recv() => {},
+                        }
+                    }
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let _ = tx.send(2);
+            }
+        });
+        rx
+    })
+    .clone()
+}
+
+/// The signal received so far, if any.
+fn interrupted_now() -> Option<i32> {
+    Some(*interrupts().borrow()).filter(|&s| s != 0)
+}
+
+/// Resolves on SIGINT or SIGTERM, with its number.
+async fn interrupted() -> i32 {
+    let mut rx = interrupts();
+    match rx.wait_for(|&s| s != 0).await {
+        Ok(s) => *s,
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Send `signal` to the running stage.
+fn forward(child: &tokio::process::Child, signal: i32) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return std::future::pending().await;
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        let (Some(pid), Ok(sig)) = (child.id(), Signal::try_from(signal)) else {
+            return;
         };
-        tokio::select! {
-            _ = int.recv() => {},
-            _ = term.recv() => {},
+        let Ok(pid) = i32::try_from(pid) else { return };
+        if let Err(e) = kill(Pid::from_raw(pid), sig) {
+            tracing::warn!("forwarding {sig} to the stage (pid {pid}): {e}");
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = (child, signal);
     }
 }
 

@@ -103,9 +103,80 @@ fn failing_stage_stops_the_run_with_its_exit_code_and_log_tail() {
     let vol = w.volume();
     assert!(vol.join("runs/demo/package-model.manifest.json").exists());
     assert!(!vol.join("runs/demo/stylize.manifest.json").exists());
-    assert!(!vol.join("styled").exists());
+    assert!(!vol.join("runs/demo/styled").exists());
     let log = std::fs::read_to_string(vol.join("runs/demo/stylize.log")).unwrap();
     assert!(log.contains("broken.jpg"), "{log}");
     assert!(!w.out().exists());
     assert!(!err.contains("==> [4/4]"), "{err}");
+}
+
+/// A program that records that it ran, then pretends to be `name` of another version.
+fn fake_stage(dir: &std::path::Path, name: &str, marker: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\necho \"$0 $*\" >> {}\necho '{name} 9.9.9'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn stage_binaries_are_never_taken_from_path_and_must_be_ours() {
+    let w = Workdir::new();
+    let spec = w.spec_from_example(
+        "demo.yaml",
+        &[(
+            "- images/",
+            format!("- {}/", w.path().join("images").display()),
+        )],
+    );
+    let marker = w.path().join("foreign-ran");
+    let foreign = w.path().join("foreign");
+    std::fs::create_dir_all(&foreign).unwrap();
+    for b in ["download", "package-model", "stylize", "upload"] {
+        fake_stage(&foreign, b, &marker);
+    }
+    // `pipeline` alone in a directory, with look-alikes on PATH: not found, none of them run.
+    let lone = w.path().join("lone");
+    std::fs::create_dir_all(&lone).unwrap();
+    std::fs::copy(bin_dir().join("pipeline"), lone.join("pipeline")).unwrap();
+    let path = format!("{}:{}", foreign.display(), std::env::var("PATH").unwrap());
+    let out = Command::new(lone.join("pipeline"))
+        .args(["run", spec.to_str().unwrap()])
+        .env("PATH", &path)
+        .env_remove("KUBESTYLE_BIN_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not found beside pipeline"), "{err}");
+    assert!(err.contains("PATH is not searched"), "{err}");
+    assert!(!marker.exists(), "a program from PATH was run");
+    assert!(!w.volume().exists(), "the volume was created");
+
+    // A directory named on purpose that holds something else: identified and refused.
+    let out = pipeline(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--bin-dir",
+            foreign.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not kubestyle's download"), "{err}");
+    assert!(err.contains("download 9.9.9"), "{err}");
+    let ran = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert!(
+        ran.lines().all(|l| l.ends_with(" --version")),
+        "only `--version` may run: {ran}"
+    );
+    assert!(!w.volume().exists(), "the volume was created");
 }

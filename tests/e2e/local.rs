@@ -96,7 +96,9 @@ fn demo_spec_end_to_end_then_the_step_cache() {
     );
 
     // 3. A cached output corrupted on the volume is detected and recomputed (same bytes).
-    let victim = vol.join(styled_key("style-19", "coffee.jpg"));
+    let victim = vol
+        .join("runs/demo")
+        .join(styled_key("style-19", "coffee.jpg"));
     let good = sha(&victim);
     std::fs::write(&victim, b"not an image any more").unwrap();
     let out = run_ok(&spec, &[], &[]);
@@ -110,9 +112,13 @@ fn demo_spec_end_to_end_then_the_step_cache() {
     verify_sums(&published);
 
     // 4. One input changed under the same name: only its outputs are redone.
-    let untouched = vol.join(styled_key("style-07", "astronaut.jpg"));
+    let untouched = vol
+        .join("runs/demo")
+        .join(styled_key("style-07", "astronaut.jpg"));
     let untouched_mtime = std::fs::metadata(&untouched).unwrap().modified().unwrap();
-    let chelsea_old = sha(&vol.join(styled_key("style-07", "chelsea.jpg")));
+    let chelsea_old = sha(&vol
+        .join("runs/demo")
+        .join(styled_key("style-07", "chelsea.jpg")));
     let src = w.path().join("images/chelsea.jpg");
     image::open(&src).unwrap().fliph().save(&src).unwrap();
     let out = run_ok(&spec, &[], &[]);
@@ -128,7 +134,9 @@ fn demo_spec_end_to_end_then_the_step_cache() {
         untouched_mtime,
         "an output of an unchanged input was rewritten"
     );
-    let chelsea_new = sha(&vol.join(styled_key("style-07", "chelsea.jpg")));
+    let chelsea_new = sha(&vol
+        .join("runs/demo")
+        .join(styled_key("style-07", "chelsea.jpg")));
     assert_ne!(chelsea_new, chelsea_old);
     // The published copy was replaced and everything still verifies.
     assert_eq!(

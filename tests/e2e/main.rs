@@ -9,6 +9,8 @@ mod bad_input;
 mod local;
 mod resume;
 mod s3;
+mod sigkill_resume;
+mod signals;
 mod transformer_net;
 
 use std::collections::BTreeMap;
@@ -237,7 +239,8 @@ pub fn check_results_match_manifest(results_csv: &[u8], m: &Manifest) {
         .iter()
         .map(|a| {
             (
-                a.path.clone(),
+                // Published below the run's prefix by its path within the run's directory.
+                kubestyle_manifest::manifest::published_key(&m.run_id, &a.path).to_string(),
                 a.sha256.to_string(),
                 a.attributes["width"].to_string(),
                 a.attributes["height"].to_string(),

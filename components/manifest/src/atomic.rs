@@ -1,18 +1,42 @@
 //! Crash-safe file writes.
 //!
 //! The data goes to a temp file in the target's own directory whose name keeps the target's
-//! whole suffix (`x.tar.gz` → `.x.<random>.tar.gz`), so tools that look at suffixes (image
-//! decoders, `file` globbing watchers) treat it the same. Commit is write → fsync(file) →
-//! rename → fsync(directory). If anything fails — an error, an early return, a panic — the temp
-//! file is removed when the [`AtomicFile`] is dropped and the target is untouched.
+//! whole suffix and carries a fixed marker (`x.tar.gz` → `.x.kubestyle-tmp.<random>.tar.gz`),
+//! so tools that look at suffixes (image decoders, globbing watchers) treat it the same, and
+//! nothing else is ever mistaken for one of ours. Commit is write → fsync(file) → rename →
+//! fsync(directory). If anything fails — an error, an early return, a panic — the temp file is
+//! removed when the [`AtomicFile`] is dropped and the target is untouched.
+//!
+//! The writer holds an advisory lock (`flock`) on its temp file until it is done. A writer that
+//! was killed (SIGKILL, OOM, node loss) leaves its temp file unlocked; the next writer of the
+//! same target sweeps it ([`sweep_stale_temps`]). A locked temp file belongs to a live writer —
+//! in this process, another one, or another pod on the same volume — and is never touched.
+//! Where the filesystem has no locks, only temp files unmodified for [`STALE_AFTER`] are swept.
+//!
+//! On SIGINT/SIGTERM ([`crate::cancel`]) the temp files of every write in flight are removed and
+//! later writes are refused.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tempfile::NamedTempFile;
 
 use crate::error::StageError;
+
+/// The marker in every temp file name: `.<stem>.kubestyle-tmp.<random><suffix>`.
+pub const TEMP_MARKER: &str = "kubestyle-tmp";
+
+/// What a temp file's name adds to its target's: `x.jpg` is written as
+/// `.x.kubestyle-tmp.<10 random>.jpg` (a name of at most 255 − this many bytes is writable).
+pub const TEMP_NAME_EXTRA: usize = 1 + 1 + TEMP_MARKER.len() + 1 + RAND_LEN;
+
+/// Where the filesystem has no advisory locks, a temp file is only swept when it has not been
+/// modified for this long (a live writer keeps writing to it).
+pub const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
 
 /// What to do when the target already exists at commit time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,26 +47,42 @@ pub enum Clobber {
     Refuse,
 }
 
-/// Split a file name into the temp-name prefix and the whole suffix.
+/// Split a file name into the temp-name prefix (with the marker) and the whole suffix.
 ///
-/// `x.tar.gz` → (`.x.`, `.tar.gz`); `SHA256SUMS` → (`.SHA256SUMS.`, ``);
-/// `.env.json` → (`..env.`, `.json`).
+/// `x.tar.gz` → (`.x.kubestyle-tmp.`, `.tar.gz`); `SHA256SUMS` → (`.SHA256SUMS.kubestyle-tmp.`,
+/// ``); `.env.json` → (`..env.kubestyle-tmp.`, `.json`).
 pub fn temp_name_parts(file_name: &str) -> (String, String) {
     let trimmed = file_name.trim_start_matches('.');
     let dots = &file_name[..file_name.len() - trimmed.len()];
     match trimmed.find('.') {
         Some(i) => (
-            format!(".{dots}{}.", &trimmed[..i]),
+            format!(".{dots}{}.{TEMP_MARKER}.", &trimmed[..i]),
             trimmed[i..].to_string(),
         ),
-        None => (format!(".{file_name}."), String::new()),
+        None => (format!(".{file_name}.{TEMP_MARKER}."), String::new()),
+    }
+}
+
+/// Temp files of this process's writes in flight (removed on SIGINT/SIGTERM).
+static LIVE: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn live() -> MutexGuard<'static, BTreeSet<PathBuf>> {
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Remove the temp file of every write in flight in this process ([`crate::cancel::cancel`]).
+pub(crate) fn remove_live_temps() {
+    let live = live();
+    for p in live.iter() {
+        let _ = std::fs::remove_file(p);
     }
 }
 
 /// A file being written atomically. Write to it, then [`AtomicFile::commit`].
 #[derive(Debug)]
 pub struct AtomicFile {
-    tmp: NamedTempFile,
+    /// `None` only after commit.
+    tmp: Option<NamedTempFile>,
     target: PathBuf,
     clobber: Clobber,
 }
@@ -50,6 +90,7 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Start writing `target`. Creates missing parent directories.
     pub fn create(target: impl AsRef<Path>, clobber: Clobber) -> Result<Self, StageError> {
+        crate::cancel::check()?;
         let target = target.as_ref().to_path_buf();
         let name = target
             .file_name()
@@ -78,14 +119,67 @@ impl AtomicFile {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o666));
         }
-        let tmp = builder
-            .tempfile_in(&dir)
-            .map_err(|e| StageError::io(&dir, e))?;
-        Ok(AtomicFile {
-            tmp,
-            target,
-            clobber,
-        })
+        // A sweeper may lock and remove a new temp file before its writer locked it: the writer
+        // then finds it locked or gone, and starts another.
+        for _ in 0..8 {
+            let tmp = {
+                // Created and registered in one step, so a signal never misses it.
+                let mut live = live();
+                crate::cancel::check()?;
+                let tmp = builder
+                    .tempfile_in(&dir)
+                    .map_err(|e| StageError::io(&dir, e))?;
+                live.insert(tmp.path().to_path_buf());
+                tmp
+            };
+            let f = AtomicFile {
+                tmp: Some(tmp),
+                target: target.clone(),
+                clobber,
+            };
+            if f.lock_own_temp() {
+                return Ok(f);
+            }
+        }
+        Err(StageError::Internal(format!(
+            "{}: temp files keep disappearing (another process sweeping them?)",
+            dir.display()
+        )))
+    }
+
+    /// Take the writer's lock on the new temp file; false if a sweeper got it first.
+    fn lock_own_temp(&self) -> bool {
+        let tmp = self.tmp();
+        match tmp.as_file().try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return false,
+            // No locks on this filesystem: sweepers go by age there.
+            Err(std::fs::TryLockError::Error(_)) => return true,
+        }
+        // Still ours under that name (not swept between creation and locking)?
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            match (
+                tmp.as_file().metadata(),
+                std::fs::symlink_metadata(tmp.path()),
+            ) {
+                (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+                _ => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tmp.path().exists()
+        }
+    }
+
+    fn tmp(&self) -> &NamedTempFile {
+        self.tmp.as_ref().expect("AtomicFile used after commit")
+    }
+
+    fn tmp_mut(&mut self) -> &mut NamedTempFile {
+        self.tmp.as_mut().expect("AtomicFile used after commit")
     }
 
     pub fn target(&self) -> &Path {
@@ -93,46 +187,74 @@ impl AtomicFile {
     }
 
     pub fn temp_path(&self) -> &Path {
-        self.tmp.path()
+        self.tmp().path()
     }
 
     pub fn file_mut(&mut self) -> &mut File {
-        self.tmp.as_file_mut()
+        self.tmp_mut().as_file_mut()
     }
 
-    /// Make the data durable and visible under the target name.
+    /// Make the data durable and visible under the target name. Refused once the process is
+    /// cancelled by a signal.
     pub fn commit(mut self) -> Result<(), StageError> {
-        let tmp_path = self.tmp.path().to_path_buf();
-        self.tmp.flush().map_err(|e| StageError::io(&tmp_path, e))?;
-        self.tmp
-            .as_file()
-            .sync_all()
-            .map_err(|e| StageError::io(&tmp_path, e))?;
-        let target = self.target;
-        let persisted = match self.clobber {
-            Clobber::Replace => self.tmp.persist(&target),
-            Clobber::Refuse => self.tmp.persist_noclobber(&target),
+        let mut tmp = self.tmp.take().expect("AtomicFile committed twice");
+        let tmp_path = tmp.path().to_path_buf();
+        // From here on `tmp` is ours: drop it (and the temp file) under the lock on every path.
+        let forget = |tmp: NamedTempFile| {
+            let mut live = live();
+            live.remove(&tmp_path);
+            drop(tmp);
+        };
+        if let Err(e) = tmp.flush().and_then(|()| tmp.as_file().sync_all()) {
+            forget(tmp);
+            return Err(StageError::io(&tmp_path, e));
+        }
+        let target = self.target.clone();
+        let persisted = {
+            let mut live = live();
+            if let Err(e) = crate::cancel::check() {
+                live.remove(&tmp_path);
+                drop(tmp);
+                return Err(e);
+            }
+            let r = match self.clobber {
+                Clobber::Replace => tmp.persist(&target),
+                Clobber::Refuse => tmp.persist_noclobber(&target),
+            };
+            live.remove(&tmp_path);
+            // On failure `e.file` is dropped here, under the lock, which removes the temp file.
+            r.map(drop).map_err(|e| e.error)
         };
         if let Err(e) = persisted {
-            // `e.file` is dropped here, which removes the temp file.
-            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
                 return Err(StageError::Conflict(vec![format!(
                     "{} already exists",
                     target.display()
                 )]));
             }
-            return Err(StageError::io(&target, e.error));
+            return Err(StageError::io(&target, e));
         }
         sync_parent_dir(&target)
     }
 }
 
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let mut live = live();
+            live.remove(tmp.path());
+            // Removes the temp file, under the lock: a signal never sees it half-forgotten.
+            drop(tmp);
+        }
+    }
+}
+
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tmp.write(buf)
+        self.tmp_mut().write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.tmp.flush()
+        self.tmp_mut().flush()
     }
 }
 
@@ -140,21 +262,59 @@ impl Write for AtomicFile {
 const RAND_LEN: usize = 10;
 
 /// Remove temp files of this target left behind by a writer that was killed (SIGKILL, OOM,
-/// node loss) before it could clean up: `<prefix><10 alphanumerics><suffix>` in `dir`. Writing
-/// one target from two processes at once is not supported (one's temp may be swept).
-fn sweep_stale_temps(dir: &Path, prefix: &str, suffix: &str) {
+/// node loss) before it could clean up: `<prefix><10 alphanumerics><suffix>` in `dir` (the
+/// prefix carries [`TEMP_MARKER`]) that no live writer holds locked — several writers of one
+/// target, in several processes or pods sharing the volume, never remove each other's.
+pub fn sweep_stale_temps(dir: &Path, prefix: &str, suffix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if is_temp_of(name, prefix, suffix) && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
-            match std::fs::remove_file(e.path()) {
-                Ok(()) => tracing::info!("removed stale temp file {}", e.path().display()),
-                Err(err) => tracing::warn!("stale temp file {}: {err}", e.path().display()),
+        if !is_temp_of(name, prefix, suffix) || !e.file_type().map(|t| t.is_file()).unwrap_or(false)
+        {
+            continue;
+        }
+        let path = e.path();
+        if live().contains(&path) {
+            continue;
+        }
+        match remove_if_stale(&path) {
+            Ok(true) => tracing::info!("removed stale temp file {}", path.display()),
+            Ok(false) => {}
+            Err(err) => tracing::warn!("stale temp file {}: {err}", path.display()),
+        }
+    }
+}
+
+/// Remove the temp file at `path` if no live writer holds it.
+fn remove_if_stale(path: &Path) -> std::io::Result<bool> {
+    let f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match f.try_lock() {
+        // Removed while we hold the lock: a writer that created it and has not locked it yet
+        // finds it locked or gone, and starts another.
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+        Err(std::fs::TryLockError::Error(_)) => {
+            let idle = f
+                .metadata()?
+                .modified()?
+                .elapsed()
+                .unwrap_or(Duration::ZERO);
+            if idle < STALE_AFTER {
+                return Ok(false);
             }
         }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -167,23 +327,18 @@ fn is_temp_of(name: &str, prefix: &str, suffix: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric())
 }
 
-/// Whether `name` looks like one of [`AtomicFile`]'s temp files (for checks that none is left).
+/// Whether `name` is one of [`AtomicFile`]'s temp file names: `.<stem>.kubestyle-tmp.<10
+/// alphanumerics><suffix>`. Directory walks skip these; tests check that none is left.
 pub fn is_temp_name(name: &str) -> bool {
-    let Some(rest) = name.strip_prefix('.') else {
-        return false;
-    };
-    // `.<stem>.<10 random><suffix>`: find a `.`+10 alphanumerics followed by `.` or the end.
-    rest.match_indices('.').any(|(i, _)| {
-        let after = &rest[i + 1..];
-        after.len() >= RAND_LEN
-            && after[..RAND_LEN].bytes().all(|b| b.is_ascii_alphanumeric())
-            && (after.len() == RAND_LEN || after.as_bytes()[RAND_LEN] == b'.')
-            && {
-                let target = format!("{}{}", &rest[..i], &after[RAND_LEN..]);
-                let (p, s) = temp_name_parts(&target);
-                is_temp_of(name, &p, &s)
-            }
-    })
+    let marker = format!(".{TEMP_MARKER}.");
+    name.starts_with('.')
+        && name.match_indices(&marker).any(|(i, _)| {
+            let after = &name[i + marker.len()..];
+            i > 0
+                && after.len() >= RAND_LEN
+                && after[..RAND_LEN].bytes().all(|b| b.is_ascii_alphanumeric())
+                && (after.len() == RAND_LEN || after.as_bytes()[RAND_LEN] == b'.')
+        })
 }
 
 fn sync_parent_dir(target: &Path) -> Result<(), StageError> {
@@ -239,19 +394,19 @@ mod tests {
     fn suffix_is_kept_whole() {
         assert_eq!(
             temp_name_parts("x.tar.gz"),
-            (".x.".into(), ".tar.gz".into())
+            (".x.kubestyle-tmp.".into(), ".tar.gz".into())
         );
         assert_eq!(
             temp_name_parts("photo.jpg"),
-            (".photo.".into(), ".jpg".into())
+            (".photo.kubestyle-tmp.".into(), ".jpg".into())
         );
         assert_eq!(
             temp_name_parts("SHA256SUMS"),
-            (".SHA256SUMS.".into(), "".into())
+            (".SHA256SUMS.kubestyle-tmp.".into(), "".into())
         );
         assert_eq!(
             temp_name_parts(".env.json"),
-            ("..env.".into(), ".json".into())
+            ("..env.kubestyle-tmp.".into(), ".json".into())
         );
     }
 
@@ -264,7 +419,11 @@ mod tests {
         for t in [a.temp_path(), b.temp_path()] {
             assert_eq!(t.parent(), Some(dir.path()));
             let n = t.file_name().unwrap().to_str().unwrap();
-            assert!(n.starts_with(".x.") && n.ends_with(".tar.gz"), "{n}");
+            assert!(
+                n.starts_with(".x.kubestyle-tmp.") && n.ends_with(".tar.gz"),
+                "{n}"
+            );
+            assert!(is_temp_name(n), "{n}");
         }
         assert_ne!(a.temp_path(), b.temp_path());
         drop(a);
@@ -273,22 +432,102 @@ mod tests {
     }
 
     #[test]
-    fn stale_temps_of_a_killed_writer_are_swept() {
+    fn temp_name_extra_is_what_a_temp_name_adds() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["x.tar.gz", "SHA256SUMS", ".env.json", "a.jpg"] {
+            let f = AtomicFile::create(dir.path().join(name), Clobber::Replace).unwrap();
+            let t = f.temp_path().file_name().unwrap().len();
+            assert_eq!(t, name.len() + TEMP_NAME_EXTRA, "{name}");
+        }
+        assert_eq!(TEMP_NAME_EXTRA, 26);
+    }
+
+    #[test]
+    fn temp_names_are_unmistakable() {
+        assert!(is_temp_name(".cat.kubestyle-tmp.AbCdE12345.png"));
+        assert!(is_temp_name(".SHA256SUMS.kubestyle-tmp.AbCdE12345"));
+        assert!(is_temp_name(".x.kubestyle-tmp.AbCdE12345.tar.gz"));
+        assert!(is_temp_name("..env.kubestyle-tmp.AbCdE12345.json"));
+        // Names of the old scheme are ordinary (user) files now.
+        assert!(!is_temp_name(".cat.AbCdE12345.png"));
+        assert!(!is_temp_name(".x.AbCdE12345.tar.gz"));
+        assert!(!is_temp_name(".cat.kubestyle-tmp.short.png"));
+        assert!(!is_temp_name("cat.kubestyle-tmp.AbCdE12345.png"));
+        assert!(!is_temp_name("cat.png"));
+    }
+
+    /// Issue #12: the sweep removed any sibling named like `.<stem>.<10 alphanumerics><suffix>`,
+    /// real user files too. Now only marked temp files that no live writer holds.
+    #[test]
+    fn sweep_removes_only_stale_marked_temps() {
         let d = tempfile::tempdir().unwrap();
         let target = d.path().join("cat.png");
-        // What a writer killed mid-write leaves behind, plus look-alikes that must stay.
-        std::fs::write(d.path().join(".cat.AbCdE12345.png"), b"partial").unwrap();
+        // What a writer killed mid-write leaves behind (nobody holds its lock).
+        std::fs::write(
+            d.path().join(".cat.kubestyle-tmp.AbCdE12345.png"),
+            b"partial",
+        )
+        .unwrap();
+        // A user's file that merely looks like an old-style temp name.
+        std::fs::write(d.path().join(".cat.AbCdE12345.png"), b"user data").unwrap();
         std::fs::write(d.path().join(".cat.short.png"), b"keep").unwrap();
-        std::fs::write(d.path().join(".dog.AbCdE12345.png"), b"other target").unwrap();
-        assert!(is_temp_name(".cat.AbCdE12345.png"));
-        assert!(is_temp_name(".SHA256SUMS.AbCdE12345"));
-        assert!(is_temp_name(".x.AbCdE12345.tar.gz"));
-        assert!(!is_temp_name(".cat.short.png"));
-        assert!(!is_temp_name("cat.png"));
+        // Another target's temp file.
+        std::fs::write(d.path().join(".dog.kubestyle-tmp.AbCdE12345.png"), b"other").unwrap();
+        // A live writer elsewhere (another process, another pod on the volume): it holds the
+        // lock on its temp file.
+        let live_name = ".cat.kubestyle-tmp.LiveWriter.png";
+        std::fs::write(d.path().join(live_name), b"in progress").unwrap();
+        let held = File::open(d.path().join(live_name)).unwrap();
+        held.lock().unwrap();
+        // A live writer of the same target in this process.
+        let mut mine = AtomicFile::create(&target, Clobber::Replace).unwrap();
+        mine.write_all(b"mine").unwrap();
+        let mine_name = mine.temp_path().file_name().unwrap().to_owned();
+
         write_atomic(&target, b"new", Clobber::Replace).unwrap();
+        let mut want = vec![
+            ".cat.AbCdE12345.png".to_string(),
+            live_name.to_string(),
+            ".cat.short.png".to_string(),
+            ".dog.kubestyle-tmp.AbCdE12345.png".to_string(),
+            "cat.png".to_string(),
+            mine_name.to_string_lossy().into_owned(),
+        ];
+        want.sort();
+        assert_eq!(entries(d.path()), want);
+        assert_eq!(
+            std::fs::read(d.path().join(".cat.AbCdE12345.png")).unwrap(),
+            b"user data"
+        );
+        mine.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"mine");
+
+        // Once the other writer is gone (its lock released), its temp file is stale.
+        drop(held);
+        write_atomic(&target, b"again", Clobber::Replace).unwrap();
         assert_eq!(
             entries(d.path()),
-            vec![".cat.short.png", ".dog.AbCdE12345.png", "cat.png"]
+            vec![
+                ".cat.AbCdE12345.png",
+                ".cat.short.png",
+                ".dog.kubestyle-tmp.AbCdE12345.png",
+                "cat.png"
+            ]
+        );
+    }
+
+    /// A temp file swept between its creation and its writer's lock is noticed: the writer
+    /// starts another one.
+    #[test]
+    fn a_writer_whose_new_temp_was_swept_starts_another() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("a.png");
+        let f = AtomicFile::create(&target, Clobber::Replace).unwrap();
+        assert!(f.lock_own_temp());
+        std::fs::remove_file(f.temp_path()).unwrap();
+        assert!(
+            !f.lock_own_temp(),
+            "a vanished temp file is not ours any more"
         );
     }
 

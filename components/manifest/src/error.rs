@@ -34,10 +34,15 @@ pub enum ExitStatus {
     /// `podFailurePolicy` should fail the Job on it (`FailJob`), and nothing may fall back to the
     /// CPU silently (a GPU stage on the CPU runs for hours where it was planned for minutes).
     DeviceUnavailable = 9,
+    /// Stopped by SIGINT (128 + 2): temp files removed, in-flight multipart uploads aborted, no
+    /// manifest written. Running the same command again resumes.
+    Interrupted = 130,
+    /// Stopped by SIGTERM (128 + 15; a Kubernetes pod being deleted), cleaned up as for 130.
+    Terminated = 143,
 }
 
 impl ExitStatus {
-    pub const ALL: [ExitStatus; 10] = [
+    pub const ALL: [ExitStatus; 12] = [
         ExitStatus::Ok,
         ExitStatus::Internal,
         ExitStatus::Usage,
@@ -48,6 +53,8 @@ impl ExitStatus {
         ExitStatus::Conflict,
         ExitStatus::LocalIo,
         ExitStatus::DeviceUnavailable,
+        ExitStatus::Interrupted,
+        ExitStatus::Terminated,
     ];
 
     pub fn code(self) -> u8 {
@@ -67,6 +74,8 @@ impl ExitStatus {
             ExitStatus::Conflict => "conflict",
             ExitStatus::LocalIo => "local-io",
             ExitStatus::DeviceUnavailable => "device-unavailable",
+            ExitStatus::Interrupted => "interrupted",
+            ExitStatus::Terminated => "terminated",
         }
     }
 }
@@ -154,7 +163,7 @@ mod tests {
     #[test]
     fn codes_are_unique_and_stable() {
         let codes: Vec<u8> = ExitStatus::ALL.iter().map(|s| s.code()).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 130, 143]);
         let mut names: Vec<&str> = ExitStatus::ALL.iter().map(|s| s.name()).collect();
         names.dedup();
         assert_eq!(names.len(), ExitStatus::ALL.len());

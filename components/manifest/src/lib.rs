@@ -4,11 +4,13 @@
 //!   through the shared volume, with strict validation on read.
 //! * [`atomic`]: crash-safe file writes (temp file beside the target with the same suffix,
 //!   fsync, rename, fsync directory).
+//! * [`cancel`]: SIGINT/SIGTERM: temp files removed, no commit after the signal, exit 130/143.
 //! * [`digest`]: streaming SHA-256.
 //! * [`location`]: `s3://bucket/key`, `s3://bucket/prefix/`, `file://` and local paths.
 //! * [`error`]: the one error type and the exit-code table shared by every binary.
 
 pub mod atomic;
+pub mod cancel;
 pub mod digest;
 pub mod error;
 pub mod files;

@@ -178,6 +178,29 @@ pub fn open_volume(v: &Path) -> Result<PathBuf, StageError> {
     v.canonicalize().map_err(|e| StageError::io(v, e))
 }
 
+/// A run's directory on the volume, `runs/<run_id>`: its manifests and logs, and by default
+/// every stage's data ([`run_data_dir`]).
+pub fn run_dir(run_id: &str) -> String {
+    format!("runs/{run_id}")
+}
+
+/// The default directory (relative to the volume) of a stage's data: `runs/<run_id>/<what>`
+/// (`inputs`, `models`, `styled`). Per run, so that runs sharing a volume never overwrite each
+/// other's files (and so each other's manifests and step caches).
+pub fn run_data_dir(run_id: &str, what: &str) -> String {
+    format!("{}/{what}", run_dir(run_id))
+}
+
+/// The key below a run's published prefix of a file at volume path `path`: the path within
+/// the run's directory (`runs/<run>/styled/x.png` → `styled/x.png`), or the path itself for
+/// files elsewhere on the volume.
+pub fn published_key<'a>(run_id: &str, path: &'a str) -> &'a str {
+    path.strip_prefix(&run_dir(run_id))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(path)
+}
+
 /// `<volume>/runs/<run_id>/<stage>.manifest.json`.
 pub fn manifest_path(volume: &Path, run_id: &str, stage: &str) -> PathBuf {
     volume
@@ -246,6 +269,26 @@ pub fn new_run_id() -> String {
         Utc::now().format("%Y%m%d-%H%M%S"),
         rand::random::<u16>()
     )
+}
+
+/// What identifies the running code in cache keys: the first 16 hex digits of the SHA-256 of
+/// this process's executable, computed once (~0.1 s for a 40 MB binary). The crate version
+/// alone is not enough: a rebuilt binary with changed kernels must not reuse outputs the old
+/// one made. Where the executable cannot be read, a random value: nothing is reused.
+pub fn build_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| crate::digest::sha256_file(&p).ok())
+            .map(|(d, _)| d.as_str()[..16].to_string())
+            .unwrap_or_else(|| format!("unreadable-{:016x}", rand::random::<u64>()))
+    })
+}
+
+/// `<version>+<build id>`: the code part of every cache key.
+pub fn code_version(version: &str) -> String {
+    format!("{version}+{}", build_id())
 }
 
 /// SHA-256 over the canonical JSON of stage, component version, parameters and input digests.
@@ -325,7 +368,7 @@ impl StageRun {
     pub fn key(&self, params: &Value, input_keys: &[String]) -> Sha256Hex {
         cache_key(
             self.stage,
-            self.version,
+            &code_version(self.version),
             &params_map(params.clone()),
             input_keys,
         )
@@ -384,7 +427,7 @@ impl StageRun {
             },
             started_at: self.started_at,
             finished_at: Utc::now(),
-            cache_key: cache_key(self.stage, self.version, &params, input_keys),
+            cache_key: cache_key(self.stage, &code_version(self.version), &params, input_keys),
             params,
             inputs,
             outputs,
@@ -689,5 +732,20 @@ mod tests {
             "{} is out of date: run KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p kubestyle-manifest",
             path.display()
         );
+    }
+
+    #[test]
+    fn run_directories_and_published_keys() {
+        assert_eq!(super::run_data_dir("r1", "styled"), "runs/r1/styled");
+        assert_eq!(
+            super::published_key("r1", "runs/r1/styled/a.png"),
+            "styled/a.png"
+        );
+        assert_eq!(
+            super::published_key("r1", "runs/r10/styled/a.png"),
+            "runs/r10/styled/a.png"
+        );
+        assert_eq!(super::published_key("r1", "styled/a.png"), "styled/a.png");
+        assert_eq!(super::published_key("r1", "runs/r1"), "runs/r1");
     }
 }

@@ -92,9 +92,10 @@ pub struct Args {
     /// Root of the shared volume.
     #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
     pub volume: PathBuf,
-    /// Directory under the volume for results: `<out>/<package>/<style>/<image>`.
-    #[arg(long, default_value = "styled", value_name = "REL")]
-    pub out: String,
+    /// Directory under the volume for results: `<out>/<package>/<style>/<image>` (default
+    /// `runs/<run-id>/styled`, the run's own).
+    #[arg(long, value_name = "REL")]
+    pub out: Option<String>,
     #[arg(long, env = "KUBESTYLE_RUN_ID", value_name = "ID")]
     pub run_id: Option<String>,
     /// Write the manifest here (default `<volume>/runs/<run-id>/stylize.manifest.json`).
@@ -314,7 +315,11 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     let run_id = args.run_id.clone().unwrap_or_else(new_run_id);
     validate_run_id(&run_id)?;
     let stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), run_id.clone());
-    validate_relative_path(&args.out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| kubestyle_manifest::manifest::run_data_dir(&run_id, "styled"));
+    validate_relative_path(&out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
     if !args.tile.is_multiple_of(4) || args.tile < 64 || args.overlap * 2 >= args.tile {
         return Err(StageError::Usage(
             "--tile must be a multiple of 4, at least 64, and more than twice --overlap".into(),
@@ -347,7 +352,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         "tile_above": args.tile_above,
         "tile": args.tile,
         "overlap": args.overlap,
-        "out": args.out,
+        "out": out,
         "backend": compute.backend,
         "device": compute.name,
         "kernels": compute.kernels(),
@@ -397,8 +402,30 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         reuse: Option<Artifact>,
     }
     let mut formats = Vec::with_capacity(images.len());
+    let mut sides = Vec::with_capacity(images.len());
     for img in &images {
-        formats.push(image_io::probe(&img.abs, args.max_pixels)?);
+        let (format, dims) = image_io::probe(&img.abs, args.max_pixels)?;
+        formats.push(format);
+        sides.push(image_io::output_side(dims, args.max_size));
+    }
+    // Outputs an encoder cannot write (JPEG over 65,535 px, WebP over 16,383 px a side): the
+    // output format depends on the image alone, not on the package or style.
+    let mut too_large: Vec<String> = Vec::new();
+    for (k, img) in images.iter().enumerate() {
+        let ext = img
+            .abs
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("png");
+        let (format, _) = image_io::choose(args.format, formats[k], ext);
+        if let Some(limit) = image_io::max_side(format).filter(|&l| sides[k] > l) {
+            too_large.push(format!(
+                "{} would be {} px on its longest side, more than {format:?} can store \
+                 ({limit} px)",
+                img.abs.display(),
+                sides[k]
+            ));
+        }
     }
     let mut jobs: Vec<Job<'_>> = Vec::new();
     // Every output path, planned before any work: two outputs landing on one path (`a.jpg` and
@@ -417,15 +444,13 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                     .unwrap_or("png")
                     .to_string();
                 let (format, ext) = image_io::choose(args.format, formats[k], &ext);
+
                 let stem_rel = img
                     .rel_out
                     .rsplit_once('.')
                     .map(|(s, _)| s)
                     .unwrap_or(&img.rel_out);
-                let rel = format!(
-                    "{}/{}/{}/{stem_rel}.{ext}",
-                    args.out, pkg.dir_name, style.label
-                );
+                let rel = format!("{}/{}/{}/{stem_rel}.{ext}", out, pkg.dir_name, style.label);
                 validate_relative_path(&rel).map_err(StageError::InputInvalid)?;
                 if let Some(&first) = planned.get(&rel) {
                     let other = &jobs[first];
@@ -449,7 +474,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                 planned.insert(rel.clone(), jobs.len());
                 let item_key = sha256_bytes(
                     json!({
-                        "version": env!("CARGO_PKG_VERSION"),
+                        "version": kubestyle_manifest::manifest::code_version(env!("CARGO_PKG_VERSION")),
                         "weights": pkg.card.weights.sha256,
                         "style": style.weights,
                         "image": img.sha256,
@@ -483,6 +508,12 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                 });
             }
         }
+    }
+    if !too_large.is_empty() {
+        return Err(StageError::InputInvalid(format!(
+            "{}; use --format png or --max-size",
+            too_large.join("; ")
+        )));
     }
     if !clashes.is_empty() {
         let named: Vec<String> = clashes
@@ -789,6 +820,14 @@ fn load_packages(
             else {
                 continue;
             };
+            // The manifest names a directory to load weights from: only one inside the volume.
+            if let Err(e) = validate_relative_path(&dir) {
+                return Err(StageError::InputInvalid(format!(
+                    "{}: artifact {} names package {dir:?}: {e}",
+                    mpath.display(),
+                    a.path
+                )));
+            }
             match dirs.iter_mut().find(|(d, _)| *d == volume.join(&dir)) {
                 Some((_, arts)) => arts.push(a),
                 None => dirs.push((volume.join(&dir), vec![a])),
@@ -871,9 +910,15 @@ fn gather_images(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<ImageIn
     let mut out = Vec::new();
     if args.images.is_empty() {
         for a in previous_outputs(volume, run_id, "download", ArtifactKind::Image, "--image")? {
+            // Below download's directory: the run's own (`runs/<run>/inputs/`) or `inputs/`.
+            let own = format!(
+                "{}/",
+                kubestyle_manifest::manifest::run_data_dir(run_id, "inputs")
+            );
             let rel_out = a
                 .path
-                .strip_prefix("inputs/")
+                .strip_prefix(own.as_str())
+                .or_else(|| a.path.strip_prefix("inputs/"))
                 .unwrap_or(&a.path)
                 .to_string();
             out.push(ImageInput {

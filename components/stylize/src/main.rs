@@ -1,12 +1,18 @@
 //! `stylize`: apply packaged style-transfer networks to images.
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
-use kubestyle_manifest::telemetry::{finish, init_tracing};
+use kubestyle_manifest::cancel;
+use kubestyle_manifest::telemetry::init_tracing;
 use kubestyle_stylize::{Args, run};
 
 fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing();
-    finish(run(args))
+    // SIGINT/SIGTERM: temp files removed, nothing committed after it, exit 130/143.
+    if let Err(code) = cancel::install_or_exit(|_| {}) {
+        return code;
+    }
+    cancel::finish(run(args), Duration::from_secs(5))
 }

@@ -126,28 +126,34 @@ fn styles_blends_and_every_kind_of_image() {
     }
     let paths: Vec<&str> = m.outputs.iter().map(|a| a.path.as_str()).collect();
     assert!(
-        paths.contains(&"styled/multistyle26/style-07/photo.jpg"),
+        paths.contains(&"runs/t/styled/multistyle26/style-07/photo.jpg"),
         "{paths:?}"
     );
     assert!(
-        paths.contains(&"styled/multistyle26/style-03@0.50+style-12@0.50/odd.png"),
+        paths.contains(&"runs/t/styled/multistyle26/style-03@0.50+style-12@0.50/odd.png"),
         "{paths:?}"
     );
     // Alpha is carried through unchanged.
     let src = image::open(vol.path().join("img/alpha.png"))
         .unwrap()
         .to_rgba8();
-    let dst = image::open(vol.path().join("styled/multistyle26/style-07/alpha.png"))
-        .unwrap()
-        .to_rgba8();
+    let dst = image::open(
+        vol.path()
+            .join("runs/t/styled/multistyle26/style-07/alpha.png"),
+    )
+    .unwrap()
+    .to_rgba8();
     assert!(src.pixels().zip(dst.pixels()).all(|(a, b)| a[3] == b[3]));
     // The stylised image is not the input.
     let odd_in = image::open(vol.path().join("img/odd.png"))
         .unwrap()
         .to_rgb8();
-    let odd_out = image::open(vol.path().join("styled/multistyle26/style-07/odd.png"))
-        .unwrap()
-        .to_rgb8();
+    let odd_out = image::open(
+        vol.path()
+            .join("runs/t/styled/multistyle26/style-07/odd.png"),
+    )
+    .unwrap()
+    .to_rgb8();
     let mean_diff: f64 = odd_in
         .as_raw()
         .iter()
@@ -322,9 +328,9 @@ fn bad_input_is_refused_and_nothing_is_written() {
         assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(
-            !vol.path().join("styled").exists(),
+            !vol.path().join("runs/t/styled").exists(),
             "{args:?} wrote {:?}",
-            files(&vol.path().join("styled"))
+            files(&vol.path().join("runs/t/styled"))
         );
         assert!(!manifest_path(vol.path(), "t", "stylize").exists());
     }
@@ -453,7 +459,7 @@ fn tiled_result_stays_close_to_untiled() {
         "1000",
     ]);
     let (_, net) = kubestyle_models::load_package(
-        &vol.path().join("models/multistyle26"),
+        &vol.path().join("runs/t/models/multistyle26"),
         &burn::tensor::Device::flex(),
     )
     .unwrap();
@@ -518,8 +524,11 @@ fn max_size_keeps_the_aspect_ratio() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let (w, h) =
-        image::image_dimensions(vol.path().join("styled/multistyle26/style-00/odd.png")).unwrap();
+    let (w, h) = image::image_dimensions(
+        vol.path()
+            .join("runs/t/styled/multistyle26/style-00/odd.png"),
+    )
+    .unwrap();
     assert_eq!((w, h), (32, 20));
 }
 
@@ -561,9 +570,9 @@ fn inputs_come_from_the_previous_manifests() {
         "{names:?}"
     );
     assert!(
-        m.outputs
-            .iter()
-            .all(|a| a.path.starts_with("styled/multistyle26/style-19/img/")),
+        m.outputs.iter().all(|a| a
+            .path
+            .starts_with("runs/t/styled/multistyle26/style-19/img/")),
         "{:?}",
         m.outputs
     );
@@ -692,9 +701,9 @@ fn exif_orientation_is_applied() {
 fn a_write_failure_stops_the_stage_without_a_manifest() {
     let vol = volume();
     let img = vol.path().join("img");
-    std::fs::create_dir_all(vol.path().join("styled/multistyle26")).unwrap();
+    std::fs::create_dir_all(vol.path().join("runs/t/styled/multistyle26")).unwrap();
     std::fs::write(
-        vol.path().join("styled/multistyle26/style-07"),
+        vol.path().join("runs/t/styled/multistyle26/style-07"),
         b"in the way",
     )
     .unwrap();
@@ -753,11 +762,11 @@ fn the_same_style_twice_is_done_once() {
     assert_eq!(
         paths,
         vec![
-            "styled/multistyle26/style-03@0.50+style-12@0.50/odd.png",
-            "styled/multistyle26/style-07/odd.png",
+            "runs/t/styled/multistyle26/style-03@0.50+style-12@0.50/odd.png",
+            "runs/t/styled/multistyle26/style-07/odd.png",
         ]
     );
-    assert_eq!(files(&vol.path().join("styled")).len(), 2);
+    assert_eq!(files(&vol.path().join("runs/t/styled")).len(), 2);
 
     // Different blends under one name: refused, nothing written.
     let vol = volume();
@@ -769,7 +778,7 @@ fn the_same_style_twice_is_done_once() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("style-03@0.50+style-12@0.50"), "{err}");
-    assert!(!vol.path().join("styled").exists());
+    assert!(!vol.path().join("runs/t/styled").exists());
     assert!(!manifest_path(vol.path(), "t", "stylize").exists());
 }
 
@@ -806,7 +815,7 @@ fn two_inputs_with_one_output_path_are_refused_before_any_work() {
         for needle in [
             a_jpg.display().to_string(),
             a_png.display().to_string(),
-            "styled/multistyle26/style-07/a.png".into(),
+            "runs/t/styled/multistyle26/style-07/a.png".into(),
         ] {
             assert!(err.contains(&needle), "{case:?}: {needle} not named: {err}");
         }
@@ -814,9 +823,9 @@ fn two_inputs_with_one_output_path_are_refused_before_any_work() {
         // Refused in planning: no forward pass ran, nothing was written.
         assert!(!err.contains(" ms)"), "work was done: {err}");
         assert!(
-            !vol.path().join("styled").exists(),
+            !vol.path().join("runs/t/styled").exists(),
             "{case:?} wrote {:?}",
-            files(&vol.path().join("styled"))
+            files(&vol.path().join("runs/t/styled"))
         );
         assert!(!manifest_path(vol.path(), "t", "stylize").exists());
     }
@@ -897,4 +906,163 @@ fn tiny_and_thin_images_keep_their_size_on_every_kernel_choice() {
             "{k} tiled"
         );
     }
+}
+
+#[test]
+fn a_manifest_naming_a_package_outside_the_volume_is_refused() {
+    let vol = volume();
+    let mpath = manifest_path(vol.path(), "t", "package-model");
+    let original = std::fs::read_to_string(&mpath).unwrap();
+    for hostile in ["../elsewhere", "/etc", "models/../../x"] {
+        let mut m: serde_json::Value = serde_json::from_str(&original).unwrap();
+        let mut named = 0;
+        for a in m["outputs"].as_array_mut().unwrap() {
+            if a["attributes"].get("package").is_some() {
+                a["attributes"]["package"] = serde_json::json!(hostile);
+                named += 1;
+            }
+        }
+        assert!(named > 0, "no artifact names its package: {original}");
+        std::fs::write(&mpath, serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+        let img = vol.path().join("img/odd.png");
+        let out = stylize(vol.path())
+            .args(["--style", "7", "--image", img.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{hostile}: {err}");
+        assert!(err.contains("names package"), "{hostile}: {err}");
+        assert!(!manifest_path(vol.path(), "t", "stylize").exists());
+        assert!(!vol.path().join("runs/t/styled").exists());
+    }
+}
+
+#[test]
+fn a_rebuilt_binary_does_not_reuse_the_old_ones_outputs() {
+    let vol = volume();
+    let img = vol.path().join("img/odd.png");
+    let bin_dir = tempfile::tempdir().unwrap();
+    let copy = bin_dir.path().join("stylize");
+    std::fs::copy(assert_cmd::cargo::cargo_bin("stylize"), &copy).unwrap();
+    let run = |exe: &Path| {
+        // A file just written can be "busy" for a moment when another test thread forks while
+        // its descriptor is open (the child holds it until it execs): retry that only.
+        let mut tries = 0;
+        let out = loop {
+            match std::process::Command::new(exe)
+                .args(["--volume", vol.path().to_str().unwrap(), "--run-id", "t"])
+                .args(["--style", "7", "--image", img.to_str().unwrap()])
+                .output()
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                other => break other.unwrap(),
+            }
+        };
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+        let m = Manifest::read(&manifest_path(vol.path(), "t", "stylize"), vol.path()).unwrap();
+        (m.cache_key.to_string(), err)
+    };
+    let (first, _) = run(&copy);
+    let (again, log) = run(&copy);
+    assert_eq!(first, again);
+    assert!(
+        log.contains("cached"),
+        "the same binary reuses its outputs: {log}"
+    );
+    // Same version number, other code (here: one byte more, as a changed kernel would be).
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes.push(0);
+    std::fs::write(&copy, bytes).unwrap();
+    let (rebuilt, log) = run(&copy);
+    assert_ne!(
+        first, rebuilt,
+        "another binary must not hit the old cache key"
+    );
+    assert!(log.contains("1 computed"), "{log}");
+}
+
+#[test]
+fn two_runs_on_one_volume_keep_their_own_outputs() {
+    let vol = volume();
+    let img = vol.path().join("img/odd.png");
+    let pm = Manifest::read(&manifest_path(vol.path(), "t", "package-model"), vol.path()).unwrap();
+    let pkg = pm
+        .outputs
+        .iter()
+        .find_map(|a| a.attributes.get("package").and_then(|v| v.as_str()))
+        .map(|p| vol.path().join(p))
+        .unwrap();
+    // Same package, style and image, other options: other pixels under the same names.
+    for (run, size) in [("t", "48"), ("u", "32")] {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("stylize"))
+            .args(["--volume", vol.path().to_str().unwrap(), "--run-id", run])
+            .args(["--package", pkg.to_str().unwrap(), "--style", "7"])
+            .args(["--max-size", size, "--image", img.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for run in ["t", "u"] {
+        let m = Manifest::read(&manifest_path(vol.path(), run, "stylize"), vol.path()).unwrap();
+        assert_eq!(m.outputs.len(), 1);
+        assert!(
+            m.outputs[0]
+                .path
+                .starts_with(&format!("runs/{run}/styled/")),
+            "{:?}",
+            m.outputs
+        );
+        // Run t's result was not overwritten by run u's.
+        m.outputs[0].verify(vol.path()).unwrap();
+    }
+}
+
+#[test]
+fn outputs_an_encoder_cannot_write_are_refused_before_any_work() {
+    let vol = volume();
+    let wide = vol.path().join("img/wide.png");
+    image::RgbImage::from_pixel(20_000, 8, image::Rgb([90, 120, 200]))
+        .save(&wide)
+        .unwrap();
+    let long = vol.path().join("img/long.png");
+    image::RgbImage::from_pixel(8, 70_000, image::Rgb([90, 120, 200]))
+        .save(&long)
+        .unwrap();
+    for (format, img, limit) in [("webp", &wide, "16383"), ("jpeg", &long, "65535")] {
+        let t0 = std::time::Instant::now();
+        let out = stylize(vol.path())
+            .args(["--style", "7", "--format", format])
+            .args(["--image", img.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{format}: {err}");
+        assert!(
+            err.contains(limit) && err.contains(img.to_str().unwrap()),
+            "{err}"
+        );
+        assert!(!err.contains("ms)"), "a forward pass ran: {err}");
+        assert!(t0.elapsed().as_secs() < 30);
+        assert!(!manifest_path(vol.path(), "t", "stylize").exists());
+        assert!(!vol.path().join("runs/t/styled").exists());
+    }
+    // The same image within the limit (--max-size) goes through.
+    let out = stylize(vol.path())
+        .args(["--style", "7", "--format", "webp", "--max-size", "4000"])
+        .args(["--image", wide.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
