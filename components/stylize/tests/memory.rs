@@ -31,7 +31,11 @@ fn peak_memory_does_not_grow_with_the_number_of_images() {
         .arg(&onnx)
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let pkg = vol.path().join("runs/m/models/multistyle26");
     let photo = image::open(assets().join("chelsea.png")).unwrap();
     // 1024×768: 9 MiB of planar floats per decoded image.
@@ -46,13 +50,22 @@ fn peak_memory_does_not_grow_with_the_number_of_images() {
                 .unwrap();
         }
         let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("stylize"))
-            .args(["--volume", vol.path().to_str().unwrap(), "--run-id", &format!("r{n}")])
+            .args([
+                "--volume",
+                vol.path().to_str().unwrap(),
+                "--run-id",
+                &format!("r{n}"),
+            ])
             .args(["--package", pkg.to_str().unwrap(), "--style", "7"])
             .args(["--image", dir.to_str().unwrap()])
             .env("RAYON_NUM_THREADS", "2")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         children_peak_mib()
     };
     let two = run(2);
