@@ -120,3 +120,9 @@ elif [ -n "${KUBESTYLE_TEST_KUBECONFIG:-}" ] && [ -n "${KUBESTYLE_TEST_POD_S3_EN
 else
   log "real-cluster tier skipped (set KUBESTYLE_K8S_BIN, or KUBESTYLE_TEST_KUBECONFIG with KUBESTYLE_TEST_POD_S3_ENDPOINT)"
 fi
+
+# --- Fuzz smoke run ---------------------------------------------------------------------------
+# The cargo-fuzz targets (manifest reader, weight readers) for a few seconds each, on stable
+# (--sanitizer none); a crash fails the run and leaves its input under fuzz/artifacts/.
+log "fuzz smoke run: ${KUBESTYLE_FUZZ_SECONDS:-5} s per target"
+scripts/fuzz.sh "${KUBESTYLE_FUZZ_SECONDS:-5}"

