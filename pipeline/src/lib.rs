@@ -9,7 +9,8 @@
 pub mod plan;
 pub mod render;
 pub mod run;
-pub mod spec;
+/// The spec (the `kubestyle-spec` crate).
+pub use kubestyle_spec as spec;
 pub mod submit;
 
 pub use submit::ClusterArgs;
@@ -20,8 +21,8 @@ use std::str::FromStr;
 
 use kubestyle_manifest::{ExitStatus, StageError};
 
-/// The component binaries, in pipeline order.
-pub const STAGES: [&str; 4] = ["download", "package-model", "stylize", "upload"];
+/// The component binaries, in pipeline order (defined once, in the contract crate).
+pub use kubestyle_manifest::STAGES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {

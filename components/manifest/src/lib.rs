@@ -18,6 +18,9 @@ pub mod location;
 pub mod manifest;
 pub mod telemetry;
 
+/// The stage binaries, in pipeline order: `pipeline`, the spec and the renderer use these names.
+pub const STAGES: [&str; 4] = ["download", "package-model", "stylize", "upload"];
+
 pub use atomic::{AtomicFile, Clobber, write_atomic};
 pub use digest::{Sha256Hex, sha256_bytes, sha256_file};
 pub use error::{ExitStatus, StageError};

@@ -6,7 +6,8 @@
 //! input's format and suffix (or `--format`), is written atomically, and is recorded in the
 //! manifest with its size, style, backend, device and forward-pass time. The manifest is last.
 
-pub mod image_io;
+/// Decoding and encoding (the `kubestyle-imageio` crate).
+pub use kubestyle_imageio as image_io;
 pub mod style;
 pub mod tiles;
 

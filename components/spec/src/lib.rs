@@ -794,10 +794,13 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
             );
         }
         for stage in k.resources.keys() {
-            if !crate::STAGES.contains(&stage.as_str()) {
+            if !kubestyle_manifest::STAGES.contains(&stage.as_str()) {
                 err(
                     &format!("kubernetes.resources.{stage}"),
-                    format!("unknown stage (stages: {})", crate::STAGES.join(", ")),
+                    format!(
+                        "unknown stage (stages: {})",
+                        kubestyle_manifest::STAGES.join(", ")
+                    ),
                 );
             }
         }
