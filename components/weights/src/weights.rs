@@ -598,15 +598,7 @@ fn pth_header(
             ),
         ));
     }
-    if reader.len() > MAX_TENSORS {
-        return Err(invalid(
-            path,
-            format!(
-                "holds {} tensors, above the limit of {MAX_TENSORS}",
-                reader.len()
-            ),
-        ));
-    }
+    check_tensor_count(path, reader.len())?;
     let mut tensors = BTreeMap::new();
     let mut keys = BTreeMap::new();
     for (key, t) in reader.tensors() {
@@ -651,15 +643,7 @@ fn safetensors_header(
     }
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| invalid(path, format!("not a safetensors file: {e}")))?;
-    if st.len() > MAX_TENSORS {
-        return Err(invalid(
-            path,
-            format!(
-                "holds {} tensors, above the limit of {MAX_TENSORS}",
-                st.len()
-            ),
-        ));
-    }
+    check_tensor_count(path, st.len())?;
     let mut out = BTreeMap::new();
     for (name, view) in st.iter() {
         let dtype = match view.dtype() {
@@ -972,6 +956,17 @@ fn onnx_header(
         return Err(invalid(path, "ONNX graph holds no float initializers"));
     }
     Ok((tensors, bodies))
+}
+
+/// Refuse a file declaring more than [`MAX_TENSORS`] tensors.
+fn check_tensor_count(path: &Path, n: usize) -> Result<(), StageError> {
+    if n > MAX_TENSORS {
+        return Err(invalid(
+            path,
+            format!("holds {n} tensors, above the limit of {MAX_TENSORS}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
