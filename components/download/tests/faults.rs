@@ -4,17 +4,14 @@
 //! volume (no file, no temp file, no manifest). Also: what the manifest says was verified is
 //! what was verified, resumed or not.
 
-#[path = "support/fault_proxy.rs"]
-mod fault_proxy;
-
 use std::path::Path;
 
 use assert_cmd::Command;
 use aws_sdk_s3::config::RequestChecksumCalculation;
 use aws_sdk_s3::primitives::ByteStream;
-use fault_proxy::{Fault, FaultProxy, Request, Rule};
 use kubestyle_manifest::Manifest;
 use kubestyle_manifest::manifest::manifest_path;
+use kubestyle_testkit::fault_proxy::{Fault, FaultProxy, Request, Rule};
 use kubestyle_testkit::{S3Server, bytes, files};
 
 const SIZE: usize = 300_000;

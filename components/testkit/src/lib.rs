@@ -5,6 +5,8 @@
 //! `moto_server -H 127.0.0.1 -p PORT` yourself and export
 //! `KUBESTYLE_TEST_S3_ENDPOINT=http://127.0.0.1:PORT`.
 
+pub mod fault_proxy;
+
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use kubestyle_s3::S3Args;

@@ -6,15 +6,12 @@
 //! failing completion is aborted, and so is nothing left behind when another transfer of the
 //! same stage fails. The step cache tells two S3 endpoints apart.
 
-#[path = "../../download/tests/support/fault_proxy.rs"]
-mod fault_proxy;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use assert_cmd::Command;
-use fault_proxy::{Fault, FaultProxy, Request, Rule};
 use kubestyle_manifest::manifest::manifest_path;
+use kubestyle_testkit::fault_proxy::{Fault, FaultProxy, Request, Rule};
 use kubestyle_testkit::{S3Server, bytes};
 use kubestyle_upload::{Cli, Status, run};
 

@@ -14,8 +14,6 @@
 //! Every injection is counted ([`FaultProxy::injected`]) so that a test can print how many faults
 //! it survived. Plain blocking threads: no runtime, usable from sync and async tests.
 
-#![allow(dead_code)] // each test binary uses part of it
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -118,6 +116,15 @@ pub struct Rule {
     pub matches: Matcher,
     /// How many more times; `usize::MAX` is "every time".
     pub times: usize,
+}
+
+impl std::fmt::Debug for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rule")
+            .field("fault", &self.fault)
+            .field("times", &self.times)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Rule {
