@@ -397,10 +397,12 @@ async fn run_stage(
         });
     }
     let cached = before.is_some() && before == after;
-    if cached {
+    if cached && log_path.is_file() {
         // Keep the log of the run that made the outputs; this one said "cached".
         drop(log);
     } else {
+        // Ran, or cached without a log (killed after the stage's manifest, before its log was
+        // committed): the log is published with the results, so this run's log is kept.
         commit_log(log)?;
     }
     Ok(StageReport {
