@@ -265,6 +265,17 @@ const RAND_LEN: usize = 10;
 /// node loss) before it could clean up: `<prefix><10 alphanumerics><suffix>` in `dir` (the
 /// prefix carries [`TEMP_MARKER`]) that no live writer holds locked — several writers of one
 /// target, in several processes or pods sharing the volume, never remove each other's.
+/// Remove the stale temp files a killed writer of `target` left beside it: what writing
+/// `target` again would do, for a target that is kept instead (a reused output).
+pub fn sweep_stale_temps_of(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str()))
+    else {
+        return;
+    };
+    let (prefix, suffix) = temp_name_parts(name);
+    sweep_stale_temps(dir, &prefix, &suffix);
+}
+
 pub fn sweep_stale_temps(dir: &Path, prefix: &str, suffix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -399,6 +399,10 @@ impl StageRun {
                 return None;
             }
         }
+        // Outputs kept are not written again: remove what a killed writer of them left.
+        for a in &m.outputs {
+            crate::atomic::sweep_stale_temps_of(&a.abs_path(volume));
+        }
         tracing::info!(
             "cached: {} has cache key {key} and its {} outputs verify; nothing to do",
             path.display(),

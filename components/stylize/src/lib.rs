@@ -595,6 +595,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                 let job = &jobs[index];
                 if let Some(a) = &job.reuse {
                     tracing::info!("{} unchanged since the last run: reused", job.rel);
+                    kubestyle_manifest::atomic::sweep_stale_temps_of(&a.abs_path(&volume));
                     slots[index] = Some(a.clone());
                     reused += 1;
                     continue;
