@@ -17,6 +17,18 @@ pub enum Post {
     Sigmoid,
 }
 
+/// A channel whose spread is within float rounding of its mean (standard deviation at most
+/// 2⁻²⁰ of it, a few ulps of f32) is constant: its values differ only by the order in which the
+/// convolution summed them. The references (PyTorch, onnxruntime) compute exactly equal values
+/// there and normalise them to exactly `beta`; normalising the rounding noise instead would
+/// multiply it by `gamma / sqrt(EPS)` (≈ 316 × gamma) at every layer of a flat image and, after
+/// a dozen layers, turn a uniform input into noise (measured: up to 101 levels on a 1×1 image).
+/// Such channels get `beta`.
+pub fn is_constant(mean: f32, var: f32) -> bool {
+    let floor = mean.abs() * (1.0 / (1u32 << 16) as f32);
+    var <= floor * floor
+}
+
 /// Instance normalisation with per-channel `gamma`, `beta` and the given statistics, then
 /// `post`, then `+ residual` — in one pass over `x`.
 pub fn norm_apply(
@@ -30,7 +42,13 @@ pub fn norm_apply(
     let c = x.c;
     assert!(stats.mean.len() == c && gamma.len() == c && beta.len() == c);
     let scale: Vec<f32> = (0..c)
-        .map(|i| gamma[i] / (stats.var[i] + EPS).sqrt())
+        .map(|i| {
+            if is_constant(stats.mean[i], stats.var[i]) {
+                0.0
+            } else {
+                gamma[i] / (stats.var[i] + EPS).sqrt()
+            }
+        })
         .collect();
     let shift: Vec<f32> = (0..c).map(|i| beta[i] - stats.mean[i] * scale[i]).collect();
     // Repeat the per-channel vectors to a span of whole pixels at least 64 long, so that the
