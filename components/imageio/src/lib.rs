@@ -139,13 +139,22 @@ pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Plana
     let mut rgb = vec![0f32; 3 * width * height];
     let mut alpha = has_alpha.then(|| vec![0f32; width * height]);
     let plane = width * height;
-    let buf = img.to_rgba32f();
-    for (i, px) in buf.pixels().enumerate() {
-        rgb[i] = px[0].clamp(0.0, 1.0);
-        rgb[plane + i] = px[1].clamp(0.0, 1.0);
-        rgb[2 * plane + i] = px[2].clamp(0.0, 1.0);
-        if let Some(a) = alpha.as_mut() {
-            a[i] = px[3].clamp(0.0, 1.0);
+    // Converted a band of rows at a time: a whole-image RGBA float copy would be 16 bytes per
+    // pixel on top of the result (1 GiB for 8192×8192). Same conversion as `to_rgba32f`.
+    const BAND: usize = 256;
+    for y0 in (0..height).step_by(BAND) {
+        let n = BAND.min(height - y0);
+        let buf = img
+            .crop_imm(0, y0 as u32, width as u32, n as u32)
+            .to_rgba32f();
+        for (j, px) in buf.pixels().enumerate() {
+            let i = y0 * width + j;
+            rgb[i] = px[0].clamp(0.0, 1.0);
+            rgb[plane + i] = px[1].clamp(0.0, 1.0);
+            rgb[2 * plane + i] = px[2].clamp(0.0, 1.0);
+            if let Some(a) = alpha.as_mut() {
+                a[i] = px[3].clamp(0.0, 1.0);
+            }
         }
     }
     Ok(Planar {
@@ -236,13 +245,25 @@ pub fn save(
     alpha: Option<&[f32]>,
     format: ImageFormat,
 ) -> Result<(), StageError> {
+    write_image(path, &to_image(width, height, rgb, alpha, format), format)
+}
+
+/// Planar RGB in 0..1 (+ alpha where `format` keeps it) quantised to 8 bits: what [`save`]
+/// encodes, a quarter the size of the floats (callers drop those before encoding).
+pub fn to_image(
+    width: usize,
+    height: usize,
+    rgb: &[f32],
+    alpha: Option<&[f32]>,
+    format: ImageFormat,
+) -> DynamicImage {
     let plane = width * height;
     let keep_alpha = alpha.is_some()
         && matches!(
             format,
             ImageFormat::Png | ImageFormat::WebP | ImageFormat::Tiff
         );
-    let img = if keep_alpha {
+    if keep_alpha {
         let a = alpha.unwrap_or(&[]);
         let mut buf = image::RgbaImage::new(width as u32, height as u32);
         for (i, px) in buf.pixels_mut().enumerate() {
@@ -264,7 +285,11 @@ pub fn save(
             ]);
         }
         DynamicImage::ImageRgb8(buf)
-    };
+    }
+}
+
+/// Encode an 8-bit image and write it atomically.
+pub fn write_image(path: &Path, img: &DynamicImage, format: ImageFormat) -> Result<(), StageError> {
     let mut f = AtomicFile::create(path, Clobber::Replace)?;
     let tmp = f.temp_path().to_path_buf();
     {
