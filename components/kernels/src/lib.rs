@@ -42,7 +42,7 @@ mod testutil;
 pub use act::Act;
 pub use conv::{Conv, WINOGRAD_F2, WINOGRAD_F4, Winograd};
 pub use norm::{EPS, Post, norm_apply};
-pub use stats::Stats;
+pub use stats::{Moments, Stats};
 
 /// Target size of one im2col block in floats (about 1 MiB: stays in L2 while gemm packs it).
 const BLOCK_FLOATS: usize = 256 * 1024;

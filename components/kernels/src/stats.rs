@@ -51,6 +51,48 @@ impl Stats {
     }
 }
 
+/// Per-channel sums for statistics gathered piece by piece, e.g. band by band over an image
+/// that is never whole in memory. Pieces are added in order; the result is the same however the
+/// image is cut up to float rounding (f64 sums).
+#[derive(Debug, Clone)]
+pub struct Moments {
+    c: usize,
+    count: usize,
+    sum: Vec<f64>,
+    sq: Vec<f64>,
+}
+
+impl Moments {
+    pub fn new(c: usize) -> Moments {
+        Moments {
+            c,
+            count: 0,
+            sum: vec![0.0; c],
+            sq: vec![0.0; c],
+        }
+    }
+
+    /// Add NHWC data (whole pixels of `c` channels), in parallel blocks combined in order.
+    pub fn add(&mut self, data: &[f32]) {
+        let c = self.c;
+        let block = (BLOCK_FLOATS / c.max(1)).max(1) * c;
+        let partials: Vec<(Vec<f64>, Vec<f64>)> =
+            data.par_chunks(block).map(|b| moments(b, c)).collect();
+        for (ps, pq) in partials {
+            for ch in 0..c {
+                self.sum[ch] += ps[ch];
+                self.sq[ch] += pq[ch];
+            }
+        }
+        self.count += data.len() / c.max(1);
+    }
+
+    /// Mean and biased variance of everything added.
+    pub fn stats(&self) -> Stats {
+        Stats::from_partials(&[(self.sum.clone(), self.sq.clone())], self.c, self.count)
+    }
+}
+
 /// Per-channel sum and sum of squares of NHWC data.
 fn moments(data: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
     // Accumulate over spans of whole pixels (long, vectorisable inner loops), fold per channel.

@@ -138,16 +138,34 @@ impl FusedNet {
                 )));
             }
         }
-        let scale = if self.multistyle { 1.0 } else { 255.0 };
-        let x = Act::from_planar(rgb, 3, h, w, 4, scale);
+        let x = Act::from_planar(rgb, 3, h, w, 4, self.input_scale());
+        // acts[0] is the input, acts[i + 1] the output of step i; a step's input is the
+        // previous activation, its residual an earlier one.
+        let mut acts: Vec<Option<Act>> = vec![Some(x)];
+        let steps = self.schedule();
+        let last = last_uses(&steps);
         let mut next = 0usize;
-        let mut layer = |x: &Act, i: usize, post: Post, residual: Option<&Act>| -> Act {
-            let l = &self.layers[i];
+        for (i, step) in steps.iter().enumerate() {
+            let l = &self.layers[step.layer];
+            let x = acts.last().and_then(Option::as_ref).ok_or_else(|| {
+                StageError::Internal("the previous activation was released".into())
+            })?;
+            let t0 = std::time::Instant::now();
+            if !step.norm {
+                let y = l.conv.forward(x, false).0;
+                tracing::trace!(
+                    "{:?}: conv {:.1} ms",
+                    l.conv,
+                    t0.elapsed().as_secs_f64() * 1e3
+                );
+                acts.push(Some(y));
+                release(&mut acts, &last, i);
+                continue;
+            }
             let replay = match &stats {
                 NormStats::Replay(s) => Some(&s[next]),
                 _ => None,
             };
-            let t0 = std::time::Instant::now();
             let (mut y, own) = l.conv.forward(x, replay.is_none());
             let t1 = t0.elapsed();
             let st = match (replay, own) {
@@ -159,13 +177,9 @@ impl FusedNet {
                 v.push(st.clone());
             }
             next += 1;
-            let c = l.conv.cout;
-            let (g, b) = if self.multistyle {
-                (mix(&l.gamma, style, c), mix(&l.beta, style, c))
-            } else {
-                (l.gamma.clone(), l.beta.clone())
-            };
-            norm_apply(&mut y, &st, &g, &b, post, residual);
+            let (g, b) = self.affine(step.layer, style);
+            let residual = step.residual.and_then(|r| acts[r].as_ref());
+            norm_apply(&mut y, &st, &g, &b, step.post, residual);
             tracing::trace!(
                 "{:?} → {}x{}: conv {:.1} ms, norm {:.1} ms",
                 l.conv,
@@ -174,32 +188,103 @@ impl FusedNet {
                 t1.as_secs_f64() * 1e3,
                 (t0.elapsed() - t1).as_secs_f64() * 1e3
             );
-            y
-        };
-        // Both networks: 3 contracting layers, residual blocks, 2 upsampling layers, and a last
-        // layer (MultiStyle26: conv + norm + sigmoid; TransformerNet: conv with bias only).
-        let blocks = if self.multistyle { 6 } else { 5 };
-        let mut x = x;
-        for i in 0..3 {
-            x = layer(&x, i, Post::Relu, None);
+            acts.push(Some(y));
+            release(&mut acts, &last, i);
         }
+        let y = acts
+            .pop()
+            .flatten()
+            .ok_or_else(|| StageError::Internal("no output activation".into()))?;
+        Ok(y.to_planar(h, w, 1.0 / self.input_scale(), 0.0, 1.0))
+    }
+
+    /// What the input is multiplied by before the first layer (TransformerNet works in 0..255).
+    pub(crate) fn input_scale(&self) -> f32 {
+        if self.multistyle { 1.0 } else { 255.0 }
+    }
+
+    /// The layers in order with what follows each convolution. Both networks: 3 contracting
+    /// layers, residual blocks, 2 upsampling layers, and a last layer (MultiStyle26: conv + norm
+    /// + sigmoid; TransformerNet: conv with bias only).
+    pub(crate) fn schedule(&self) -> Vec<Step> {
+        let blocks = if self.multistyle { 6 } else { 5 };
+        let step = |layer, post, residual| Step {
+            layer,
+            post,
+            residual,
+            norm: true,
+        };
+        let mut v: Vec<Step> = (0..3).map(|i| step(i, Post::Relu, None)).collect();
         for r in 0..blocks {
-            let y = layer(&x, 3 + 2 * r, Post::Relu, None);
-            x = layer(&y, 4 + 2 * r, Post::None, Some(&x));
+            // The block's input is activation 3 + 2r (the input is activation 0).
+            v.push(step(3 + 2 * r, Post::Relu, None));
+            v.push(step(4 + 2 * r, Post::None, Some(3 + 2 * r)));
         }
         let up = 3 + 2 * blocks;
-        let x = layer(&x, up, Post::Relu, None);
-        let x = layer(&x, up + 1, Post::Relu, None);
-        let y = if self.multistyle {
-            layer(&x, up + 2, Post::Sigmoid, None)
+        v.push(step(up, Post::Relu, None));
+        v.push(step(up + 1, Post::Relu, None));
+        v.push(if self.multistyle {
+            step(up + 2, Post::Sigmoid, None)
         } else {
-            let t0 = std::time::Instant::now();
-            let last = &self.layers[up + 2].conv;
-            let y = last.forward(&x, false).0;
-            tracing::trace!("{last:?}: conv {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
-            y
-        };
-        Ok(y.to_planar(h, w, 1.0 / scale, 0.0, 1.0))
+            Step {
+                layer: up + 2,
+                post: Post::None,
+                residual: None,
+                norm: false,
+            }
+        });
+        v
+    }
+
+    /// A norm layer's `(gamma, beta)` for this style mix.
+    pub(crate) fn affine(&self, layer: usize, style: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let l = &self.layers[layer];
+        if self.multistyle {
+            let c = l.conv.cout;
+            (mix(&l.gamma, style, c), mix(&l.beta, style, c))
+        } else {
+            (l.gamma.clone(), l.beta.clone())
+        }
+    }
+
+    pub(crate) fn conv(&self, layer: usize) -> &Conv {
+        &self.layers[layer].conv
+    }
+}
+
+/// One step of a network's forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Step {
+    pub layer: usize,
+    pub post: Post,
+    /// The activation added after `post` (0 = the input, i + 1 = step i's output).
+    pub residual: Option<usize>,
+    /// Instance norm (with `post`) follows the convolution; else the output is the convolution.
+    pub norm: bool,
+}
+
+/// For every activation (0 = the input, i + 1 = step i's output), the last step that reads it
+/// (as its input or its residual); the output of the last step is never released.
+pub(crate) fn last_uses(steps: &[Step]) -> Vec<usize> {
+    (0..=steps.len())
+        .map(|a| {
+            steps
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| *i == a || s.residual == Some(a))
+                .map(|(i, _)| i)
+                .max()
+                .unwrap_or(usize::MAX)
+        })
+        .collect()
+}
+
+/// Release the activations no step after `done` reads.
+fn release(acts: &mut [Option<Act>], last: &[usize], done: usize) {
+    for (a, l) in acts.iter_mut().zip(last) {
+        if *l <= done {
+            *a = None;
+        }
     }
 }
 

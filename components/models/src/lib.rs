@@ -11,6 +11,7 @@
 //! (pure Rust, always built) or libtorch with the `tch` feature.
 
 pub mod arch;
+pub mod exact;
 pub mod fused;
 pub mod layers;
 pub mod nets;

@@ -37,6 +37,19 @@ fn assets() -> PathBuf {
     d
 }
 
+/// Exact tiling with bands as small as they go (7 rows: odd, so bands start at odd and even
+/// rows of stride-2 and upsampling layers), every stored activation in a scratch file in a
+/// temporary directory (none in memory).
+fn small_bands() -> kubestyle_models::exact::ExactOptions {
+    let dir = std::env::temp_dir();
+    kubestyle_models::exact::ExactOptions {
+        scratch: dir,
+        band_bytes: 1,
+        min_rows: 7,
+        memory_bytes: 0,
+    }
+}
+
 fn device() -> Device {
     #[cfg(feature = "tch")]
     if std::env::var("KUBESTYLE_TEST_BACKEND").as_deref() == Ok("tch") {
@@ -158,6 +171,17 @@ fn transformer_net_zip_and_legacy_match_pytorch() {
         let diff3 = max_abs_diff(&y3, &clamped) * 255.0;
         println!("{file}: fused kernels, max abs diff vs PyTorch {diff3:.5} (0..255 scale)");
         assert!(diff3 <= 1.0, "{file} fused: max abs diff {diff3}");
+        // Exact tiling in bands of 7 rows (every stride and halo case at band edges).
+        let y4 = FusedNet::new(&loaded)
+            .stylize_exact(&planar, h, w, &[1.0], &small_bands())
+            .unwrap();
+        let diff4 = max_abs_diff(&y4, &y3) * 255.0;
+        let diff5 = max_abs_diff(&y4, &clamped) * 255.0;
+        println!("{file}: exact tiling, max abs diff {diff4:.5} vs untiled, {diff5:.5} vs PyTorch");
+        assert!(
+            diff4 <= 1.0 && diff5 <= 1.0,
+            "{file} exact: {diff4} / {diff5}"
+        );
     }
 }
 
@@ -218,6 +242,29 @@ fn multistyle26_matches_onnxruntime() {
         assert!(
             f1.iter().zip(&f2).all(|(a, b)| a.to_bits() == b.to_bits()),
             "{case}: fused kernels not deterministic"
+        );
+        // Exact tiling in bands of 7 rows (every stride and halo case at band edges).
+        let e = fused
+            .stylize_exact(&planar, h, wd, &s, &small_bands())
+            .unwrap();
+        let (ediff, eref) = (
+            max_abs_diff(&e, &f1) * 255.0,
+            max_abs_diff(&e, &reference) * 255.0,
+        );
+        // And with memory for a part of the activations only (the first layer's first rows
+        // cached, the rest computed again; some layers in memory, some in scratch files).
+        let mut part = small_bands();
+        part.memory_bytes = 24 * h * wd + 3 * h * wd * 4;
+        let e2 = fused.stylize_exact(&planar, h, wd, &s, &part).unwrap();
+        let ediff2 = max_abs_diff(&e2, &f1) * 255.0;
+        println!("{case}: exact tiling, partly in memory: max abs diff {ediff2:.5}/255 vs untiled");
+        assert!(ediff2 <= 1.0, "{case} exact, partly in memory: {ediff2}");
+        println!(
+            "{case}: exact tiling, max abs diff {ediff:.5}/255 vs untiled, {eref:.5}/255 vs onnxruntime"
+        );
+        assert!(
+            ediff <= 1.0 && eref <= 1.0,
+            "{case} exact: {ediff} / {eref}"
         );
     }
 }

@@ -22,6 +22,7 @@ use kubestyle_manifest::manifest::{
 use kubestyle_manifest::{
     Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun, sha256_bytes, sha256_file,
 };
+use kubestyle_models::exact::ExactOptions;
 use kubestyle_models::{
     FusedNet, MIN_SIDE, ModelCard, Network, NormStats, crop, crop_planar, extend_planar,
     load_package, pad_to_multiple,
@@ -54,13 +55,28 @@ pub struct Args {
     /// Refuse images with more pixels than this (decompression bombs).
     #[arg(long, default_value_t = 100_000_000, value_name = "N")]
     pub max_pixels: u64,
-    /// Images with more pixels than this are processed in overlapping tiles.
+    /// Images with more pixels than this are processed in parts (see `--tiling`).
     #[arg(long, default_value_t = 4_194_304, value_name = "N")]
     pub tile_above: u64,
-    /// Tile edge in pixels (a multiple of 4).
+    /// How images above `--tile-above` run. `exact`: layer by layer over the whole image in
+    /// bands of rows through scratch files, normalised with whole-image statistics: the untiled
+    /// result (within float rounding) in bounded memory (fused CPU kernels only).
+    /// `approximate`: overlapping `--tile` tiles blended together, normalised with statistics of
+    /// a downscaled copy (fused kernels) or each tile's own (burn/libtorch); faster, not the
+    /// same picture (README "Large images"). `auto`: exact on the fused kernels, else approximate.
+    #[arg(long, value_enum, default_value_t = Tiling::Auto)]
+    pub tiling: Tiling,
+    /// Where exact tiling keeps its scratch activations (anonymous files, gone when the process
+    /// ends, even if killed): about 44 bytes per pixel at the peak. Default: the volume.
+    #[arg(long, env = "KUBESTYLE_SCRATCH_DIR", value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// Rows per band of exact tiling (default: bands of about 96 MiB). For tests.
+    #[arg(long, hide = true, value_name = "N")]
+    pub band_rows: Option<usize>,
+    /// Tile edge in pixels (a multiple of 4), approximate tiling.
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub tile: usize,
-    /// Overlap between tiles in pixels.
+    /// Overlap between tiles in pixels, approximate tiling.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub overlap: usize,
     /// Output encoding.
@@ -102,6 +118,40 @@ pub struct Args {
     /// Write the manifest here (default `<volume>/runs/<run-id>/stylize.manifest.json`).
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
+}
+
+/// `--tiling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tiling {
+    Auto,
+    Exact,
+    Approximate,
+}
+
+/// How one image ran: whole, in exact bands, or in approximate tiles (and how many).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileRun {
+    Whole,
+    Exact,
+    Approximate(usize),
+}
+
+impl TileRun {
+    pub fn name(self) -> &'static str {
+        match self {
+            TileRun::Whole => "none",
+            TileRun::Exact => "exact",
+            TileRun::Approximate(_) => "approximate",
+        }
+    }
+
+    /// Tiles blended into the output (1 unless approximate).
+    pub fn tiles(self) -> usize {
+        match self {
+            TileRun::Approximate(n) => n,
+            _ => 1,
+        }
+    }
 }
 
 /// `--kernels`.
@@ -326,6 +376,17 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
             "--tile must be a multiple of 4, at least 64, and more than twice --overlap".into(),
         ));
     }
+    if args.tiling == Tiling::Exact && !compute.fused {
+        return Err(StageError::Usage(format!(
+            "--tiling exact runs on the fused CPU kernels only, not on {} ({} kernels): use \
+             --tiling approximate or --kernels fused",
+            compute.name,
+            compute.kernels()
+        )));
+    }
+    if args.band_rows == Some(0) {
+        return Err(StageError::Usage("--band-rows must be at least 1".into()));
+    }
     tracing::info!(
         "backend {} on {} ({} kernels)",
         compute.backend,
@@ -351,6 +412,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         "max_size": args.max_size,
         "format": format!("{:?}", args.format).to_lowercase(),
         "tile_above": args.tile_above,
+        "tiling": resolved_tiling(args.tiling, compute.fused),
         "tile": args.tile,
         "overlap": args.overlap,
         "out": out,
@@ -558,14 +620,25 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     // Computed outputs image by image: each image is decoded once for all its styles and
     // dropped when the last of them is written (at most three images in memory: the one in
     // the forward pass, one waiting in the channel, one being written).
+    // Exact tiling's scratch: the volume unless told otherwise (sized for the images, where a
+    // container's own /tmp often is not).
+    let mut args_with_scratch = args.clone();
+    let scratch = args.scratch_dir.clone().unwrap_or_else(|| volume.clone());
+    if !scratch.is_dir() {
+        return Err(StageError::Usage(format!(
+            "--scratch-dir {}: not a directory",
+            scratch.display()
+        )));
+    }
+    args_with_scratch.scratch_dir = Some(scratch);
     let mut order: Vec<usize> = (0..jobs.len()).collect();
     order.sort_by_key(|&i| jobs[i].img);
     // Forward passes on this thread; encoding, the atomic write and hashing of each output on a
     // writer thread, overlapping the next forward pass. The channel holds one finished image.
     struct Pending {
         index: usize,
-        rgb: Vec<f32>,
-        planar: std::sync::Arc<image_io::Planar>,
+        /// The output quantised to 8 bits (its floats and the input are not held here).
+        img: image::DynamicImage,
         format: image::ImageFormat,
         rel: String,
         attrs: Map<String, Value>,
@@ -579,9 +652,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         let writer = scope.spawn(move || -> Result<Vec<(usize, Artifact)>, StageError> {
             let mut done = Vec::new();
             for p in rx {
-                let (w, h) = (p.planar.width, p.planar.height);
-                let alpha = p.planar.alpha.as_deref();
-                image_io::save(&vol.join(&p.rel), w, h, &p.rgb, alpha, p.format)?;
+                image_io::write_image(&vol.join(&p.rel), &p.img, p.format)?;
                 tracing::info!("{}", p.log);
                 let mut a = Artifact::from_file(vol, &p.rel, p.rel.clone(), ArtifactKind::Styled)?;
                 a.attributes = p.attrs;
@@ -625,7 +696,7 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                     planar,
                     &style.weights,
                     &compute.device,
-                    &args,
+                    &args_with_scratch,
                 )?;
                 let ms = t0.elapsed().as_secs_f64() * 1000.0;
                 let log = format!(
@@ -634,10 +705,10 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                     style.label,
                     planar.width,
                     planar.height,
-                    if tiles > 1 {
-                        format!(", {tiles} tiles")
-                    } else {
-                        String::new()
+                    match tiles {
+                        TileRun::Whole => String::new(),
+                        TileRun::Exact => ", exact tiling".into(),
+                        TileRun::Approximate(n) => format!(", {n} tiles (approximate)"),
                     }
                 );
                 let mut attrs = Map::new();
@@ -669,12 +740,20 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
                 }
                 attrs.insert("kernels".into(), json!(compute.kernels()));
                 attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
-                attrs.insert("tiles".into(), json!(tiles));
+                attrs.insert("tiling".into(), json!(tiles.name()));
+                attrs.insert("tiles".into(), json!(tiles.tiles()));
                 attrs.insert("item_key".into(), json!(job.item_key));
+                let img = image_io::to_image(
+                    planar.width,
+                    planar.height,
+                    &rgb,
+                    planar.alpha.as_deref(),
+                    job.format,
+                );
+                drop(rgb);
                 let pending = Pending {
                     index,
-                    rgb,
-                    planar: planar.clone(),
+                    img,
                     format: job.format,
                     rel: rel.clone(),
                     attrs,
@@ -733,14 +812,22 @@ fn dedupe(arts: &mut Vec<Artifact>) {
     arts.retain(|a| seen.insert(a.name.clone()));
 }
 
-/// Run the network on one image (whole, or in tiles above `--tile-above` pixels), on the fused
-/// CPU kernels when `fused` is given, else with burn's tensor ops on `device`.
-/// Returns planar RGB in 0..1 and the number of tiles used.
+/// What `--tiling` comes to: `exact` or `approximate`.
+pub fn resolved_tiling(t: Tiling, fused: bool) -> &'static str {
+    match (t, fused) {
+        (Tiling::Exact, _) | (Tiling::Auto, true) => "exact",
+        _ => "approximate",
+    }
+}
+
+/// Run the network on one image (whole, or above `--tile-above` pixels in exact bands or
+/// approximate tiles, see `--tiling`), on the fused CPU kernels when `fused` is given, else with
+/// burn's tensor ops on `device`. Returns planar RGB in 0..1 and how it ran.
 ///
-/// Tiles on the fused kernels share instance-norm statistics: they are recorded once on a copy
-/// of the whole image scaled down to what runs whole (`--tile-above` pixels or one tile), and every tile normalises with them
-/// (so a flat sky in one tile is not stretched to full contrast on its own). On burn's ops each
-/// tile uses its own statistics.
+/// Approximate tiles on the fused kernels share instance-norm statistics: they are recorded once
+/// on a copy of the whole image scaled down to what runs whole (`--tile-above` pixels or one
+/// tile), and every tile normalises with them (so a flat sky in one tile is not stretched to full
+/// contrast on its own). On burn's ops each tile uses its own statistics.
 pub fn stylize_planar(
     net: &Network,
     fused: Option<&FusedNet>,
@@ -748,11 +835,34 @@ pub fn stylize_planar(
     style: &[f32],
     device: &Device,
     args: &Args,
-) -> Result<(Vec<f32>, usize), StageError> {
+) -> Result<(Vec<f32>, TileRun), StageError> {
     let (h, w) = (img.height, img.width);
     let style = net.style_weights(style)?;
+    let large = (h * w) as u64 > args.tile_above;
+    if let (true, Some(f), "exact") = (large, fused, resolved_tiling(args.tiling, fused.is_some()))
+    {
+        let mut opts = ExactOptions::new(
+            args.scratch_dir
+                .clone()
+                .unwrap_or_else(|| args.volume.clone()),
+        );
+        if let Some(rows) = args.band_rows {
+            (opts.band_bytes, opts.min_rows) = (1, rows);
+        }
+        // Sides below what the networks accept are extended by mirroring and cropped back
+        // (the image itself is not copied otherwise: it may be most of the memory).
+        if h >= MIN_SIDE && w >= MIN_SIDE {
+            return Ok((
+                f.stylize_exact(&img.rgb, h, w, &style, &opts)?,
+                TileRun::Exact,
+            ));
+        }
+        let (rgb, th, tw) = extend_planar(&img.rgb, h, w, MIN_SIDE);
+        let y = f.stylize_exact(&rgb, th, tw, &style, &opts)?;
+        return Ok((crop_planar(&y, th, tw, h, w), TileRun::Exact));
+    }
     let shared: Option<Vec<kubestyle_models::fused::Stats>> = match fused {
-        Some(f) if (h * w) as u64 > args.tile_above => {
+        Some(f) if large => {
             // As large as runs whole: `--tile-above` pixels, or one tile if that is larger.
             let fits = args.tile_above.max((args.tile * args.tile) as u64);
             let (small, sh, sw) = image_io::downscale_to(img, fits);
@@ -783,8 +893,8 @@ pub fn stylize_planar(
         };
         Ok(crop_planar(&y, th, tw, oh, ow))
     };
-    if (h * w) as u64 <= args.tile_above {
-        return Ok((whole(img.rgb.clone(), h, w)?, 1));
+    if !large {
+        return Ok((whole(img.rgb.clone(), h, w)?, TileRun::Whole));
     }
     let ys = tiles::starts(h, args.tile, args.overlap);
     let xs = tiles::starts(w, args.tile, args.overlap);
@@ -818,7 +928,7 @@ pub fn stylize_planar(
     for (i, v) in acc.iter_mut().enumerate() {
         *v /= wsum[i % plane].max(f32::MIN_POSITIVE);
     }
-    Ok((acc, ys.len() * xs.len()))
+    Ok((acc, TileRun::Approximate(ys.len() * xs.len())))
 }
 
 fn load_packages(

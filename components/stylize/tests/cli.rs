@@ -457,6 +457,8 @@ fn tiled_result_stays_close_to_untiled() {
         "64",
         "--tile-above",
         "1000",
+        "--tiling",
+        "approximate",
     ]);
     let (_, net) = kubestyle_models::load_package(
         &vol.path().join("runs/t/models/multistyle26"),
@@ -482,15 +484,15 @@ fn tiled_result_stays_close_to_untiled() {
     // burn's ops: every tile normalises with its own statistics.
     let (tiled, n) =
         kubestyle_stylize::stylize_planar(&net, None, &planar, &w, &flex, &args).unwrap();
-    assert_eq!(n, 4);
+    assert_eq!(n, kubestyle_stylize::TileRun::Approximate(4));
     let (whole, one) =
         kubestyle_stylize::stylize_planar(&net, None, &planar, &w, &flex, &whole_args).unwrap();
-    assert_eq!(one, 1);
+    assert_eq!(one, kubestyle_stylize::TileRun::Whole);
     let (own_max, own_mean) = diff(&tiled, &whole);
     // Fused kernels: statistics shared by all tiles, recorded on a downscaled copy.
     let (tiled_f, n) =
         kubestyle_stylize::stylize_planar(&net, Some(&fused), &planar, &w, &flex, &args).unwrap();
-    assert_eq!(n, 4);
+    assert_eq!(n, kubestyle_stylize::TileRun::Approximate(4));
     let (whole_f, _) =
         kubestyle_stylize::stylize_planar(&net, Some(&fused), &planar, &w, &flex, &whole_args)
             .unwrap();
@@ -509,6 +511,18 @@ fn tiled_result_stays_close_to_untiled() {
         shared_mean < own_mean * 0.8,
         "shared statistics: mean diff {shared_mean} vs per-tile {own_mean}"
     );
+    // Exact tiling (the default on the fused kernels): bands of 20 rows through scratch files,
+    // whole-image statistics: the untiled picture.
+    let mut exact_args = args.clone();
+    exact_args.tiling = kubestyle_stylize::Tiling::Auto;
+    exact_args.band_rows = Some(20);
+    let (exact, how) =
+        kubestyle_stylize::stylize_planar(&net, Some(&fused), &planar, &w, &flex, &exact_args)
+            .unwrap();
+    assert_eq!(how, kubestyle_stylize::TileRun::Exact);
+    let (exact_max, exact_mean) = diff(&exact, &whole_f);
+    println!("exact tiling vs untiled: max {exact_max:.4} mean {exact_mean:.5} (1/255)");
+    assert!(exact_max <= 1.0, "exact tiling: max diff {exact_max}/255");
 }
 
 #[test]
