@@ -35,9 +35,11 @@ fi
 export KUBESTYLE_ASSETS="$root/.cache/assets"
 "$venv/bin/python" scripts/fetch_assets.py "$KUBESTYLE_ASSETS" >/dev/null
 # Reference outputs of PyTorch and onnxruntime, regenerated when a generator changes.
-for gen in components/models/tests/fixtures/*/gen.py; do
+# The per-input-class references of stylize use the TransformerNet fixture and the decode corpus:
+# generated after them, and again when either changes.
+for gen in components/models/tests/fixtures/*/gen.py components/stylize/tests/fixtures/reference/gen.py; do
   dir=$(dirname "$gen")/generated
-  want=$(sha256sum "$gen" scripts/requirements-models.txt | sha256sum | cut -c1-64)
+  want=$(sha256sum "$gen" scripts/requirements-models.txt components/models/tests/fixtures/transformer_net/gen.py components/stylize/tests/fixtures/decode/* | sha256sum | cut -c1-64)
   if [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$want" ]; then
     log "generating fixtures: $gen"
     rm -rf "$dir"
