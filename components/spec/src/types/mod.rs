@@ -1,0 +1,51 @@
+//! The spec's types, one file per section; the YAML format and the JSON Schema come from them.
+
+mod kubernetes;
+mod parallelism;
+mod sources;
+mod style;
+mod stylize;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use kubernetes::{ClaimSpec, GpuSpec, Kubernetes, Resources, Toleration};
+pub use parallelism::Parallelism;
+pub use sources::{ArchitectureName, ModelSource, Sources};
+pub use style::{StyleRef, StyleSpec};
+pub use stylize::{Backend, Device, OutputFormat, StylizeOptions};
+
+/// A kubestyle pipeline spec (version 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "kubestyle pipeline spec v1")]
+pub struct Spec {
+    /// Spec format version: `1`.
+    pub version: u32,
+    /// Run name, used as the run id: `<volume>/runs/<name>/`, the published prefix
+    /// `<output>/<name>/` and Kubernetes object names. 1-40 of `a-z`, `0-9`, `-`.
+    #[schemars(regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"))]
+    pub name: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The working volume (a local directory; relative paths are relative to the spec file).
+    /// Default: `.kubestyle/volume` beside the spec. In a cluster it is the claim's mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    pub sources: Sources,
+    /// Styles applied to every model without its own `styles`: an index (`7`), a name
+    /// (`style-07`) or a blend (`3:0.5,12:0.5`). Default: `["0"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub styles: Vec<String>,
+    /// Where results are published: `s3://bucket/prefix` or a local directory (relative to the
+    /// spec file). The run goes to `<output>/<name>/`.
+    pub output: String,
+    #[serde(default)]
+    pub stylize: StylizeOptions,
+    #[serde(default)]
+    pub parallelism: Parallelism,
+    /// How the run is laid out as Kubernetes objects (`pipeline render` / `submit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Kubernetes>,
+}

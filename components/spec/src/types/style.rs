@@ -1,0 +1,166 @@
+//! A style as a spec gives it (`styles`, `sources.models[].styles`): an index, a name or a blend.
+//! The spec keeps the text (the YAML and the stages take it as written); [`StyleSpec`] is its
+//! parsed form, and its parse errors are the validation messages.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One style of a network: its index (`7`) or its name (`style-07`, `mosaic`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StyleRef {
+    Index(usize),
+    Name(String),
+}
+
+impl fmt::Display for StyleRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StyleRef::Index(i) => write!(f, "{i}"),
+            StyleRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A style spec: one style (`3`, `mosaic`), or a blend `STYLE:WEIGHT,…` with positive weights
+/// (`3:0.5,12:0.5`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StyleSpec {
+    One(StyleRef),
+    Blend(Vec<(StyleRef, f32)>),
+}
+
+impl StyleSpec {
+    /// Parses `s`. With `limit` (the architecture's style count and the package name, for the
+    /// message), an index at or past the count is refused. The error says what is wrong with `s`.
+    pub fn parse_for(s: &str, limit: Option<(usize, &str)>) -> Result<StyleSpec, String> {
+        let token = |t: &str| -> Result<StyleRef, String> {
+            let t = t.trim();
+            if t.is_empty() {
+                return Err(format!("{s:?}: empty style"));
+            }
+            if let Ok(i) = t.parse::<usize>() {
+                if let Some((n, pkg)) = limit
+                    && i >= n
+                {
+                    return Err(format!(
+                        "{s:?}: style index {i} is out of range for {pkg} (0 to {})",
+                        n.saturating_sub(1)
+                    ));
+                }
+                return Ok(StyleRef::Index(i));
+            }
+            if !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
+                return Err(format!("{s:?}: {t:?} is not a style index or name"));
+            }
+            Ok(StyleRef::Name(t.to_string()))
+        };
+        if s.contains('/') {
+            return Err(format!(
+                "{s:?}: give per-model styles under sources.models[].styles, not as MODEL/STYLE"
+            ));
+        }
+        if !s.contains(':') && !s.contains(',') {
+            return token(s).map(StyleSpec::One);
+        }
+        let mut blend = Vec::new();
+        for item in s.split(',') {
+            let (t, w) = item
+                .split_once(':')
+                .ok_or_else(|| format!("{s:?}: blend item {item:?} needs STYLE:WEIGHT"))?;
+            let style = token(t)?;
+            match w.trim().parse::<f32>() {
+                Ok(w) if w.is_finite() && w > 0.0 => blend.push((style, w)),
+                _ => return Err(format!("{s:?}: weight {w:?} must be a positive number")),
+            }
+        }
+        Ok(StyleSpec::Blend(blend))
+    }
+}
+
+impl FromStr for StyleSpec {
+    type Err = String;
+
+    /// The syntax only: indexes are not checked against a network ([`StyleSpec::parse_for`]).
+    fn from_str(s: &str) -> Result<Self, String> {
+        StyleSpec::parse_for(s, None)
+    }
+}
+
+impl fmt::Display for StyleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StyleSpec::One(r) => write!(f, "{r}"),
+            StyleSpec::Blend(items) => {
+                for (i, (r, w)) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    write!(f, "{r}:{w}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_name_and_blend_forms_parse_and_print_back() {
+        assert_eq!(
+            "3".parse::<StyleSpec>().unwrap(),
+            StyleSpec::One(StyleRef::Index(3))
+        );
+        assert_eq!(
+            "mosaic".parse::<StyleSpec>().unwrap(),
+            StyleSpec::One(StyleRef::Name("mosaic".into()))
+        );
+        assert_eq!(
+            "3:0.5,12:0.5".parse::<StyleSpec>().unwrap(),
+            StyleSpec::Blend(vec![(StyleRef::Index(3), 0.5), (StyleRef::Index(12), 0.5)])
+        );
+        assert_eq!(
+            "mosaic:1, 3 : 2".parse::<StyleSpec>().unwrap(),
+            StyleSpec::Blend(vec![
+                (StyleRef::Name("mosaic".into()), 1.0),
+                (StyleRef::Index(3), 2.0)
+            ])
+        );
+        for s in ["3", "mosaic", "style-07", "3:0.5,12:0.5", "candy:2.5"] {
+            assert_eq!(s.parse::<StyleSpec>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn bad_styles_say_why() {
+        let e = |s: &str| s.parse::<StyleSpec>().unwrap_err();
+        assert_eq!(e(""), "\"\": empty style");
+        assert_eq!(e("a b"), "\"a b\": \"a b\" is not a style index or name");
+        assert!(e("candy/0").contains("not as MODEL/STYLE"));
+        assert_eq!(e("a:1,b"), "\"a:1,b\": blend item \"b\" needs STYLE:WEIGHT");
+        assert_eq!(
+            e("2:-1"),
+            "\"2:-1\": weight \"-1\" must be a positive number"
+        );
+        assert!(e("2:inf").contains("must be a positive number"));
+    }
+
+    #[test]
+    fn indexes_are_checked_against_the_count_in_order() {
+        let p = |s: &str| StyleSpec::parse_for(s, Some((26, "multistyle26")));
+        assert!(p("25").is_ok());
+        assert_eq!(
+            p("26").unwrap_err(),
+            "\"26\": style index 26 is out of range for multistyle26 (0 to 25)"
+        );
+        // The first problem from the left is the one reported.
+        assert!(p("30:-1").unwrap_err().contains("out of range"));
+        assert!(p("x y:1,30:1").unwrap_err().contains("not a style index"));
+        assert!("30:1".parse::<StyleSpec>().is_ok());
+    }
+}
