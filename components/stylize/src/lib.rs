@@ -8,8 +8,15 @@
 
 /// Decoding and encoding (the `kubestyle-imageio` crate).
 pub use kubestyle_imageio as image_io;
+mod compute;
+mod inputs;
+pub mod plan;
 pub mod style;
 pub mod tiles;
+mod writer;
+
+pub use compute::{resolved_tiling, stylize_planar};
+use inputs::{gather_images, load_packages};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,7 +27,7 @@ use kubestyle_manifest::manifest::{
     manifest_path, new_run_id, open_volume, previous_outputs, validate_run_id,
 };
 use kubestyle_manifest::{
-    Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun, sha256_bytes, sha256_file,
+    Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun, sha256_file,
 };
 use kubestyle_models::exact::ExactOptions;
 use kubestyle_models::{
@@ -323,27 +330,6 @@ fn tch_device(backend: &str, spec: &str, cuda_index: Option<usize>) -> Result<Co
     }
 }
 
-/// One image to stylise.
-#[derive(Debug, Clone)]
-struct ImageInput {
-    abs: PathBuf,
-    /// Path under the output directory (keeps inputs with equal names apart).
-    rel_out: String,
-    sha256: Sha256Hex,
-    artifact: Option<Artifact>,
-}
-
-struct Loaded {
-    dir: PathBuf,
-    dir_name: String,
-    card: ModelCard,
-    net: Network,
-    /// The same weights laid out for the fused CPU kernels, when those run.
-    fused: Option<FusedNet>,
-    styles: Vec<Style>,
-    artifact: Vec<Artifact>,
-}
-
 #[derive(Debug)]
 pub struct Summary {
     pub manifest_path: PathBuf,
@@ -454,157 +440,48 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
             .unwrap_or_default()
     };
 
-    // Plan every output; decode (and so check) every image some output still needs.
-    struct Job<'a> {
-        pkg: &'a Loaded,
-        style: &'a Style,
-        img: usize,
-        rel: String,
-        format: image::ImageFormat,
-        item_key: Sha256Hex,
-        reuse: Option<Artifact>,
-    }
-    let mut formats = Vec::with_capacity(images.len());
-    let mut sides = Vec::with_capacity(images.len());
+    // Plan every output (probing every image's header), refusing clashes before any work.
+    let mut probed = Vec::with_capacity(images.len());
     for img in &images {
         let (format, dims) = image_io::probe(&img.abs, args.max_pixels)?;
-        formats.push(format);
-        sides.push(image_io::output_side(dims, args.max_size));
+        probed.push((format, image_io::output_side(dims, args.max_size)));
     }
-    // Outputs an encoder cannot write (JPEG over 65,535 px, WebP over 16,383 px a side): the
-    // output format depends on the image alone, not on the package or style.
-    let mut too_large: Vec<String> = Vec::new();
-    for (k, img) in images.iter().enumerate() {
-        let ext = img
-            .abs
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("png");
-        let (format, _) = image_io::choose(args.format, formats[k], ext);
-        if let Some(limit) = image_io::max_side(format).filter(|&l| sides[k] > l) {
-            too_large.push(format!(
-                "{} would be {} px on its longest side, more than {format:?} can store \
-                 ({limit} px)",
-                img.abs.display(),
-                sides[k]
-            ));
-        }
-    }
-    let mut jobs: Vec<Job<'_>> = Vec::new();
-    // Every output path, planned before any work: two outputs landing on one path (`a.jpg` and
-    // `a.png` with `--format png`, two packages with one directory name) are refused, all of
-    // them named, rather than found by the manifest check after every forward pass.
-    let mut planned: std::collections::HashMap<String, usize> = Default::default();
-    // (one input, the other, the first output both map to, how many outputs they share)
-    let mut clashes: Vec<(String, String, String, usize)> = Vec::new();
-    for pkg in &packages {
-        for style in &pkg.styles {
-            for (k, img) in images.iter().enumerate() {
-                let ext = img
-                    .abs
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .unwrap_or("png")
-                    .to_string();
-                let (format, ext) = image_io::choose(args.format, formats[k], &ext);
-
-                let stem_rel = img
-                    .rel_out
-                    .rsplit_once('.')
-                    .map(|(s, _)| s)
-                    .unwrap_or(&img.rel_out);
-                let rel = format!("{}/{}/{}/{stem_rel}.{ext}", out, pkg.dir_name, style.label);
-                validate_relative_path(&rel).map_err(StageError::InputInvalid)?;
-                if let Some(&first) = planned.get(&rel) {
-                    let other = &jobs[first];
-                    let (a, b) = if other.img != k {
-                        (
-                            images[other.img].abs.display().to_string(),
-                            img.abs.display().to_string(),
-                        )
-                    } else {
-                        (
-                            format!("package {}", other.pkg.dir.display()),
-                            format!("package {}", pkg.dir.display()),
-                        )
-                    };
-                    match clashes.iter_mut().find(|c| (&c.0, &c.1) == (&a, &b)) {
-                        Some(c) => c.3 += 1,
-                        None => clashes.push((a, b, rel, 1)),
-                    }
-                    continue;
-                }
-                planned.insert(rel.clone(), jobs.len());
-                let item_key = sha256_bytes(
-                    json!({
-                        "version": kubestyle_manifest::manifest::code_version(env!("CARGO_PKG_VERSION")),
-                        "weights": pkg.card.weights.sha256,
-                        "style": style.weights,
-                        "image": img.sha256,
-                        "params": params,
-                    })
-                    .to_string()
-                    .as_bytes(),
-                );
-                let reuse = previous
-                    .get(&rel)
-                    .filter(|a| {
-                        a.attributes.get("item_key").and_then(Value::as_str)
-                            == Some(item_key.as_str())
-                    })
-                    .filter(|a| match a.verify(&volume) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!("recomputing {rel}: {e}");
-                            false
-                        }
-                    })
-                    .cloned();
-                jobs.push(Job {
-                    pkg,
-                    style,
-                    img: k,
-                    rel,
-                    format,
-                    item_key,
-                    reuse,
-                });
+    let plan_packages: Vec<plan::PlanPackage<'_>> = packages
+        .iter()
+        .map(|p| plan::PlanPackage {
+            dir: &p.dir,
+            dir_name: &p.dir_name,
+            weights_sha256: &p.card.weights.sha256,
+            styles: &p.styles,
+        })
+        .collect();
+    let plan_images: Vec<plan::PlanImage<'_>> = images
+        .iter()
+        .zip(&probed)
+        .map(|(i, &(format, side))| plan::PlanImage {
+            abs: &i.abs,
+            rel_out: &i.rel_out,
+            sha256: &i.sha256,
+            format,
+            side,
+        })
+        .collect();
+    let opts = plan::PlanOptions {
+        out: &out,
+        format: args.format,
+        params: &params,
+        shards: args.shards,
+        shard: args.shard,
+    };
+    let jobs = plan::plan(&plan_packages, &plan_images, &opts, &previous, |rel, a| {
+        match a.verify(&volume) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!("recomputing {rel}: {e}");
+                false
             }
         }
-    }
-    if !too_large.is_empty() {
-        return Err(StageError::InputInvalid(format!(
-            "{}; use --format png or --max-size",
-            too_large.join("; ")
-        )));
-    }
-    if !clashes.is_empty() {
-        let named: Vec<String> = clashes
-            .iter()
-            .map(|(a, b, rel, n)| {
-                let more = match n - 1 {
-                    0 => String::new(),
-                    m => format!(" (and {m} more output{})", if m == 1 { "" } else { "s" }),
-                };
-                format!("{a} and {b} would both be written to {rel}{more}")
-            })
-            .collect();
-        return Err(StageError::InputInvalid(format!(
-            "outputs would overwrite each other: {}",
-            named.join("; ")
-        )));
-    }
-    // This shard's part: every `shards`-th output, starting at `shard`.
-    if args.shards > 1 {
-        let (n, k) = (args.shards as usize, args.shard as usize);
-        jobs = jobs
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % n == k)
-            .map(|(_, j)| j)
-            .collect();
-        tracing::info!("shard {k} of {n}: {} outputs", jobs.len());
-    }
+    })?;
     // Decode every image a computed output needs, one at a time, and let it go: all of them are
     // checked before the first forward pass, so a bad one fails the stage before anything is
     // written, while memory holds one decoded image, not all of them (100 photos of 12 MP
@@ -631,153 +508,14 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         )));
     }
     args_with_scratch.scratch_dir = Some(scratch);
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| jobs[i].img);
-    // Forward passes on this thread; encoding, the atomic write and hashing of each output on a
-    // writer thread, overlapping the next forward pass. The channel holds one finished image.
-    struct Pending {
-        index: usize,
-        /// The output quantised to 8 bits (its floats and the input are not held here).
-        img: image::DynamicImage,
-        format: image::ImageFormat,
-        rel: String,
-        attrs: Map<String, Value>,
-        log: String,
-    }
-    let mut slots: Vec<Option<Artifact>> = (0..jobs.len()).map(|_| None).collect();
-    let (mut computed, mut reused) = (0usize, 0usize);
-    let written: Vec<(usize, Artifact)> = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(1);
-        let vol = &volume;
-        let writer = scope.spawn(move || -> Result<Vec<(usize, Artifact)>, StageError> {
-            let mut done = Vec::new();
-            for p in rx {
-                image_io::write_image(&vol.join(&p.rel), &p.img, p.format)?;
-                tracing::info!("{}", p.log);
-                let mut a = Artifact::from_file(vol, &p.rel, p.rel.clone(), ArtifactKind::Styled)?;
-                a.attributes = p.attrs;
-                done.push((p.index, a));
-            }
-            Ok(done)
-        });
-        let produced = (|| -> Result<(), StageError> {
-            let mut current: Option<(usize, std::sync::Arc<image_io::Planar>)> = None;
-            for &index in &order {
-                let job = &jobs[index];
-                if let Some(a) = &job.reuse {
-                    tracing::info!("{} unchanged since the last run: reused", job.rel);
-                    kubestyle_manifest::atomic::sweep_stale_temps_of(&a.abs_path(&volume));
-                    slots[index] = Some(a.clone());
-                    reused += 1;
-                    continue;
-                }
-                let img = &images[job.img];
-                let planar = match &current {
-                    Some((k, p)) if *k == job.img => p.clone(),
-                    _ => {
-                        // Let the previous image go before the next is decoded (its last
-                        // reference then goes with its pending write).
-                        drop(current.take());
-                        let p = std::sync::Arc::new(image_io::load(
-                            &img.abs,
-                            args.max_pixels,
-                            args.max_size,
-                        )?);
-                        current = Some((job.img, p.clone()));
-                        p
-                    }
-                };
-                let planar = &planar;
-                let (pkg, style, rel) = (job.pkg, job.style, &job.rel);
-                let t0 = Instant::now();
-                let (rgb, tiles) = stylize_planar(
-                    &pkg.net,
-                    pkg.fused.as_ref(),
-                    planar,
-                    &style.weights,
-                    &compute.device,
-                    &args_with_scratch,
-                )?;
-                let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                let log = format!(
-                    "{} × {} → {rel} ({}x{}, {ms:.0} ms{})",
-                    img.abs.display(),
-                    style.label,
-                    planar.width,
-                    planar.height,
-                    match tiles {
-                        TileRun::Whole => String::new(),
-                        TileRun::Exact => ", exact tiling".into(),
-                        TileRun::Approximate(n) => format!(", {n} tiles (approximate)"),
-                    }
-                );
-                let mut attrs = Map::new();
-                attrs.insert(
-                    "input".into(),
-                    json!(
-                        img.artifact
-                            .as_ref()
-                            .map(|a| a.path.clone())
-                            .unwrap_or_else(|| img.abs.display().to_string())
-                    ),
-                );
-                attrs.insert(
-                    "input_source".into(),
-                    json!(img.artifact.as_ref().and_then(|a| a.source.clone())),
-                );
-                attrs.insert("input_sha256".into(), json!(img.sha256));
-                attrs.insert("package".into(), json!(pkg.dir_name));
-                attrs.insert("architecture".into(), json!(pkg.card.architecture.name()));
-                attrs.insert("style".into(), json!(style.label));
-                attrs.insert("style_weights".into(), json!(style.parts));
-                attrs.insert("width".into(), json!(planar.width));
-                attrs.insert("height".into(), json!(planar.height));
-                attrs.insert("backend".into(), json!(compute.backend));
-                attrs.insert("device".into(), json!(compute.name));
-                attrs.insert("device_requested".into(), json!(compute.requested));
-                if let Some(why) = &compute.fallback {
-                    attrs.insert("device_fallback".into(), json!(why));
-                }
-                attrs.insert("kernels".into(), json!(compute.kernels()));
-                attrs.insert("forward_ms".into(), json!((ms * 10.0).round() / 10.0));
-                attrs.insert("tiling".into(), json!(tiles.name()));
-                attrs.insert("tiles".into(), json!(tiles.tiles()));
-                attrs.insert("item_key".into(), json!(job.item_key));
-                let img = image_io::to_image(
-                    planar.width,
-                    planar.height,
-                    &rgb,
-                    planar.alpha.as_deref(),
-                    job.format,
-                );
-                drop(rgb);
-                let pending = Pending {
-                    index,
-                    img,
-                    format: job.format,
-                    rel: rel.clone(),
-                    attrs,
-                    log,
-                };
-                if tx.send(pending).is_err() {
-                    // The writer stopped on an error: it is reported below.
-                    break;
-                }
-                computed += 1;
-            }
-            Ok(())
-        })();
-        drop(tx);
-        let written = writer
-            .join()
-            .map_err(|_| StageError::Internal("the output writer panicked".into()))?;
-        produced?;
-        written
-    })?;
-    for (index, a) in written {
-        slots[index] = Some(a);
-    }
-    let outputs: Vec<Artifact> = slots.into_iter().flatten().collect();
+    let (outputs, computed, reused) = writer::produce(
+        &jobs,
+        &packages,
+        &images,
+        &compute,
+        &args_with_scratch,
+        &volume,
+    )?;
 
     let mut inputs: Vec<Artifact> = packages.iter().flat_map(|p| p.artifact.clone()).collect();
     inputs.extend(images.iter().filter_map(|i| i.artifact.clone()));
@@ -812,307 +550,3 @@ fn dedupe(arts: &mut Vec<Artifact>) {
     arts.retain(|a| seen.insert(a.name.clone()));
 }
 
-/// What `--tiling` comes to: `exact` or `approximate`.
-pub fn resolved_tiling(t: Tiling, fused: bool) -> &'static str {
-    match (t, fused) {
-        (Tiling::Exact, _) | (Tiling::Auto, true) => "exact",
-        _ => "approximate",
-    }
-}
-
-/// Run the network on one image (whole, or above `--tile-above` pixels in exact bands or
-/// approximate tiles, see `--tiling`), on the fused CPU kernels when `fused` is given, else with
-/// burn's tensor ops on `device`. Returns planar RGB in 0..1 and how it ran.
-///
-/// Approximate tiles on the fused kernels share instance-norm statistics: they are recorded once
-/// on a copy of the whole image scaled down to what runs whole (`--tile-above` pixels or one
-/// tile), and every tile normalises with them (so a flat sky in one tile is not stretched to full
-/// contrast on its own). On burn's ops each tile uses its own statistics.
-pub fn stylize_planar(
-    net: &Network,
-    fused: Option<&FusedNet>,
-    img: &image_io::Planar,
-    style: &[f32],
-    device: &Device,
-    args: &Args,
-) -> Result<(Vec<f32>, TileRun), StageError> {
-    let (h, w) = (img.height, img.width);
-    let style = net.style_weights(style)?;
-    let large = (h * w) as u64 > args.tile_above;
-    if let (true, Some(f), "exact") = (large, fused, resolved_tiling(args.tiling, fused.is_some()))
-    {
-        let mut opts = ExactOptions::new(
-            args.scratch_dir
-                .clone()
-                .unwrap_or_else(|| args.volume.clone()),
-        );
-        if let Some(rows) = args.band_rows {
-            (opts.band_bytes, opts.min_rows) = (1, rows);
-        }
-        // Sides below what the networks accept are extended by mirroring and cropped back
-        // (the image itself is not copied otherwise: it may be most of the memory).
-        if h >= MIN_SIDE && w >= MIN_SIDE {
-            return Ok((
-                f.stylize_exact(&img.rgb, h, w, &style, &opts)?,
-                TileRun::Exact,
-            ));
-        }
-        let (rgb, th, tw) = extend_planar(&img.rgb, h, w, MIN_SIDE);
-        let y = f.stylize_exact(&rgb, th, tw, &style, &opts)?;
-        return Ok((crop_planar(&y, th, tw, h, w), TileRun::Exact));
-    }
-    let shared: Option<Vec<kubestyle_models::fused::Stats>> = match fused {
-        Some(f) if large => {
-            // As large as runs whole: `--tile-above` pixels, or one tile if that is larger.
-            let fits = args.tile_above.max((args.tile * args.tile) as u64);
-            let (small, sh, sw) = image_io::downscale_to(img, fits);
-            let (small, sh, sw) = extend_planar(&small, sh, sw, MIN_SIDE);
-            let mut stats = Vec::new();
-            f.stylize(&small, sh, sw, &style, NormStats::Record(&mut stats))?;
-            Some(stats)
-        }
-        _ => None,
-    };
-    // Sides below what the networks accept (MIN_SIDE) are extended by mirroring and cropped
-    // back, so any size from 1×1 up runs on every backend.
-    let whole = |rgb: Vec<f32>, oh: usize, ow: usize| -> Result<Vec<f32>, StageError> {
-        let (rgb, th, tw) = extend_planar(&rgb, oh, ow, MIN_SIDE);
-        let y = if let Some(f) = fused {
-            let mode = match &shared {
-                Some(s) => NormStats::Replay(s),
-                None => NormStats::Own,
-            };
-            f.stylize(&rgb, th, tw, &style, mode)?
-        } else {
-            let x = Tensor::<4>::from_data(TensorData::new(rgb, [1, 3, th, tw]), device);
-            let (padded, hw) = pad_to_multiple(x, 4);
-            let y = crop(net.stylize(padded, &style)?, hw);
-            y.into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| StageError::Internal(format!("reading the result: {e:?}")))?
-        };
-        Ok(crop_planar(&y, th, tw, oh, ow))
-    };
-    if !large {
-        return Ok((whole(img.rgb.clone(), h, w)?, TileRun::Whole));
-    }
-    let ys = tiles::starts(h, args.tile, args.overlap);
-    let xs = tiles::starts(w, args.tile, args.overlap);
-    let (plane, mut acc, mut wsum) = (h * w, vec![0f32; 3 * h * w], vec![0f32; h * w]);
-    for &y0 in &ys {
-        let th = args.tile.min(h);
-        for &x0 in &xs {
-            let tw = args.tile.min(w);
-            let mut tile = vec![0f32; 3 * th * tw];
-            for c in 0..3 {
-                for r in 0..th {
-                    let src = c * plane + (y0 + r) * w + x0;
-                    tile[c * th * tw + r * tw..c * th * tw + (r + 1) * tw]
-                        .copy_from_slice(&img.rgb[src..src + tw]);
-                }
-            }
-            let out = whole(tile, th, tw)?;
-            for r in 0..th {
-                let wy = tiles::ramp(r, y0, th, h, args.overlap);
-                for col in 0..tw {
-                    let wgt = wy.min(tiles::ramp(col, x0, tw, w, args.overlap));
-                    let di = (y0 + r) * w + x0 + col;
-                    wsum[di] += wgt;
-                    for c in 0..3 {
-                        acc[c * plane + di] += wgt * out[c * th * tw + r * tw + col];
-                    }
-                }
-            }
-        }
-    }
-    for (i, v) in acc.iter_mut().enumerate() {
-        *v /= wsum[i % plane].max(f32::MIN_POSITIVE);
-    }
-    Ok((acc, TileRun::Approximate(ys.len() * xs.len())))
-}
-
-fn load_packages(
-    args: &Args,
-    volume: &Path,
-    run_id: &str,
-    compute: &Compute,
-) -> Result<Vec<Loaded>, StageError> {
-    let mut dirs: Vec<(PathBuf, Vec<Artifact>)> = Vec::new();
-    if args.packages.is_empty() {
-        let mpath = manifest_path(volume, run_id, "package-model");
-        let m = Manifest::read(&mpath, volume).map_err(|e| match e {
-            StageError::InputMissing(_) => StageError::Usage(format!(
-                "no --package given and no package-model manifest at {}",
-                mpath.display()
-            )),
-            other => other,
-        })?;
-        for a in m.outputs {
-            a.verify(volume)?;
-            let Some(dir) = a
-                .attributes
-                .get("package")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            // The manifest names a directory to load weights from: only one inside the volume.
-            if let Err(e) = validate_relative_path(&dir) {
-                return Err(StageError::InputInvalid(format!(
-                    "{}: artifact {} names package {dir:?}: {e}",
-                    mpath.display(),
-                    a.path
-                )));
-            }
-            match dirs.iter_mut().find(|(d, _)| *d == volume.join(&dir)) {
-                Some((_, arts)) => arts.push(a),
-                None => dirs.push((volume.join(&dir), vec![a])),
-            }
-        }
-    } else {
-        for p in &args.packages {
-            dirs.push((p.clone(), vec![]));
-        }
-    }
-    let mut out = Vec::new();
-    for (dir, artifact) in dirs {
-        let (card, net) = load_package(&dir, &compute.device)?;
-        let dir_name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into());
-        // (the `--style` value as given, the spec for this package)
-        let mut specs: Vec<(String, String)> = args
-            .styles
-            .iter()
-            .filter_map(|s| match s.split_once('/') {
-                Some((pkg, spec)) => (pkg == dir_name).then(|| (s.clone(), spec.to_string())),
-                None => Some((s.clone(), s.clone())),
-            })
-            .collect();
-        if specs.is_empty() {
-            specs.push(("0".into(), "0".into()));
-        }
-        let in_package = |e: StageError| {
-            StageError::InputInvalid(format!(
-                "package {}: {}",
-                dir.display(),
-                e.to_string().trim_start_matches("input invalid: ")
-            ))
-        };
-        let given = specs
-            .iter()
-            .map(|(given, s)| parse_style(s, &card.styles).map(|st| (given.clone(), st)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(in_package)?;
-        // The same style twice would be computed twice and written to one place (or, under
-        // another label, as two identical files): done once, and said so.
-        let (styles, repeats) = style::distinct_styles(given).map_err(in_package)?;
-        for (spec, kept) in repeats {
-            tracing::warn!(
-                "package {dir_name}: --style {spec:?} is the same style as --style {kept:?}: \
-                 done once"
-            );
-        }
-        let fused = compute.fused.then(|| FusedNet::new(&net));
-        out.push(Loaded {
-            dir: dir.clone(),
-            dir_name,
-            card,
-            net,
-            fused,
-            styles,
-            artifact,
-        });
-    }
-    if out.is_empty() {
-        return Err(StageError::InputMissing(vec!["no model packages".into()]));
-    }
-    for spec in &args.styles {
-        if let Some((pkg, _)) = spec.split_once('/')
-            && !out.iter().any(|l| l.dir_name == pkg)
-        {
-            let have: Vec<&str> = out.iter().map(|l| l.dir_name.as_str()).collect();
-            return Err(StageError::Usage(format!(
-                "--style {spec:?}: no package named {pkg:?} (packages: {})",
-                have.join(", ")
-            )));
-        }
-    }
-    Ok(out)
-}
-
-fn gather_images(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<ImageInput>, StageError> {
-    let mut out = Vec::new();
-    if args.images.is_empty() {
-        for a in previous_outputs(volume, run_id, "download", ArtifactKind::Image, "--image")? {
-            // Below download's directory: the run's own (`runs/<run>/inputs/`) or `inputs/`.
-            let own = format!(
-                "{}/",
-                kubestyle_manifest::manifest::run_data_dir(run_id, "inputs")
-            );
-            let rel_out = a
-                .path
-                .strip_prefix(own.as_str())
-                .or_else(|| a.path.strip_prefix("inputs/"))
-                .unwrap_or(&a.path)
-                .to_string();
-            out.push(ImageInput {
-                abs: a.abs_path(volume),
-                rel_out,
-                sha256: a.sha256.clone(),
-                artifact: Some(a),
-            });
-        }
-    } else {
-        let mut missing = Vec::new();
-        for p in &args.images {
-            match std::fs::metadata(p) {
-                Ok(m) if m.is_dir() => {
-                    for rel in kubestyle_manifest::files::walk_files(p)
-                        .map_err(|e| StageError::io(p, e))?
-                    {
-                        if ArtifactKind::guess(&rel) == ArtifactKind::Image {
-                            let abs = p.join(&rel);
-                            out.push(ImageInput {
-                                sha256: sha256_file(&abs)?.0,
-                                abs,
-                                rel_out: rel,
-                                artifact: None,
-                            });
-                        }
-                    }
-                }
-                Ok(_) => {
-                    let name = p
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    out.push(ImageInput {
-                        sha256: sha256_file(p)?.0,
-                        abs: p.clone(),
-                        rel_out: name,
-                        artifact: None,
-                    });
-                }
-                Err(_) => missing.push(format!("{} does not exist", p.display())),
-            }
-        }
-        if !missing.is_empty() {
-            return Err(StageError::InputMissing(missing));
-        }
-        let mut names: Vec<&str> = out.iter().map(|i| i.rel_out.as_str()).collect();
-        names.sort();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(StageError::InputInvalid(format!(
-                "two input images are both named {:?}",
-                w[0]
-            )));
-        }
-    }
-    if out.is_empty() {
-        return Err(StageError::InputMissing(vec!["no input images".into()]));
-    }
-    Ok(out)
-}

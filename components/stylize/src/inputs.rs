@@ -1,0 +1,215 @@
+//! What a run reads: the model packages (from `--package` or package-model's manifest) and the
+//! images (from `--image` or download's manifest), loaded and checked before any work.
+
+use super::*;
+
+/// One image to stylise.
+#[derive(Debug, Clone)]
+pub(crate) struct ImageInput {
+    pub(crate) abs: PathBuf,
+    /// Path under the output directory (keeps inputs with equal names apart).
+    pub(crate) rel_out: String,
+    pub(crate) sha256: Sha256Hex,
+    pub(crate) artifact: Option<Artifact>,
+}
+
+pub(crate) struct Loaded {
+    pub(crate) dir: PathBuf,
+    pub(crate) dir_name: String,
+    pub(crate) card: ModelCard,
+    pub(crate) net: Network,
+    /// The same weights laid out for the fused CPU kernels, when those run.
+    pub(crate) fused: Option<FusedNet>,
+    pub(crate) styles: Vec<Style>,
+    pub(crate) artifact: Vec<Artifact>,
+}
+
+pub(crate) fn load_packages(
+    args: &Args,
+    volume: &Path,
+    run_id: &str,
+    compute: &Compute,
+) -> Result<Vec<Loaded>, StageError> {
+    let mut dirs: Vec<(PathBuf, Vec<Artifact>)> = Vec::new();
+    if args.packages.is_empty() {
+        let mpath = manifest_path(volume, run_id, "package-model");
+        let m = Manifest::read(&mpath, volume).map_err(|e| match e {
+            StageError::InputMissing(_) => StageError::Usage(format!(
+                "no --package given and no package-model manifest at {}",
+                mpath.display()
+            )),
+            other => other,
+        })?;
+        for a in m.outputs {
+            a.verify(volume)?;
+            let Some(dir) = a
+                .attributes
+                .get("package")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            // The manifest names a directory to load weights from: only one inside the volume.
+            if let Err(e) = validate_relative_path(&dir) {
+                return Err(StageError::InputInvalid(format!(
+                    "{}: artifact {} names package {dir:?}: {e}",
+                    mpath.display(),
+                    a.path
+                )));
+            }
+            match dirs.iter_mut().find(|(d, _)| *d == volume.join(&dir)) {
+                Some((_, arts)) => arts.push(a),
+                None => dirs.push((volume.join(&dir), vec![a])),
+            }
+        }
+    } else {
+        for p in &args.packages {
+            dirs.push((p.clone(), vec![]));
+        }
+    }
+    let mut out = Vec::new();
+    for (dir, artifact) in dirs {
+        let (card, net) = load_package(&dir, &compute.device)?;
+        let dir_name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
+        // (the `--style` value as given, the spec for this package)
+        let mut specs: Vec<(String, String)> = args
+            .styles
+            .iter()
+            .filter_map(|s| match s.split_once('/') {
+                Some((pkg, spec)) => (pkg == dir_name).then(|| (s.clone(), spec.to_string())),
+                None => Some((s.clone(), s.clone())),
+            })
+            .collect();
+        if specs.is_empty() {
+            specs.push(("0".into(), "0".into()));
+        }
+        let in_package = |e: StageError| {
+            StageError::InputInvalid(format!(
+                "package {}: {}",
+                dir.display(),
+                e.to_string().trim_start_matches("input invalid: ")
+            ))
+        };
+        let given = specs
+            .iter()
+            .map(|(given, s)| parse_style(s, &card.styles).map(|st| (given.clone(), st)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(in_package)?;
+        // The same style twice would be computed twice and written to one place (or, under
+        // another label, as two identical files): done once, and said so.
+        let (styles, repeats) = style::distinct_styles(given).map_err(in_package)?;
+        for (spec, kept) in repeats {
+            tracing::warn!(
+                "package {dir_name}: --style {spec:?} is the same style as --style {kept:?}: \
+                 done once"
+            );
+        }
+        let fused = compute.fused.then(|| FusedNet::new(&net));
+        out.push(Loaded {
+            dir: dir.clone(),
+            dir_name,
+            card,
+            net,
+            fused,
+            styles,
+            artifact,
+        });
+    }
+    if out.is_empty() {
+        return Err(StageError::InputMissing(vec!["no model packages".into()]));
+    }
+    for spec in &args.styles {
+        if let Some((pkg, _)) = spec.split_once('/')
+            && !out.iter().any(|l| l.dir_name == pkg)
+        {
+            let have: Vec<&str> = out.iter().map(|l| l.dir_name.as_str()).collect();
+            return Err(StageError::Usage(format!(
+                "--style {spec:?}: no package named {pkg:?} (packages: {})",
+                have.join(", ")
+            )));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn gather_images(
+    args: &Args,
+    volume: &Path,
+    run_id: &str,
+) -> Result<Vec<ImageInput>, StageError> {
+    let mut out = Vec::new();
+    if args.images.is_empty() {
+        for a in previous_outputs(volume, run_id, "download", ArtifactKind::Image, "--image")? {
+            // Below download's directory: the run's own (`runs/<run>/inputs/`) or `inputs/`.
+            let own = format!(
+                "{}/",
+                kubestyle_manifest::manifest::run_data_dir(run_id, "inputs")
+            );
+            let rel_out = a
+                .path
+                .strip_prefix(own.as_str())
+                .or_else(|| a.path.strip_prefix("inputs/"))
+                .unwrap_or(&a.path)
+                .to_string();
+            out.push(ImageInput {
+                abs: a.abs_path(volume),
+                rel_out,
+                sha256: a.sha256.clone(),
+                artifact: Some(a),
+            });
+        }
+    } else {
+        let mut missing = Vec::new();
+        for p in &args.images {
+            match std::fs::metadata(p) {
+                Ok(m) if m.is_dir() => {
+                    for rel in kubestyle_manifest::files::walk_files(p)
+                        .map_err(|e| StageError::io(p, e))?
+                    {
+                        if ArtifactKind::guess(&rel) == ArtifactKind::Image {
+                            let abs = p.join(&rel);
+                            out.push(ImageInput {
+                                sha256: sha256_file(&abs)?.0,
+                                abs,
+                                rel_out: rel,
+                                artifact: None,
+                            });
+                        }
+                    }
+                }
+                Ok(_) => {
+                    let name = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    out.push(ImageInput {
+                        sha256: sha256_file(p)?.0,
+                        abs: p.clone(),
+                        rel_out: name,
+                        artifact: None,
+                    });
+                }
+                Err(_) => missing.push(format!("{} does not exist", p.display())),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(StageError::InputMissing(missing));
+        }
+        let mut names: Vec<&str> = out.iter().map(|i| i.rel_out.as_str()).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(StageError::InputInvalid(format!(
+                "two input images are both named {:?}",
+                w[0]
+            )));
+        }
+    }
+    if out.is_empty() {
+        return Err(StageError::InputMissing(vec!["no input images".into()]));
+    }
+    Ok(out)
+}
