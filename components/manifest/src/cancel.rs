@@ -126,7 +126,7 @@ pub fn install(before_exit: impl FnOnce(i32) + Send + 'static) -> std::io::Resul
 /// signal cancelled the process: then wait (at most `max_wait`) for the clean-up to finish and
 /// return 128 + the signal number. Work that fails *because* of the cancellation (a refused
 /// commit) must not exit with that failure's code.
-pub fn finish<T>(result: Result<T, crate::StageError>, max_wait: Duration) -> ExitCode {
+pub fn finish<T, E: crate::error::ExitCoded>(result: Result<T, E>, max_wait: Duration) -> ExitCode {
     let Some(sig) = signal() else {
         return crate::telemetry::finish(result);
     };

@@ -154,6 +154,63 @@ impl StageError {
     }
 }
 
+impl StageError {
+    /// The message without its kind's prefix: what `Display` shows after `usage: `,
+    /// `input invalid: ` and so on (for a local I/O error, all of it).
+    pub fn message(&self) -> String {
+        match self {
+            StageError::Usage(m)
+            | StageError::InputInvalid(m)
+            | StageError::Storage(m)
+            | StageError::Integrity(m)
+            | StageError::DeviceUnavailable(m)
+            | StageError::Internal(m) => m.clone(),
+            StageError::InputMissing(v) | StageError::Conflict(v) => v.join("; "),
+            StageError::LocalIo { .. } => self.to_string(),
+        }
+    }
+
+    /// The same kind of error (so the same exit code), its message prefixed with `context: `.
+    /// A local I/O error is returned as it is: its path and source already say where.
+    pub fn context(self, context: impl std::fmt::Display) -> StageError {
+        let with = |m: String| format!("{context}: {m}");
+        match self {
+            StageError::Usage(m) => StageError::Usage(with(m)),
+            StageError::InputInvalid(m) => StageError::InputInvalid(with(m)),
+            StageError::Storage(m) => StageError::Storage(with(m)),
+            StageError::Integrity(m) => StageError::Integrity(with(m)),
+            StageError::DeviceUnavailable(m) => StageError::DeviceUnavailable(with(m)),
+            StageError::Internal(m) => StageError::Internal(with(m)),
+            StageError::InputMissing(v) => {
+                StageError::InputMissing(v.into_iter().map(with).collect())
+            }
+            StageError::Conflict(v) => StageError::Conflict(v.into_iter().map(with).collect()),
+            e @ StageError::LocalIo { .. } => e,
+        }
+    }
+}
+
+/// An error that knows its exit code: what every binary's `finish`
+/// ([`crate::telemetry::finish`], [`crate::cancel::finish`]) reports and exits with.
+pub trait ExitCoded: std::fmt::Display {
+    fn exit_code(&self) -> u8;
+
+    /// The code's name in the README's table, when it has one.
+    fn exit_name(&self) -> Option<&'static str> {
+        let code = self.exit_code();
+        ExitStatus::ALL
+            .into_iter()
+            .find(|s| s.code() == code)
+            .map(ExitStatus::name)
+    }
+}
+
+impl ExitCoded for StageError {
+    fn exit_code(&self) -> u8 {
+        self.exit_status().code()
+    }
+}
+
 pub type Result<T, E = StageError> = std::result::Result<T, E>;
 
 #[cfg(test)]
@@ -182,6 +239,18 @@ mod tests {
             std::io::Error::new(std::io::ErrorKind::PermissionDenied, "x"),
         );
         assert_eq!(e.exit_status(), ExitStatus::LocalIo);
+    }
+
+    #[test]
+    fn context_keeps_the_kind_and_message_drops_the_prefix() {
+        let e = StageError::InputInvalid("bad header".into()).context("/v/a.pth");
+        assert_eq!(e.exit_status(), ExitStatus::InputInvalid);
+        assert_eq!(e.to_string(), "input invalid: /v/a.pth: bad header");
+        assert_eq!(e.message(), "/v/a.pth: bad header");
+        let e = StageError::Usage("--x".into());
+        assert_eq!(e.message(), "--x");
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(e.exit_name(), Some(ExitStatus::Usage.name()));
     }
 
     #[test]

@@ -15,15 +15,37 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// How [`finish_as`] tells the user about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// A log line (`ERROR … (exit N name)`): the stages, whose stderr is a log.
+    Log,
+    /// `error: …` on stderr, nothing else: `pipeline`, a command people read.
+    Plain,
+}
+
 /// Turn a stage's result into the process exit code, logging the error (the message names what
 /// went wrong and never carries credentials).
-pub fn finish<T>(result: Result<T, crate::StageError>) -> std::process::ExitCode {
+pub fn finish<T, E: crate::error::ExitCoded>(result: Result<T, E>) -> std::process::ExitCode {
+    finish_as(result, Report::Log)
+}
+
+/// Every binary's exit: success, or the error reported as `report` says and its exit code.
+pub fn finish_as<T, E: crate::error::ExitCoded>(
+    result: Result<T, E>,
+    report: Report,
+) -> std::process::ExitCode {
     match result {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let status = e.exit_status();
-            tracing::error!("{e} (exit {} {})", status.code(), status.name());
-            status.into()
+            let code = e.exit_code();
+            match report {
+                Report::Log => {
+                    tracing::error!("{e} (exit {code} {})", e.exit_name().unwrap_or("unnamed"))
+                }
+                Report::Plain => eprintln!("error: {e}"),
+            }
+            std::process::ExitCode::from(code)
         }
     }
 }

@@ -87,13 +87,8 @@ pub(crate) fn load_packages(
         if specs.is_empty() {
             specs.push(("0".into(), "0".into()));
         }
-        let in_package = |e: StageError| {
-            StageError::InputInvalid(format!(
-                "package {}: {}",
-                dir.display(),
-                e.to_string().trim_start_matches("input invalid: ")
-            ))
-        };
+        // Style errors are input errors; they say which package they concern.
+        let in_package = |e: StageError| e.context(format!("package {}", dir.display()));
         let given = specs
             .iter()
             .map(|(given, s)| parse_style(s, &card.styles).map(|st| (given.clone(), st)))
