@@ -24,8 +24,8 @@ use std::rc::Rc;
 
 use std::time::{Duration, Instant};
 
+use crate::error::ModelError;
 use kubestyle_kernels::{Act, Conv, Moments, Post, Stats, norm_apply};
-use kubestyle_manifest::StageError;
 use rayon::prelude::*;
 
 use crate::fused::{FusedNet, last_uses};
@@ -122,14 +122,14 @@ impl Store {
         c: usize,
         h: usize,
         w: usize,
-    ) -> Result<Store, StageError> {
+    ) -> Result<Store, ModelError> {
         let bytes = c * h * w * 4;
         let data = if budget.get() + bytes <= opts.memory_bytes {
             budget.set(budget.get() + bytes);
             Data::Memory(Act::zeros(c, h, w))
         } else {
             let dir = &opts.scratch;
-            Data::File(tempfile::tempfile_in(dir).map_err(|e| StageError::io(dir, e))?)
+            Data::File(tempfile::tempfile_in(dir).map_err(|e| ModelError::write(dir, e))?)
         };
         Ok(Store {
             data,
@@ -147,12 +147,12 @@ impl Store {
     }
 
     /// Write `data` (whole rows) starting at row `r0`.
-    fn write_rows(&mut self, r0: usize, data: &[f32]) -> Result<(), StageError> {
+    fn write_rows(&mut self, r0: usize, data: &[f32]) -> Result<(), ModelError> {
         let off = r0 * self.row_floats();
         match &mut self.data {
             Data::File(f) => f
                 .write_all_at(bytemuck::cast_slice(data), (off * 4) as u64)
-                .map_err(|e| StageError::io(&self.dir, e)),
+                .map_err(|e| ModelError::write(&self.dir, e)),
             Data::Memory(v) => {
                 v.data[off..off + data.len()].copy_from_slice(data);
                 Ok(())
@@ -162,17 +162,17 @@ impl Store {
     }
 
     /// Read rows `r0..r0 + n` of a stored activation into `out`.
-    fn read_rows(&self, r0: usize, out: &mut [f32]) -> Result<(), StageError> {
+    fn read_rows(&self, r0: usize, out: &mut [f32]) -> Result<(), ModelError> {
         let off = r0 * self.row_floats();
         match &self.data {
             Data::File(f) => f
                 .read_exact_at(bytemuck::cast_slice_mut(out), (off * 4) as u64)
-                .map_err(|e| StageError::read(&self.dir, e)),
+                .map_err(|e| ModelError::read(&self.dir, e)),
             Data::Memory(v) => {
                 out.copy_from_slice(&v.data[off..off + out.len()]);
                 Ok(())
             }
-            Data::Recompute { .. } => Err(StageError::Internal(
+            Data::Recompute { .. } => Err(ModelError::Internal(
                 "rows of a recomputed activation read one by one".into(),
             )),
         }
@@ -185,7 +185,7 @@ impl Store {
         a: isize,
         b: isize,
         map: impl Fn(isize) -> usize,
-    ) -> Result<Act, StageError> {
+    ) -> Result<Act, ModelError> {
         let n = (b - a) as usize;
         let rf = self.row_floats();
         let src: Vec<usize> = (a..b).map(map).collect();
@@ -248,7 +248,7 @@ impl Store {
 
 /// Output rows `o0..o1` of `conv` over the activation `x`: the band's output and the index of
 /// row `o0` in it (rows around it see the band's own edges and are not the layer's).
-fn conv_rows(conv: &Conv, x: &Store, o0: usize, o1: usize) -> Result<(Act, usize), StageError> {
+fn conv_rows(conv: &Conv, x: &Store, o0: usize, o1: usize) -> Result<(Act, usize), ModelError> {
     let (a, b, k, clamp) = band_rows(conv, o0, o1)?;
     let band = x.read_band(a, b, |r| {
         if clamp {
@@ -279,7 +279,7 @@ fn reflect(i: isize, n: usize) -> usize {
 /// padding reflects the *upsampled* image and so lands on the edge row), and the band's output
 /// rows `q..q + (o1 - o0)` are the wanted ones. Rows before `q` and after the wanted ones see the
 /// band's own edge padding and are dropped.
-fn band_rows(conv: &Conv, o0: usize, o1: usize) -> Result<(isize, isize, usize, bool), StageError> {
+fn band_rows(conv: &Conv, o0: usize, o1: usize) -> Result<(isize, isize, usize, bool), ModelError> {
     let (k, s, p) = (conv.k, conv.stride, conv.k / 2);
     let n = o1 - o0;
     match conv.up {
@@ -294,7 +294,7 @@ fn band_rows(conv: &Conv, o0: usize, o1: usize) -> Result<(isize, isize, usize, 
             let b = (o1 as isize + 1 + 1).div_euclid(2);
             Ok((a, b, (o0 as isize - 2 * a) as usize, true))
         }
-        _ => Err(StageError::Internal(format!(
+        _ => Err(ModelError::Internal(format!(
             "exact tiling has no band plan for {conv:?}"
         ))),
     }
@@ -368,9 +368,9 @@ impl FusedNet {
         w: usize,
         style: &[f32],
         opts: &ExactOptions,
-    ) -> Result<Vec<f32>, StageError> {
+    ) -> Result<Vec<f32>, ModelError> {
         if rgb.len() != 3 * h * w || h == 0 || w == 0 {
-            return Err(StageError::InputInvalid(format!(
+            return Err(ModelError::Invalid(format!(
                 "image data of {} values for 3×{h}×{w}",
                 rgb.len()
             )));
@@ -421,7 +421,7 @@ impl FusedNet {
             let mut time = Timing::default();
             let conv = self.conv(step.layer);
             let x = acts.last().and_then(Option::as_ref).ok_or_else(|| {
-                StageError::Internal("the previous activation was released".into())
+                ModelError::Internal("the previous activation was released".into())
             })?;
             let (ho, wo) = conv.out_dims(x.h, x.w);
             let is_last = i + 1 == steps.len();
@@ -515,22 +515,22 @@ impl FusedNet {
             let file = match &y.data {
                 Data::File(f) => Some(
                     f.try_clone()
-                        .map_err(|e| StageError::io(&opts.scratch, e))?,
+                        .map_err(|e| ModelError::write(&opts.scratch, e))?,
                 ),
                 _ => None,
             };
-            std::thread::scope(|scope| -> Result<(), StageError> {
+            std::thread::scope(|scope| -> Result<(), ModelError> {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Act, usize)>(1);
                 let writer = file.map(|f| {
                     let dir = &opts.scratch;
-                    scope.spawn(move || -> Result<Duration, StageError> {
+                    scope.spawn(move || -> Result<Duration, ModelError> {
                         let t = Instant::now();
                         for (o0, full, k) in rx {
                             f.write_all_at(
                                 bytemuck::cast_slice(&full.data[k * rf..]),
                                 (o0 * rf * 4) as u64,
                             )
-                            .map_err(|e| StageError::io(dir, e))?;
+                            .map_err(|e| ModelError::write(dir, e))?;
                         }
                         Ok(t.elapsed())
                     })
@@ -559,7 +559,7 @@ impl FusedNet {
                 if let Some(w) = writer {
                     let busy = w
                         .join()
-                        .map_err(|_| StageError::Internal("a scratch writer panicked".into()))??;
+                        .map_err(|_| ModelError::Internal("a scratch writer panicked".into()))??;
                     time.write += busy;
                 }
                 Ok(())
@@ -567,7 +567,7 @@ impl FusedNet {
             let norm = step.norm.then(|| norm_of(moments.stats()));
             if recompute {
                 let input = acts[i].take().ok_or_else(|| {
-                    StageError::Internal("the first layer's input was released".into())
+                    ModelError::Internal("the first layer's input was released".into())
                 })?;
                 // What the cache did not fill goes back to the budget.
                 budget.set(budget.get() - (cache_rows - cached.h) * wo * conv.cout * 4);

@@ -7,11 +7,11 @@
 //! records them on a downscaled copy of the whole image and every tile then normalises with those
 //! shared statistics instead of its own.
 
+use crate::error::ModelError;
 use burn::module::Param;
 use burn::tensor::Tensor;
 pub use kubestyle_kernels::Stats;
 use kubestyle_kernels::{Act, Conv, Post, norm_apply};
-use kubestyle_manifest::StageError;
 
 use crate::Network;
 use crate::layers::ReflectConv;
@@ -122,9 +122,9 @@ impl FusedNet {
         w: usize,
         style: &[f32],
         mut stats: NormStats<'_>,
-    ) -> Result<Vec<f32>, StageError> {
+    ) -> Result<Vec<f32>, ModelError> {
         if rgb.len() != 3 * h * w || h == 0 || w == 0 {
-            return Err(StageError::InputInvalid(format!(
+            return Err(ModelError::Invalid(format!(
                 "image data of {} values for 3×{h}×{w}",
                 rgb.len()
             )));
@@ -132,7 +132,7 @@ impl FusedNet {
         if let NormStats::Replay(s) = &stats {
             let norms = self.layers.iter().filter(|l| !l.gamma.is_empty()).count();
             if s.len() != norms {
-                return Err(StageError::Internal(format!(
+                return Err(ModelError::Internal(format!(
                     "{} recorded statistics for {norms} norm layers",
                     s.len()
                 )));
@@ -148,7 +148,7 @@ impl FusedNet {
         for (i, step) in steps.iter().enumerate() {
             let l = &self.layers[step.layer];
             let x = acts.last().and_then(Option::as_ref).ok_or_else(|| {
-                StageError::Internal("the previous activation was released".into())
+                ModelError::Internal("the previous activation was released".into())
             })?;
             let t0 = std::time::Instant::now();
             if !step.norm {
@@ -194,7 +194,7 @@ impl FusedNet {
         let y = acts
             .pop()
             .flatten()
-            .ok_or_else(|| StageError::Internal("no output activation".into()))?;
+            .ok_or_else(|| ModelError::Internal("no output activation".into()))?;
         Ok(y.to_planar(h, w, 1.0 / self.input_scale(), 0.0, 1.0))
     }
 

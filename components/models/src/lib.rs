@@ -11,7 +11,10 @@
 //! (pure Rust, always built) or libtorch with the `tch` feature.
 
 pub mod arch;
+pub mod error;
 pub mod exact;
+
+pub use error::ModelError;
 pub mod fused;
 pub mod layers;
 pub mod nets;
@@ -20,7 +23,6 @@ pub mod weights;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
-use kubestyle_manifest::StageError;
 
 pub use arch::Architecture;
 pub use fused::{FusedNet, NormStats};
@@ -65,10 +67,10 @@ impl Network {
 
     /// Check style weights (one per style, non-negative, not all zero) and normalise them to
     /// sum 1.
-    pub fn style_weights(&self, style: &[f32]) -> Result<Vec<f32>, StageError> {
+    pub fn style_weights(&self, style: &[f32]) -> Result<Vec<f32>, ModelError> {
         let arch = self.architecture();
         if style.len() != arch.num_styles() {
-            return Err(StageError::InputInvalid(format!(
+            return Err(ModelError::Invalid(format!(
                 "{} style weights for a network with {} styles",
                 style.len(),
                 arch.num_styles()
@@ -76,7 +78,7 @@ impl Network {
         }
         let sum: f32 = style.iter().sum();
         if style.iter().any(|w| !w.is_finite() || *w < 0.0) || sum <= 0.0 {
-            return Err(StageError::InputInvalid(
+            return Err(ModelError::Invalid(
                 "style weights must be non-negative and not all zero".into(),
             ));
         }
@@ -86,7 +88,7 @@ impl Network {
     /// Stylise `x` (`[1, 3, H, W]`, RGB in 0..1, H and W multiples of 4) with burn's tensor ops on
     /// `x`'s device, with style weights (one per style, non-negative, normalised here). Returns
     /// RGB in 0..1, clamped.
-    pub fn stylize(&self, x: Tensor<4>, style: &[f32]) -> Result<Tensor<4>, StageError> {
+    pub fn stylize(&self, x: Tensor<4>, style: &[f32]) -> Result<Tensor<4>, ModelError> {
         let s = self.style_weights(style)?;
         Ok(match self {
             Network::TransformerNet(m) => m

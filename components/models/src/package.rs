@@ -7,7 +7,9 @@ use burn::module::Module;
 use burn::store::{BurnpackStore, ModuleSnapshot};
 use burn::tensor::Device;
 use kubestyle_manifest::atomic::{Clobber, write_atomic};
-use kubestyle_manifest::{Sha256Hex, StageError, sha256_bytes};
+use kubestyle_manifest::{Sha256Hex, sha256_bytes};
+
+use crate::error::ModelError;
 use serde::{Deserialize, Serialize};
 
 use crate::Network;
@@ -54,16 +56,16 @@ pub struct WeightsInfo {
 }
 
 /// Serialise the network to burnpack bytes.
-pub fn to_burnpack(net: &Network) -> Result<Vec<u8>, StageError> {
+pub fn to_burnpack(net: &Network) -> Result<Vec<u8>, ModelError> {
     let mut store = BurnpackStore::from_bytes(None);
     let r = match net {
         Network::TransformerNet(m) => m.save_into(&mut store),
         Network::MultiStyle26(m) => m.save_into(&mut store),
     };
-    r.map_err(|e| StageError::Internal(format!("serialising weights: {e}")))?;
+    r.map_err(|e| ModelError::serialise("weights", e.to_string()))?;
     let bytes = store
         .get_bytes()
-        .map_err(|e| StageError::Internal(format!("serialising weights: {e}")))?;
+        .map_err(|e| ModelError::serialise("weights", e.to_string()))?;
     Ok(bytes.to_vec())
 }
 
@@ -72,7 +74,7 @@ pub fn write_package(
     dir: &Path,
     net: &Network,
     mut card: ModelCard,
-) -> Result<ModelCard, StageError> {
+) -> Result<ModelCard, ModelError> {
     let bytes = to_burnpack(net)?;
     card.weights = WeightsInfo {
         file: WEIGHTS_FILE.into(),
@@ -80,8 +82,8 @@ pub fn write_package(
         bytes: bytes.len() as u64,
     };
     write_atomic(dir.join(WEIGHTS_FILE), &bytes, Clobber::Replace)?;
-    let mut json = serde_json::to_string_pretty(&card)
-        .map_err(|e| StageError::Internal(format!("serialising model card: {e}")))?;
+    let mut json =
+        serde_json::to_string_pretty(&card).map_err(|e| ModelError::serialise("model card", e))?;
     json.push('\n');
     write_atomic(dir.join(CARD_FILE), json.as_bytes(), Clobber::Replace)?;
     Ok(card)
@@ -91,21 +93,21 @@ pub fn card_path(dir: &Path) -> PathBuf {
     dir.join(CARD_FILE)
 }
 
-pub fn read_card(dir: &Path) -> Result<ModelCard, StageError> {
+pub fn read_card(dir: &Path) -> Result<ModelCard, ModelError> {
     let p = card_path(dir);
-    let text = std::fs::read_to_string(&p).map_err(|e| StageError::read(&p, e))?;
+    let text = std::fs::read_to_string(&p).map_err(|e| ModelError::read(&p, e))?;
     let card: ModelCard = serde_json::from_str(&text).map_err(|e| {
-        StageError::InputInvalid(format!("{}: not a kubestyle model card: {e}", p.display()))
+        ModelError::Invalid(format!("{}: not a kubestyle model card: {e}", p.display()))
     })?;
     if card.format != PACKAGE_FORMAT {
-        return Err(StageError::InputInvalid(format!(
+        return Err(ModelError::Invalid(format!(
             "{}: unsupported package format {:?} (this build reads {PACKAGE_FORMAT})",
             p.display(),
             card.format
         )));
     }
     if card.styles.len() != card.architecture.num_styles() {
-        return Err(StageError::InputInvalid(format!(
+        return Err(ModelError::Invalid(format!(
             "{}: {} style names for a {} network with {} styles",
             p.display(),
             card.styles.len(),
@@ -117,19 +119,19 @@ pub fn read_card(dir: &Path) -> Result<ModelCard, StageError> {
 }
 
 /// Read a package, verify its weights' digest and load them onto `device`.
-pub fn load_package(dir: &Path, device: &Device) -> Result<(ModelCard, Network), StageError> {
+pub fn load_package(dir: &Path, device: &Device) -> Result<(ModelCard, Network), ModelError> {
     let card = read_card(dir)?;
     if card.weights.file.contains('/') || card.weights.file.contains("..") {
-        return Err(StageError::InputInvalid(format!(
+        return Err(ModelError::Invalid(format!(
             "model card names weights outside the package: {}",
             card.weights.file
         )));
     }
     let wp = dir.join(&card.weights.file);
-    let bytes = std::fs::read(&wp).map_err(|e| StageError::read(&wp, e))?;
+    let bytes = std::fs::read(&wp).map_err(|e| ModelError::read(&wp, e))?;
     let digest = sha256_bytes(&bytes);
     if digest != card.weights.sha256 {
-        return Err(StageError::Integrity(format!(
+        return Err(ModelError::Integrity(format!(
             "{}: sha256 {digest}, the model card says {}",
             wp.display(),
             card.weights.sha256
@@ -159,13 +161,13 @@ pub fn load_package(dir: &Path, device: &Device) -> Result<(ModelCard, Network),
         }
     };
     let (Some(net), Some(result)) = (net, result) else {
-        return Err(StageError::InputInvalid(format!(
+        return Err(ModelError::Invalid(format!(
             "{}: not a valid burnpack file",
             wp.display()
         )));
     };
     if !result.missing.is_empty() || !result.unused.is_empty() || !result.errors.is_empty() {
-        return Err(StageError::InputInvalid(format!(
+        return Err(ModelError::Invalid(format!(
             "{}: weights do not fit the {} network (missing {:?}, unused {:?}, errors {:?})",
             wp.display(),
             card.architecture.name(),
@@ -179,7 +181,7 @@ pub fn load_package(dir: &Path, device: &Device) -> Result<(ModelCard, Network),
         Network::MultiStyle26(m) => m.num_params(),
     } as u64;
     if params != card.parameters {
-        return Err(StageError::InputInvalid(format!(
+        return Err(ModelError::Invalid(format!(
             "{}: {params} parameters loaded, the card says {}",
             wp.display(),
             card.parameters

@@ -1,0 +1,120 @@
+//! The models crate's errors; [`From<ModelError> for StageError`] is the one place they get
+//! their exit codes.
+
+use std::path::{Path, PathBuf};
+
+use kubestyle_manifest::StageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A package, card, style mix or image the networks cannot take (exit 4, input invalid).
+    #[error("{0}")]
+    Invalid(String),
+    /// A package's weights differ from what its card records (exit 6, integrity).
+    #[error("{0}")]
+    Integrity(String),
+    /// Reading a package or scratch file; a missing file is an input missing (exit 3).
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing scratch files (exit 8, local I/O).
+    #[error("{}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Serialising the weights or the card: a bug (exit 1).
+    #[error("serialising {what}: {source}")]
+    Serialise {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A broken invariant: a bug (exit 1).
+    #[error("{0}")]
+    Internal(String),
+    /// From the contract crate (atomic writes) and the weight readers.
+    #[error(transparent)]
+    Stage(#[from] StageError),
+}
+
+impl ModelError {
+    pub fn read(path: impl AsRef<Path>, source: std::io::Error) -> ModelError {
+        ModelError::Read {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn write(path: impl AsRef<Path>, source: std::io::Error) -> ModelError {
+        ModelError::Write {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn serialise(
+        what: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ModelError {
+        ModelError::Serialise {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<ModelError> for StageError {
+    fn from(e: ModelError) -> StageError {
+        match e {
+            ModelError::Invalid(m) => StageError::InputInvalid(m),
+            ModelError::Integrity(m) => StageError::Integrity(m),
+            ModelError::Read { path, source } => StageError::read(path, source),
+            ModelError::Write { path, source } => StageError::io(path, source),
+            e @ ModelError::Serialise { .. } => StageError::Internal(e.to_string()),
+            ModelError::Internal(m) => StageError::Internal(m),
+            ModelError::Stage(e) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kubestyle_manifest::ExitStatus;
+
+    #[test]
+    fn each_kind_maps_to_its_exit_code_with_the_same_message() {
+        let nf = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let cases: Vec<(ModelError, ExitStatus)> = vec![
+            (ModelError::Invalid("x".into()), ExitStatus::InputInvalid),
+            (ModelError::Integrity("x".into()), ExitStatus::Integrity),
+            (ModelError::read("/p", nf), ExitStatus::InputMissing),
+            (
+                ModelError::write("/p", std::io::Error::other("full")),
+                ExitStatus::LocalIo,
+            ),
+            (
+                ModelError::serialise("card", std::io::Error::other("x")),
+                ExitStatus::Internal,
+            ),
+            (ModelError::Internal("x".into()), ExitStatus::Internal),
+        ];
+        for (e, want) in cases {
+            let text = e.to_string();
+            let s: StageError = e.into();
+            assert_eq!(s.exit_status(), want, "{text}");
+            assert!(
+                s.to_string().contains("x") || s.to_string().contains("/p"),
+                "{s}"
+            );
+        }
+        // The source is kept for the chain.
+        let e = ModelError::write("/p", std::io::Error::other("full"));
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}
