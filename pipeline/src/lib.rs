@@ -15,55 +15,12 @@ pub mod submit;
 
 pub use submit::ClusterArgs;
 
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use kubestyle_manifest::{ExitStatus, StageError};
 
-/// The component binaries, in pipeline order (defined once, in the contract crate).
-pub use kubestyle_manifest::STAGES;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Stage {
-    Download,
-    PackageModel,
-    Stylize,
-    Upload,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 4] = [
-        Stage::Download,
-        Stage::PackageModel,
-        Stage::Stylize,
-        Stage::Upload,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        STAGES[self.index()]
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Stage {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Stage::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown stage {s:?} (stages: {})", STAGES.join(", ")))
-    }
-}
+/// The stages and their binaries, in pipeline order (defined once, in the contract crate).
+pub use kubestyle_manifest::{STAGES, Stage};
 
 /// Why a pipeline command failed; [`PipelineError::exit_code`] is its exit code.
 #[derive(Debug, thiserror::Error)]
@@ -357,7 +314,7 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
         } => {
             let c = cluster.connect().await?;
             let ns = c.namespace(cluster.namespace.as_deref(), None);
-            let claim = format!("{run}-volume");
+            let claim = kubestyle_manifest::command::naming::claim_name(&run);
             let gone = admin(
                 &c,
                 submit::delete(c.client.clone(), &ns, &run, &claim, with_data),

@@ -1,18 +1,40 @@
-//! Spec → the four stage invocations (program, arguments, environment): pure functions shared
-//! by `pipeline run` (local processes) and the Kubernetes Jobs.
+//! Spec → the four stage invocations (typed command, environment): pure functions shared by
+//! `pipeline run` (local processes) and the Kubernetes Jobs. The commands are the stages' own
+//! `Args` (`kubestyle_manifest::command`), written out with `to_args()`.
 
+use std::path::PathBuf;
+
+use kubestyle_manifest::command::naming::{log_path, manifest_path, shard_manifest_paths};
+use kubestyle_manifest::command::{StageArgs, download, package_model, stylize, upload};
+use kubestyle_manifest::vocab::Device;
+use kubestyle_manifest::vocab::style::qualified;
+
+use crate::Stage;
 use crate::spec::Loaded;
-use crate::{STAGES, Stage};
 
-/// One stage's command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One stage's command.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StageCmd {
-    pub stage: Stage,
-    /// The component binary.
-    pub program: &'static str,
-    pub args: Vec<String>,
+    /// The stage's arguments, typed; its binary is the stage's name.
+    pub command: StageArgs,
     /// Extra environment (never credentials: those come from the caller's environment).
     pub env: Vec<(String, String)>,
+}
+
+impl StageCmd {
+    pub fn stage(&self) -> Stage {
+        self.command.stage()
+    }
+
+    /// The component binary.
+    pub fn program(&self) -> &'static str {
+        self.stage().as_str()
+    }
+
+    /// The command line after the program name.
+    pub fn args(&self) -> Vec<String> {
+        self.command.to_args()
+    }
 }
 
 /// Where the stages see things.
@@ -29,164 +51,123 @@ pub struct Layout {
     pub gpu: bool,
 }
 
-impl Layout {
-    fn run_file(&self, run_id: &str, name: &str) -> String {
-        format!("{}/runs/{run_id}/{name}", self.volume.trim_end_matches('/'))
-    }
-}
-
-/// The stage commands, in order. `force[i]` adds `--force` to stage `i` (download,
+/// The stage commands, in order. `force[i]` sets `--force` on stage `i` (download,
 /// package-model, stylize, upload).
 pub fn stage_commands(l: &Loaded, layout: &Layout, force: [bool; 4]) -> Vec<StageCmd> {
     let spec = &l.spec;
     let run = spec.name.as_str();
-    let common = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        v.extend([
-            "--volume".into(),
-            layout.volume.clone(),
-            "--run-id".into(),
-            run.into(),
-        ]);
-        v
-    };
-    let transfers = spec.parallelism.transfers.to_string();
+    let volume = PathBuf::from(&layout.volume);
+    let run_id = Some(run.to_string());
+    let forced = |s: Stage| force[s.index()];
+    let transfers = spec.parallelism.transfers;
 
     // download: images and weights in one go.
-    let mut download = common(&[]);
-    download.extend(["--jobs".into(), transfers.clone()]);
-    for s in &spec.sources.images {
-        download.push(l.resolve(s));
-    }
-    for m in &spec.sources.models {
-        download.push(l.resolve(&m.uri));
-    }
-    for list in &spec.sources.lists {
-        download.extend(["--list".into(), l.resolve(list)]);
-    }
-    if let Some(c) = &spec.sources.list_column {
-        download.extend(["--column".into(), c.clone()]);
-    }
-    for g in &spec.sources.include {
-        download.extend(["--include".into(), g.clone()]);
-    }
+    let download = download::Args {
+        sources: spec
+            .sources
+            .images
+            .iter()
+            .chain(spec.sources.models.iter().map(|m| &m.uri))
+            .map(|s| l.resolve(s))
+            .collect(),
+        lists: spec.sources.lists.iter().map(|s| l.resolve(s)).collect(),
+        column: spec.sources.list_column.clone(),
+        include: spec.sources.include.clone(),
+        run_id: run_id.clone(),
+        jobs: transfers,
+        force: forced(Stage::Download),
+        ..download::Args::new(&volume)
+    };
 
-    // package-model: every weight file download fetched.
-    let mut package = common(&[]);
+    // package-model: every weight file download fetched; the architecture when all agree
+    // (mixed ones are recognised from the tensors, and checked after packaging).
     let archs: Vec<_> = spec.sources.models.iter().map(|m| m.architecture).collect();
-    if let Some(Some(a)) = archs.first()
-        && archs.iter().all(|x| *x == Some(*a))
-    {
-        package.extend(["--architecture".into(), a.as_str().into()]);
-    }
+    let architecture = match archs.first() {
+        Some(Some(a)) if archs.iter().all(|x| *x == Some(*a)) => a.as_str().to_string(),
+        _ => package_model::AUTO.to_string(),
+    };
+    let package = package_model::Args {
+        architecture,
+        run_id: run_id.clone(),
+        force: forced(Stage::PackageModel),
+        ..package_model::Args::new(&volume)
+    };
 
     // stylize: each model's styles, qualified by its package name.
-    let mut stylize = common(&[]);
-    for (pkg, styles) in l.model_styles() {
-        for s in styles {
-            stylize.extend(["--style".into(), format!("{pkg}/{s}")]);
-        }
-    }
     let st = &spec.stylize;
-    if let Some(m) = st.max_size {
-        stylize.extend(["--max-size".into(), m.to_string()]);
-    }
-    if let Some(m) = st.max_pixels {
-        stylize.extend(["--max-pixels".into(), m.to_string()]);
-    }
-    stylize.extend([
-        "--format".into(),
-        st.format.as_str().into(),
-        "--device".into(),
-        if layout.gpu && st.device == "auto" {
-            "cuda".into()
-        } else {
-            st.device.clone()
-        },
-        "--backend".into(),
-        st.backend.clone(),
-    ]);
-    if layout.shards > 1 {
-        stylize.extend(["--shards".into(), layout.shards.to_string()]);
-    }
+    let device = match st.device_kind() {
+        Ok(Device::Auto) if layout.gpu => Device::Cuda(None).to_string(),
+        _ => st.device.clone(),
+    };
+    let stylize = stylize::Args {
+        styles: l
+            .model_styles()
+            .into_iter()
+            .flat_map(|(pkg, styles)| styles.into_iter().map(move |s| qualified(&pkg, &s)))
+            .collect(),
+        max_size: st.max_size,
+        max_pixels: st.max_pixels.unwrap_or(stylize::DEFAULT_MAX_PIXELS),
+        format: st.format,
+        device,
+        backend: st.backend.clone(),
+        shards: layout.shards.max(1),
+        run_id,
+        force: forced(Stage::Stylize),
+        ..stylize::Args::new(&volume)
+    };
     let mut stylize_env = Vec::new();
     if let Some(t) = spec.parallelism.threads {
         stylize_env.push(("RAYON_NUM_THREADS".to_string(), t.to_string()));
     }
 
     // upload: the styled images, every manifest, the logs, results and contact sheet.
-    let mut upload: Vec<String> = vec!["publish".into(), "--volume".into(), layout.volume.clone()];
-    if layout.shards > 1 {
-        for i in 0..layout.shards {
-            upload.extend([
-                "--manifest".into(),
-                layout.run_file(
-                    run,
-                    &format!("stylize-{i}-of-{}.manifest.json", layout.shards),
-                ),
-            ]);
-        }
+    let manifest = |stage: Stage| manifest_path(&volume, run, stage.as_str());
+    let logs: Vec<PathBuf> = if layout.with_logs {
+        [Stage::Download, Stage::PackageModel, Stage::Stylize]
+            .into_iter()
+            .map(|s| log_path(&volume, run, s))
+            .collect()
     } else {
-        upload.extend([
-            "--manifest".into(),
-            layout.run_file(run, "stylize.manifest.json"),
-        ]);
-    }
-    upload.extend([
-        "--record".into(),
-        layout.run_file(run, "download.manifest.json"),
-        "--record".into(),
-        layout.run_file(run, "package-model.manifest.json"),
-    ]);
-    if layout.with_logs {
-        for stage in &STAGES[..3] {
-            upload.extend([
-                "--log".into(),
-                layout.run_file(run, &format!("{stage}.log")),
-            ]);
-        }
-    }
-    upload.extend([
-        "--to".into(),
+        Vec::new()
+    };
+    let mut publish = upload::PublishArgs::new(
+        &volume,
+        shard_manifest_paths(&volume, run, layout.shards),
         l.output(),
-        // The run's prefix belongs to the run: a changed input replaces its old results.
-        "--overwrite".into(),
-        "--jobs".into(),
-        transfers,
-    ]);
+    );
+    publish.records = vec![manifest(Stage::Download), manifest(Stage::PackageModel)];
+    publish.logs = logs;
+    // The run's prefix belongs to the run: a changed input replaces its old results.
+    publish.transfer.overwrite = true;
+    publish.transfer.jobs = transfers;
+    publish.force = forced(Stage::Upload);
 
-    let mut cmds = vec![
+    vec![
         StageCmd {
-            stage: Stage::Download,
-            program: "download",
-            args: download,
+            command: StageArgs::Download(download),
             env: vec![],
         },
         StageCmd {
-            stage: Stage::PackageModel,
-            program: "package-model",
-            args: package,
+            command: StageArgs::PackageModel(package),
             env: vec![],
         },
         StageCmd {
-            stage: Stage::Stylize,
-            program: "stylize",
-            args: stylize,
+            command: StageArgs::Stylize(stylize),
             env: stylize_env,
         },
         StageCmd {
-            stage: Stage::Upload,
-            program: "upload",
-            args: upload,
+            command: StageArgs::Upload(upload::Cli::publish(publish)),
             env: vec![],
         },
-    ];
-    for (c, f) in cmds.iter_mut().zip(force) {
-        if f {
-            c.args.push("--force".into());
-        }
-    }
-    cmds
+    ]
+}
+
+/// The download command of `cmds` (the first).
+pub fn download_command(cmds: &[StageCmd]) -> Option<&download::Args> {
+    cmds.iter().find_map(|c| match &c.command {
+        StageArgs::Download(a) => Some(a),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -225,7 +206,7 @@ parallelism: {transfers: 8, threads: 2}
             gpu: false,
         };
         let cmds = stage_commands(&l, &layout, [false, false, true, true]);
-        let line = |i: usize| cmds[i].args.join(" ");
+        let line = |i: usize| cmds[i].args().join(" ");
         assert_eq!(
             line(0),
             "--volume /vol --run-id demo --jobs 8 /w/x/photos/ s3://photos-in/cats/ s3://models/multistyle26.onnx /w/weights/candy.pth --include *.jpg"
@@ -248,5 +229,70 @@ parallelism: {transfers: 8, threads: 2}
              --log /vol/runs/demo/download.log --log /vol/runs/demo/package-model.log \
              --log /vol/runs/demo/stylize.log --to /w/x/out --overwrite --jobs 8 --force"
         );
+    }
+
+    /// What each stage parses from the command line it is given is the command the plan built
+    /// (its S3 settings completed from the environment, as the stage's own are).
+    #[test]
+    fn stages_parse_back_the_planned_commands() {
+        use clap::Parser;
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../manifests/example-spec.yaml"
+        );
+        let l = spec::load(std::path::Path::new(p)).unwrap();
+        for (layout, force) in [
+            (
+                Layout {
+                    volume: "/data".into(),
+                    with_logs: false,
+                    shards: 3,
+                    gpu: true,
+                },
+                [true; 4],
+            ),
+            (
+                Layout {
+                    volume: "/vol/".into(),
+                    with_logs: true,
+                    shards: 1,
+                    gpu: false,
+                },
+                [false; 4],
+            ),
+        ] {
+            for cmd in stage_commands(&l, &layout, force) {
+                let argv = std::iter::once(cmd.program().to_string()).chain(cmd.args());
+                let (back, want) = match &cmd.command {
+                    StageArgs::Download(a) => {
+                        let mut want = a.clone();
+                        want.s3 = want.s3.with_env().unwrap();
+                        (
+                            StageArgs::Download(download::Args::try_parse_from(argv).unwrap()),
+                            StageArgs::Download(want),
+                        )
+                    }
+                    StageArgs::PackageModel(_) => (
+                        StageArgs::PackageModel(package_model::Args::try_parse_from(argv).unwrap()),
+                        cmd.command.clone(),
+                    ),
+                    StageArgs::Stylize(_) => (
+                        StageArgs::Stylize(stylize::Args::try_parse_from(argv).unwrap()),
+                        cmd.command.clone(),
+                    ),
+                    StageArgs::Upload(u) => {
+                        let mut want = u.clone();
+                        if let upload::Command::Publish(p) = &mut want.command {
+                            p.s3 = p.s3.with_env().unwrap();
+                        }
+                        (
+                            StageArgs::Upload(upload::Cli::try_parse_from(argv).unwrap()),
+                            StageArgs::Upload(want),
+                        )
+                    }
+                };
+                assert_eq!(back, want, "{} {:?}", cmd.program(), cmd.args());
+            }
+        }
     }
 }

@@ -31,11 +31,12 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kubestyle_manifest::command::naming;
 use kubestyle_manifest::{ExitStatus, Location, StageError};
 
 use crate::Stage;
-use crate::plan::{Layout, stage_commands};
-use crate::spec::{Kubernetes, Loaded};
+use crate::plan::{Layout, StageCmd, stage_commands};
+use crate::spec::{Backend, Device, Kubernetes, Loaded};
 
 /// The non-root user every image runs as (distroless "nonroot").
 pub const RUN_AS: i64 = 65532;
@@ -74,15 +75,15 @@ pub fn kubernetes_of(l: &Loaded) -> Kubernetes {
 
 /// Job name of a stage.
 pub fn job_name(run: &str, stage: Stage) -> String {
-    format!("{run}-{}", stage.as_str())
+    naming::job_name(run, stage)
 }
 
-/// Name of the run's claim.
+/// Name of the run's claim: the spec's, else `<run>-volume`.
 pub fn claim_name(run: &str, k: &Kubernetes) -> String {
     k.volume
         .claim
         .clone()
-        .unwrap_or_else(|| format!("{run}-volume"))
+        .unwrap_or_else(|| naming::claim_name(run))
 }
 
 /// Labels every object of a run carries; `stage` adds the stage's.
@@ -160,7 +161,10 @@ impl RenderOptions {
 /// A GPU stylize stage must compute on a GPU: `--device cuda` (a pod without a usable GPU then
 /// fails at start instead of computing on the node's CPU); `cpu` contradicts the request.
 fn check_gpu_device(l: &Loaded, k: &Kubernetes) -> Result<(), StageError> {
-    if k.gpu.enabled && (l.spec.stylize.device == "cpu" || l.spec.stylize.backend == "flex") {
+    let st = &l.spec.stylize;
+    if k.gpu.enabled
+        && (st.device_kind() == Ok(Device::Cpu) || st.backend_kind() == Ok(Backend::Flex))
+    {
         return Err(StageError::Usage(format!(
             "kubernetes.gpu.enabled asks for GPU nodes but stylize runs on the CPU (device {:?}, backend {:?}): \
              set kubernetes.gpu.enabled: false, or stylize.device: auto/cuda",
@@ -194,9 +198,7 @@ pub fn render_with(l: &Loaded, opts: &RenderOptions) -> Result<Vec<Object>, Stag
         out.push(Object::Claim(Box::new(claim(l, &k, opts))));
     }
     for cmd in &cmds {
-        out.push(Object::Job(Box::new(job(
-            l, &k, opts, cmd.stage, &cmd.args, &cmd.env, shards,
-        ))));
+        out.push(Object::Job(Box::new(job(l, &k, opts, cmd, shards))));
     }
     Ok(out)
 }
@@ -260,15 +262,8 @@ fn image(k: &Kubernetes, component: &str) -> String {
     )
 }
 
-fn job(
-    l: &Loaded,
-    k: &Kubernetes,
-    opts: &RenderOptions,
-    stage: Stage,
-    args: &[String],
-    env: &[(String, String)],
-    shards: u32,
-) -> Job {
+fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards: u32) -> Job {
+    let stage = cmd.stage();
     let run = l.spec.name.as_str();
     let gpu = stage == Stage::Stylize && k.gpu.enabled;
     let indexed = stage == Stage::Stylize && shards > 1;
@@ -303,7 +298,7 @@ fn job(
         value: Some("/tmp".into()),
         ..Default::default()
     }];
-    env_vars.extend(env.iter().map(|(n, v)| EnvVar {
+    env_vars.extend(cmd.env.iter().map(|(n, v)| EnvVar {
         name: n.clone(),
         value: Some(v.clone()),
         ..Default::default()
@@ -323,8 +318,8 @@ fn job(
         name: stage.as_str().into(),
         image: Some(image(k, component)),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec![stage.as_str().into()]),
-        args: Some(args.to_vec()),
+        command: Some(vec![cmd.program().into()]),
+        args: Some(cmd.args()),
         env: Some(env_vars),
         env_from,
         resources: Some(resources),
@@ -475,7 +470,10 @@ fn same_node(run: &str) -> Affinity {
                 label_selector: Some(LabelSelector {
                     match_labels: Some(BTreeMap::from([
                         ("kubestyle.dev/run".to_string(), run.to_string()),
-                        ("kubestyle.dev/stage".to_string(), "stylize".to_string()),
+                        (
+                            "kubestyle.dev/stage".to_string(),
+                            Stage::Stylize.as_str().to_string(),
+                        ),
                     ])),
                     ..Default::default()
                 }),

@@ -18,14 +18,14 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use kubestyle_manifest::atomic::{AtomicFile, Clobber};
-use kubestyle_manifest::manifest::manifest_path;
+use kubestyle_manifest::command::naming::{log_path, manifest_path, run_path};
 use kubestyle_manifest::{ArtifactKind, Manifest, StageError};
+use kubestyle_s3::S3ArgsExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::plan::{Layout, StageCmd, stage_commands};
+use crate::plan::{Layout, StageCmd, download_command, stage_commands};
 use crate::spec::{self, Loaded};
 use crate::{PipelineError, STAGES, Stage};
 
@@ -124,21 +124,21 @@ pub async fn identify(name: &str, bin: &Path) -> Result<(), String> {
 
 /// Everything that can be checked before the first stage starts.
 pub async fn preflight(l: &Loaded, cmds: &[StageCmd]) -> Result<(), StageError> {
-    // Sources: exactly what download will resolve, with download's own code.
-    let mut argv = vec!["download".to_string()];
-    argv.extend(cmds[0].args.iter().cloned());
-    argv.extend(["--max-attempts".into(), "2".into()]);
-    let args = kubestyle_download::Args::try_parse_from(&argv)
+    // Sources: exactly what download will resolve, with download's own code: its command, and
+    // the S3 settings it will take from the environment it inherits from this process.
+    let mut args = download_command(cmds)
+        .ok_or_else(|| StageError::Internal("no download stage".into()))?
+        .clone();
+    args.s3 = args
+        .s3
+        .with_env()
         .map_err(|e| StageError::Internal(format!("download arguments: {e}")))?;
+    args.s3.max_attempts = 2;
     let n = kubestyle_download::check(&args).await?;
     tracing::info!("preflight: {n} source files found");
     // The destination bucket.
     if let Ok(kubestyle_manifest::Location::S3 { bucket, .. }) = l.output().parse() {
-        let s3 = kubestyle_s3::S3Args {
-            max_attempts: 2,
-            ..args.s3.clone()
-        };
-        let client = s3.client().await?;
+        let client = args.s3.client().await?;
         if !kubestyle_s3::bucket_exists(&client, &bucket).await? {
             return Err(StageError::InputMissing(vec![format!(
                 "output bucket {bucket:?} does not exist"
@@ -238,7 +238,7 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
     interrupts();
     preflight(&l, &cmds).await?;
 
-    let run_dir = volume.join("runs").join(&run_id);
+    let run_dir = run_path(&volume, &run_id);
     std::fs::create_dir_all(&run_dir).map_err(|e| StageError::io(&run_dir, e))?;
     // One pipeline per run at a time; the lock goes with the process, so a killed run never
     // blocks the next one.
@@ -256,29 +256,29 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
     for (i, (cmd, bin)) in cmds.iter().zip(&bins).enumerate() {
         if let Some(signal) = interrupted_now() {
             return Err(PipelineError::Interrupted {
-                stage: cmd.stage,
+                stage: cmd.stage(),
                 signal,
             });
         }
         ui.bar.set_position(i as u64);
-        ui.bar.set_message(cmd.stage.as_str());
+        ui.bar.set_message(cmd.stage().as_str());
         ui.line(&format!(
             "==> [{}/{}] {}",
             i + 1,
             cmds.len(),
-            cmd.stage.as_str()
+            cmd.stage().as_str()
         ));
         let report = run_stage(cmd, bin, &volume, &run_id, &ui).await?;
         ui.line(&format!(
             "==> {}: {} ({:.1} s)",
-            cmd.stage.as_str(),
+            cmd.stage().as_str(),
             match report.status {
                 StageStatus::Ran => "done",
                 StageStatus::Cached => "cached, nothing to do",
             },
             report.seconds
         ));
-        if cmd.stage == Stage::PackageModel {
+        if cmd.stage() == Stage::PackageModel {
             check_architectures(&l, &report.manifest, &volume)?;
         }
         reports.push(report);
@@ -305,19 +305,16 @@ async fn run_stage(
     run_id: &str,
     ui: &Ui,
 ) -> Result<StageReport, PipelineError> {
-    let stage = cmd.stage;
+    let stage = cmd.stage();
     let manifest = stage_manifest(volume, run_id, stage);
     let before = std::fs::read(&manifest).ok();
-    let log_path = volume
-        .join("runs")
-        .join(run_id)
-        .join(format!("{}.log", stage.as_str()));
+    let log_path = log_path(volume, run_id, stage);
     let log = Arc::new(Mutex::new(AtomicFile::create(&log_path, Clobber::Replace)?));
     let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
 
     let t0 = Instant::now();
     let mut child = tokio::process::Command::new(bin)
-        .args(&cmd.args)
+        .args(cmd.args())
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

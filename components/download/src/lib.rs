@@ -25,74 +25,16 @@ use kubestyle_manifest::manifest::{
     manifest_path, media_type_for, new_run_id, open_volume, validate_run_id,
 };
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, Sha256Hex, StageError, StageRun};
-use kubestyle_s3::{ObjectInfo, S3Args};
+use kubestyle_s3::ObjectInfo;
 use serde_json::{Map, Value, json};
 
 pub use sources::Resolved;
 
-pub const STAGE: &str = "download";
+pub const STAGE: &str = kubestyle_manifest::command::download::NAME;
 
-/// Fetch inputs from S3 or local paths onto the shared volume and record them in a manifest.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "download", version, about, long_about = None)]
-pub struct Args {
-    /// What to fetch: `s3://bucket/key`, `s3://bucket/prefix/` (every object under it), a local
-    /// file or directory, or a `file://` URL. Local files inside the volume are used in place.
-    #[arg(value_name = "SOURCE")]
-    pub sources: Vec<String>,
-    /// A file listing sources (local or `s3://`): `.csv` with a header row (see `--column`),
-    /// anything else one source per line (`#` starts a comment). Relative entries are resolved
-    /// against the list's own directory or prefix. Repeatable.
-    #[arg(long = "list", value_name = "FILE")]
-    pub lists: Vec<String>,
-    /// A directory the local paths named by a local list may resolve into (after following
-    /// symlinks), besides the list's own directory tree. Entries that resolve anywhere else
-    /// are refused (exit 4). Repeatable. Does not apply to SOURCE arguments.
-    #[arg(long = "allow-root", value_name = "DIR")]
-    pub allow_roots: Vec<PathBuf>,
-    /// CSV column holding the sources: a header name or a 0-based index. Default: the first of
-    /// `uri`, `url`, `path`, `key`, `image`, `source`, else column 0.
-    #[arg(long, value_name = "NAME|INDEX")]
-    pub column: Option<String>,
-    /// Keep only objects of prefixes and directories whose path below the prefix matches one of
-    /// these globs (e.g. `*.jpg`, `**/*.png`). Repeatable.
-    #[arg(long = "include", value_name = "GLOB")]
-    pub include: Vec<String>,
-    /// Root of the shared volume. Manifest paths are relative to it.
-    #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
-    pub volume: PathBuf,
-    /// Directory under the volume that receives fetched objects, as `<dest>/<bucket>/<key>`
-    /// (default `runs/<run-id>/inputs`, the run's own).
-    #[arg(long, value_name = "REL")]
-    pub dest: Option<String>,
-    /// Run id (default: a new one). The manifest goes to `<volume>/runs/<run-id>/download.manifest.json`.
-    #[arg(long, env = "KUBESTYLE_RUN_ID", value_name = "ID")]
-    pub run_id: Option<String>,
-    /// Write the manifest here instead.
-    #[arg(long, value_name = "FILE")]
-    pub manifest: Option<PathBuf>,
-    /// Transfers and HEAD requests in flight at once.
-    #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub jobs: u16,
-    /// Download again even when an identical file is already on the volume (and even when the
-    /// run's manifest shows the same inputs: the step cache).
-    #[arg(long)]
-    pub force: bool,
-    /// How often a broken response body is resumed (with `Range` + `If-Match`) before giving up.
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub max_resumes: u32,
-    /// Accept keys (or local names) that differ only by letter case, such as `a.JPG` and `a.jpg`.
-    /// By default they are refused (exit 4, naming both) before anything is written: on a
-    /// case-insensitive volume (a macOS or Windows host path, many SMB exports, an ext4 directory
-    /// with casefold) the second would silently replace the first. Give this only when the
-    /// volume is known to be case-sensitive (e.g. a plain ext4/xfs persistent volume). The
-    /// check folds Unicode case; it does not catch names that differ only by Unicode
-    /// normalisation (NFC/NFD), which some volumes (APFS) also treat as one.
-    #[arg(long)]
-    pub allow_case_clash: bool,
-    #[command(flatten)]
-    pub s3: S3Args,
-}
+/// The command line (defined with the other stages' in the contract crate, where the pipeline
+/// builds it).
+pub use kubestyle_manifest::command::download::Args;
 
 /// What happened to one output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use aws_sdk_s3::Client;
 use futures::StreamExt;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use kubestyle_manifest::{Location, StageError};
-use kubestyle_s3::ObjectInfo;
+use kubestyle_s3::{ObjectInfo, S3ArgsExt};
 
 use crate::Args;
 

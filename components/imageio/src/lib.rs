@@ -198,15 +198,9 @@ pub fn downscale_to(img: &Planar, max_pixels: u64) -> (Vec<f32>, usize, usize) {
     (out, nh, nw)
 }
 
-/// Output encodings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutFormat {
-    /// The input's format (PNG when it cannot be written).
-    Keep,
-    Png,
-    Jpeg,
-    Webp,
-}
+/// Output encodings: stylize's `--format`, the spec's `stylize.format` (defined with them in
+/// the contract crate).
+pub use kubestyle_manifest::command::stylize::OutFormat;
 
 /// The format to write and its file extension.
 pub fn choose(

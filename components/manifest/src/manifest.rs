@@ -178,18 +178,7 @@ pub fn open_volume(v: &Path) -> Result<PathBuf, StageError> {
     v.canonicalize().map_err(|e| StageError::io(v, e))
 }
 
-/// A run's directory on the volume, `runs/<run_id>`: its manifests and logs, and by default
-/// every stage's data ([`run_data_dir`]).
-pub fn run_dir(run_id: &str) -> String {
-    format!("runs/{run_id}")
-}
-
-/// The default directory (relative to the volume) of a stage's data: `runs/<run_id>/<what>`
-/// (`inputs`, `models`, `styled`). Per run, so that runs sharing a volume never overwrite each
-/// other's files (and so each other's manifests and step caches).
-pub fn run_data_dir(run_id: &str, what: &str) -> String {
-    format!("{}/{what}", run_dir(run_id))
-}
+pub use crate::command::naming::{manifest_path, run_data_dir, run_dir};
 
 /// The key below a run's published prefix of a file at volume path `path`: the path within
 /// the run's directory (`runs/<run>/styled/x.png` → `styled/x.png`), or the path itself for
@@ -199,14 +188,6 @@ pub fn published_key<'a>(run_id: &str, path: &'a str) -> &'a str {
         .and_then(|rest| rest.strip_prefix('/'))
         .filter(|rest| !rest.is_empty())
         .unwrap_or(path)
-}
-
-/// `<volume>/runs/<run_id>/<stage>.manifest.json`.
-pub fn manifest_path(volume: &Path, run_id: &str, stage: &str) -> PathBuf {
-    volume
-        .join("runs")
-        .join(run_id)
-        .join(format!("{stage}.manifest.json"))
 }
 
 /// The outputs of kind `kind` of `stage`'s manifest for this run, each verified against the

@@ -15,66 +15,18 @@ use kubestyle_manifest::location::validate_relative_path;
 use kubestyle_manifest::manifest::{
     manifest_path, new_run_id, open_volume, previous_outputs, previous_outputs_at, validate_run_id,
 };
+use kubestyle_manifest::vocab::ArchitectureName;
 use kubestyle_manifest::{Artifact, ArtifactKind, Manifest, StageError, StageRun, sha256_file};
 use kubestyle_models::package::{ModelCard, PACKAGE_FORMAT, SourceInfo, WeightsInfo};
-use kubestyle_models::weights::{
-    CheckedWeights, DEFAULT_MAX_WEIGHT_BYTES, ReadLimits, read_weights_for,
-};
+use kubestyle_models::weights::{CheckedWeights, ReadLimits, read_weights_for};
 use kubestyle_models::{Architecture, Network, write_package};
 use serde_json::{Map, Value, json};
 
-pub const STAGE: &str = "package-model";
+pub const STAGE: &str = kubestyle_manifest::command::package_model::NAME;
 
-/// Package style-transfer weights for `stylize`.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "package-model", version, about, long_about = None)]
-pub struct Args {
-    /// Weight files (.pth/.pt, .safetensors, .onnx). Default: every model artifact of the
-    /// run's download manifest (or of --from-manifest).
-    #[arg(value_name = "WEIGHTS")]
-    pub weights: Vec<PathBuf>,
-    /// Take the weight files from this manifest's model outputs.
-    #[arg(long, value_name = "FILE")]
-    pub from_manifest: Option<PathBuf>,
-    /// Architecture; `auto` recognises it from the tensor names.
-    #[arg(
-        long,
-        default_value = "auto",
-        value_name = "auto|transformer-net|multistyle26"
-    )]
-    pub architecture: String,
-    /// Style names, comma-separated, one per style (default: the file name for TransformerNet,
-    /// `style-00`..`style-25` for MultiStyle26, whose authors never named them).
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-    pub style_names: Vec<String>,
-    /// Package again even when the run's manifest shows the same inputs and parameters and
-    /// its packages still verify (the step cache).
-    #[arg(long)]
-    pub force: bool,
-    /// Root of the shared volume.
-    #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
-    pub volume: PathBuf,
-    /// Directory under the volume for packages (`<out>/<weights file stem>/`; default
-    /// `runs/<run-id>/models`, the run's own).
-    #[arg(long, value_name = "REL")]
-    pub out: Option<String>,
-    #[arg(long, env = "KUBESTYLE_RUN_ID", value_name = "ID")]
-    pub run_id: Option<String>,
-    /// Write the manifest here (default `<volume>/runs/<run-id>/package-model.manifest.json`).
-    #[arg(long, value_name = "FILE")]
-    pub manifest: Option<PathBuf>,
-    /// Largest weight file accepted, in bytes; also caps the tensor storage a `.pth` may
-    /// declare. Reading is bounded by this and by the architecture's own size (a tensor is
-    /// read only once its name and shape are the architecture's), never by what a file
-    /// declares. Default 256 MiB.
-    #[arg(
-        long,
-        env = "KUBESTYLE_MAX_WEIGHT_BYTES",
-        default_value_t = DEFAULT_MAX_WEIGHT_BYTES,
-        value_name = "BYTES"
-    )]
-    pub max_weight_bytes: u64,
-}
+/// The command line (defined with the other stages' in the contract crate, where the pipeline
+/// builds it).
+pub use kubestyle_manifest::command::package_model::Args;
 
 #[derive(Debug)]
 pub struct Summary {
@@ -104,10 +56,12 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         .unwrap_or_else(|| kubestyle_manifest::manifest::run_data_dir(&run_id, "models"));
     validate_relative_path(&out).map_err(|e| StageError::Usage(format!("--out: {e}")))?;
     let forced_arch = match args.architecture.as_str() {
-        "auto" => None,
+        kubestyle_manifest::command::package_model::AUTO => None,
         s => Some(Architecture::parse(s).ok_or_else(|| {
+            let names: Vec<&str> = ArchitectureName::ALL.map(ArchitectureName::as_str).into();
             StageError::Usage(format!(
-                "unknown --architecture {s:?} (auto, transformer-net, multistyle26)"
+                "unknown --architecture {s:?} (auto, {})",
+                names.join(", ")
             ))
         })?),
     };
@@ -320,7 +274,7 @@ fn gather_inputs(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<Input>,
         None => previous_outputs(
             volume,
             run_id,
-            "download",
+            kubestyle_manifest::command::download::NAME,
             ArtifactKind::Model,
             "weight files",
         )?,

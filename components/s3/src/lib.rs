@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::meta::region::RegionProviderChain;
@@ -30,63 +29,10 @@ pub use aws_sdk_s3;
 /// written by kubestyle carries.
 pub const SHA256_METADATA: &str = "sha256";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Addressing {
-    /// Path-style when a custom endpoint is set, virtual-hosted otherwise.
-    Auto,
-    /// `https://endpoint/bucket/key` (MinIO, moto, most on-premise servers).
-    Path,
-    /// `https://bucket.endpoint/key` (AWS).
-    Virtual,
-}
-
-/// S3 connection options shared by every stage's command line.
-#[derive(Debug, Clone, clap::Args)]
-pub struct S3Args {
-    /// S3-compatible endpoint (MinIO, moto, Ceph...). Default: AWS.
-    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
-    pub endpoint_url: Option<String>,
-    /// Bucket addressing style.
-    #[arg(long, env = "KUBESTYLE_S3_ADDRESSING", value_enum, default_value_t = Addressing::Auto)]
-    pub addressing: Addressing,
-    /// Region (default: the AWS chain, then us-east-1).
-    #[arg(long, env = "AWS_REGION", value_name = "REGION")]
-    pub region: Option<String>,
-    /// Attempts per request for transient errors (throttling, 5xx, timeouts), with backoff.
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub max_attempts: u32,
-    /// Seconds to establish a connection (TCP and TLS) to the endpoint. 0 disables.
-    #[arg(long, env = "KUBESTYLE_S3_CONNECT_TIMEOUT", default_value_t = DEFAULT_CONNECT_TIMEOUT, value_name = "SECONDS")]
-    pub connect_timeout: f64,
-    /// Seconds a request may wait for the server: from sending the request (its body included)
-    /// to the response headers, and, while a download streams, between two pieces of its body.
-    /// 0 disables.
-    #[arg(long, env = "KUBESTYLE_S3_READ_TIMEOUT", default_value_t = DEFAULT_READ_TIMEOUT, value_name = "SECONDS")]
-    pub read_timeout: f64,
-    /// Seconds one attempt of a request may take (connection and request body included), after
-    /// which it is retried. 0 (the default) leaves the bound to --connect-timeout and
-    /// --read-timeout.
-    #[arg(
-        long,
-        env = "KUBESTYLE_S3_ATTEMPT_TIMEOUT",
-        default_value_t = 0.0,
-        value_name = "SECONDS"
-    )]
-    pub attempt_timeout: f64,
-    /// Seconds one request may take over all its attempts and backoff; not retried. Downloads
-    /// stream the body after this (the body is bounded by --read-timeout instead); uploads send it
-    /// within it. 0 disables.
-    #[arg(long, env = "KUBESTYLE_S3_OPERATION_TIMEOUT", default_value_t = DEFAULT_OPERATION_TIMEOUT, value_name = "SECONDS")]
-    pub operation_timeout: f64,
-}
-
-/// Default `--connect-timeout`, seconds.
-pub const DEFAULT_CONNECT_TIMEOUT: f64 = 10.0;
-/// Default `--read-timeout`, seconds. It also covers sending a request body (a single PUT is at
-/// most the upload's multipart threshold, 64 MiB by default: about 0.5 MiB/s suffices).
-pub const DEFAULT_READ_TIMEOUT: f64 = 120.0;
-/// Default `--operation-timeout`, seconds.
-pub const DEFAULT_OPERATION_TIMEOUT: f64 = 600.0;
+/// The S3 flags (defined with the stages' command lines in the contract crate).
+pub use kubestyle_manifest::command::s3::{
+    Addressing, DEFAULT_CONNECT_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_READ_TIMEOUT, S3Args,
+};
 
 /// The endpoint of the last client built (redacted), for error messages.
 static ENDPOINT: RwLock<Option<String>> = RwLock::new(None);
@@ -100,69 +46,39 @@ pub fn endpoint_for_messages() -> String {
         .unwrap_or_else(|| "AWS S3".into())
 }
 
-fn secs(v: f64, flag: &str) -> Result<Option<Duration>, StageError> {
-    if !v.is_finite() || v < 0.0 {
-        return Err(StageError::Usage(format!(
-            "{flag} must be a number of seconds >= 0, got {v}"
-        )));
-    }
-    Ok((v > 0.0).then(|| Duration::from_secs_f64(v)))
-}
-
-impl Default for S3Args {
-    fn default() -> Self {
-        S3Args {
-            endpoint_url: None,
-            addressing: Addressing::Auto,
-            region: None,
-            max_attempts: 5,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            attempt_timeout: 0.0,
-            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
-        }
-    }
-}
-
-impl S3Args {
-    pub fn path_style(&self) -> bool {
-        match self.addressing {
-            Addressing::Path => true,
-            Addressing::Virtual => false,
-            Addressing::Auto => self.endpoint_url.is_some(),
-        }
-    }
-
-    /// `--read-timeout` as a duration (`None`: disabled).
-    pub fn read_timeout(&self) -> Option<Duration> {
-        secs(self.read_timeout, "--read-timeout").ok().flatten()
-    }
-
+/// What needs the AWS SDK on [`S3Args`]: its timeouts as the SDK's, and the client.
+pub trait S3ArgsExt {
     /// The SDK timeouts from the flags.
-    pub fn timeout_config(&self) -> Result<TimeoutConfig, StageError> {
+    fn timeout_config(&self) -> Result<TimeoutConfig, StageError>;
+    /// Build a client. Does not contact the server.
+    fn client(&self) -> impl std::future::Future<Output = Result<Client, StageError>> + Send;
+}
+
+impl S3ArgsExt for S3Args {
+    fn timeout_config(&self) -> Result<TimeoutConfig, StageError> {
         // Unset values would be filled in from the SDK defaults; 0 really disables.
+        let t = self.timeouts()?;
         let mut b = TimeoutConfig::builder();
-        b = match secs(self.connect_timeout, "--connect-timeout")? {
+        b = match t.connect {
             Some(d) => b.connect_timeout(d),
             None => b.disable_connect_timeout(),
         };
-        b = match secs(self.read_timeout, "--read-timeout")? {
+        b = match t.read {
             Some(d) => b.read_timeout(d),
             None => b.disable_read_timeout(),
         };
-        b = match secs(self.attempt_timeout, "--attempt-timeout")? {
+        b = match t.attempt {
             Some(d) => b.operation_attempt_timeout(d),
             None => b.disable_operation_attempt_timeout(),
         };
-        b = match secs(self.operation_timeout, "--operation-timeout")? {
+        b = match t.operation {
             Some(d) => b.operation_timeout(d),
             None => b.disable_operation_timeout(),
         };
         Ok(b.build())
     }
 
-    /// Build a client. Does not contact the server.
-    pub async fn client(&self) -> Result<Client, StageError> {
+    async fn client(&self) -> Result<Client, StageError> {
         let timeouts = self.timeout_config()?;
         if let Some(ep) = &self.endpoint_url {
             let u = url::Url::parse(ep).map_err(|e| {
@@ -524,6 +440,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -2,6 +2,7 @@
 //! images (from `--image` or download's manifest), loaded and checked before any work.
 
 use super::*;
+use kubestyle_manifest::vocab::style::split_package;
 
 /// One image to stylise.
 #[derive(Debug, Clone)]
@@ -32,7 +33,11 @@ pub(crate) fn load_packages(
 ) -> Result<Vec<Loaded>, StageError> {
     let mut dirs: Vec<(PathBuf, Vec<Artifact>)> = Vec::new();
     if args.packages.is_empty() {
-        let mpath = manifest_path(volume, run_id, "package-model");
+        let mpath = manifest_path(
+            volume,
+            run_id,
+            kubestyle_manifest::command::package_model::NAME,
+        );
         let m = Manifest::read(&mpath, volume).map_err(|e| match e {
             StageError::InputMissing(_) => StageError::Usage(format!(
                 "no --package given and no package-model manifest at {}",
@@ -79,7 +84,7 @@ pub(crate) fn load_packages(
         let mut specs: Vec<(String, String)> = args
             .styles
             .iter()
-            .filter_map(|s| match s.split_once('/') {
+            .filter_map(|s| match split_package(s) {
                 Some((pkg, spec)) => (pkg == dir_name).then(|| (s.clone(), spec.to_string())),
                 None => Some((s.clone(), s.clone())),
             })
@@ -118,7 +123,7 @@ pub(crate) fn load_packages(
         return Err(StageError::InputMissing(vec!["no model packages".into()]));
     }
     for spec in &args.styles {
-        if let Some((pkg, _)) = spec.split_once('/')
+        if let Some((pkg, _)) = split_package(spec)
             && !out.iter().any(|l| l.dir_name == pkg)
         {
             let have: Vec<&str> = out.iter().map(|l| l.dir_name.as_str()).collect();
@@ -138,7 +143,13 @@ pub(crate) fn gather_images(
 ) -> Result<Vec<ImageInput>, StageError> {
     let mut out = Vec::new();
     if args.images.is_empty() {
-        for a in previous_outputs(volume, run_id, "download", ArtifactKind::Image, "--image")? {
+        for a in previous_outputs(
+            volume,
+            run_id,
+            kubestyle_manifest::command::download::NAME,
+            ArtifactKind::Image,
+            "--image",
+        )? {
             // Below download's directory: the run's own (`runs/<run>/inputs/`) or `inputs/`.
             let own = format!(
                 "{}/",

@@ -39,101 +39,11 @@ use serde_json::{Map, Value, json};
 pub use image_io::OutFormat;
 pub use style::{Style, parse_style};
 
-pub const STAGE: &str = "stylize";
+pub const STAGE: &str = kubestyle_manifest::command::stylize::NAME;
 
-/// Apply packaged style-transfer networks to images.
-#[derive(Debug, Clone, clap::Parser)]
-#[command(name = "stylize", version, about, long_about = None)]
-pub struct Args {
-    /// Images (files or directories). Default: the image outputs of the run's download manifest.
-    #[arg(long = "image", value_name = "PATH")]
-    pub images: Vec<PathBuf>,
-    /// Model packages (directories with model.json). Default: the run's package-model manifest.
-    #[arg(long = "package", value_name = "DIR")]
-    pub packages: Vec<PathBuf>,
-    /// Style: an index (`7`), a name (`style-07`, `candy`) or a blend (`3:0.5,12:0.5`),
-    /// for every package; `PACKAGE/SPEC` (e.g. `multistyle26/7`) for one package only.
-    /// Repeatable. Default: style 0 of each package no style applies to.
-    #[arg(long = "style", value_name = "SPEC")]
-    pub styles: Vec<String>,
-    /// Longest edge in pixels; larger images are scaled down (aspect kept).
-    #[arg(long, value_name = "N")]
-    pub max_size: Option<u32>,
-    /// Refuse images with more pixels than this (decompression bombs).
-    #[arg(long, default_value_t = 100_000_000, value_name = "N")]
-    pub max_pixels: u64,
-    /// Images with more pixels than this are processed in parts (see `--tiling`).
-    #[arg(long, default_value_t = 4_194_304, value_name = "N")]
-    pub tile_above: u64,
-    /// How images above `--tile-above` run. `exact`: layer by layer over the whole image in
-    /// bands of rows through scratch files, normalised with whole-image statistics: the untiled
-    /// result (within float rounding) in bounded memory (fused CPU kernels only).
-    /// `approximate`: overlapping `--tile` tiles blended together, normalised with statistics of
-    /// a downscaled copy (fused kernels) or each tile's own (burn/libtorch); faster, not the
-    /// same picture (README "Large images"). `auto`: exact on the fused kernels, else approximate.
-    #[arg(long, value_enum, default_value_t = Tiling::Auto)]
-    pub tiling: Tiling,
-    /// Where exact tiling keeps its scratch activations (anonymous files, gone when the process
-    /// ends, even if killed): about 44 bytes per pixel at the peak. Default: the volume.
-    #[arg(long, env = "KUBESTYLE_SCRATCH_DIR", value_name = "DIR")]
-    pub scratch_dir: Option<PathBuf>,
-    /// Rows per band of exact tiling (default: bands of about 96 MiB). For tests.
-    #[arg(long, hide = true, value_name = "N")]
-    pub band_rows: Option<usize>,
-    /// Tile edge in pixels (a multiple of 4), approximate tiling.
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub tile: usize,
-    /// Overlap between tiles in pixels, approximate tiling.
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    pub overlap: usize,
-    /// Output encoding.
-    #[arg(long, value_enum, default_value_t = OutFormat::Keep)]
-    pub format: OutFormat,
-    /// `auto` (a usable GPU, else the CPU), `cpu`, or `cuda[:N]` (needs the tch build).
-    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
-    pub device: String,
-    /// `auto` (libtorch on a GPU when built with the `tch` feature and one is there, else flex),
-    /// `flex` or `tch`.
-    #[arg(long, default_value = "auto", value_name = "auto|flex|tch")]
-    pub backend: String,
-    /// CPU kernels for the flex backend: `fused` (kubestyle's fused reflect-pad convolution and
-    /// instance norm; the default) or `burn` (burn-flex's generic tensor ops). `auto` = fused on
-    /// flex; the tch backend always runs libtorch's kernels.
-    #[arg(long, value_enum, default_value_t = KernelsArg::Auto)]
-    pub kernels: KernelsArg,
-    /// Compute every output again, even those the run's manifest shows were made from the same
-    /// package, style, image and options and still verify (the step cache).
-    #[arg(long)]
-    pub force: bool,
-    /// Split the work (packages × styles × images, in a fixed order) into this many shards and
-    /// do one of them: the pods of a Kubernetes Indexed Job. Each shard writes its own manifest.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub shards: u32,
-    /// The shard this process does, 0-based (default: `JOB_COMPLETION_INDEX`, which Kubernetes
-    /// sets in an Indexed Job's pods).
-    #[arg(long, env = "JOB_COMPLETION_INDEX", default_value_t = 0)]
-    pub shard: u32,
-    /// Root of the shared volume.
-    #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
-    pub volume: PathBuf,
-    /// Directory under the volume for results: `<out>/<package>/<style>/<image>` (default
-    /// `runs/<run-id>/styled`, the run's own).
-    #[arg(long, value_name = "REL")]
-    pub out: Option<String>,
-    #[arg(long, env = "KUBESTYLE_RUN_ID", value_name = "ID")]
-    pub run_id: Option<String>,
-    /// Write the manifest here (default `<volume>/runs/<run-id>/stylize.manifest.json`).
-    #[arg(long, value_name = "FILE")]
-    pub manifest: Option<PathBuf>,
-}
-
-/// `--tiling`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Tiling {
-    Auto,
-    Exact,
-    Approximate,
-}
+/// The command line, its `--tiling` and `--kernels` (defined with the other stages' in the
+/// contract crate, where the pipeline builds it).
+pub use kubestyle_manifest::command::stylize::{Args, KernelsArg, Tiling};
 
 /// How one image ran: whole, in exact bands, or in approximate tiles (and how many).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,14 +69,6 @@ impl TileRun {
             _ => 1,
         }
     }
-}
-
-/// `--kernels`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KernelsArg {
-    Auto,
-    Fused,
-    Burn,
 }
 
 /// The compute device and how to describe it.
@@ -473,15 +375,19 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         shards: args.shards,
         shard: args.shard,
     };
-    let jobs = plan::plan(&plan_packages, &plan_images, &opts, &previous, |rel, a| {
-        match a.verify(&volume) {
+    let jobs = plan::plan(
+        &plan_packages,
+        &plan_images,
+        &opts,
+        &previous,
+        |rel, a| match a.verify(&volume) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!("recomputing {rel}: {e}");
                 false
             }
-        }
-    })?;
+        },
+    )?;
     // Decode every image a computed output needs, one at a time, and let it go: all of them are
     // checked before the first forward pass, so a bad one fails the stage before anything is
     // written, while memory holds one decoded image, not all of them (100 photos of 12 MP
@@ -535,18 +441,11 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     })
 }
 
-/// Where a stylize shard writes its manifest: `stylize.manifest.json` for an unsharded run,
-/// `stylize-<shard>-of-<shards>.manifest.json` otherwise (upload merges them).
-pub fn shard_manifest_path(volume: &Path, run_id: &str, shard: u32, shards: u32) -> PathBuf {
-    if shards <= 1 {
-        manifest_path(volume, run_id, STAGE)
-    } else {
-        manifest_path(volume, run_id, &format!("{STAGE}-{shard}-of-{shards}"))
-    }
-}
+/// Where a stylize shard writes its manifest (the contract crate's naming, which upload and the
+/// pipeline use too).
+pub use kubestyle_manifest::command::naming::shard_manifest_path;
 
 fn dedupe(arts: &mut Vec<Artifact>) {
     let mut seen = std::collections::BTreeSet::new();
     arts.retain(|a| seen.insert(a.name.clone()));
 }
-

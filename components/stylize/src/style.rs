@@ -1,7 +1,10 @@
 //! `--style` specs: an index (`7`), a name (`style-07`, `candy`), or a blend
-//! (`3:0.5,12:0.5`, names allowed) of a package's styles.
+//! (`3:0.5,12:0.5`, names allowed) of a package's styles. The grammar is the spec's
+//! (`kubestyle_manifest::vocab::style`); here a spec is resolved against a package's style
+//! names, and a blend may give a style weight 0 as long as one weight is positive.
 
 use kubestyle_manifest::StageError;
+use kubestyle_manifest::vocab::style::{StyleRef, blend_items, is_blend, weight};
 
 /// A resolved style: weights over the package's styles and a path-safe label.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,24 +16,21 @@ pub struct Style {
 }
 
 fn resolve_one(token: &str, names: &[String]) -> Result<usize, String> {
-    if let Ok(i) = token.parse::<usize>() {
-        return if i < names.len() {
-            Ok(i)
-        } else {
-            Err(format!(
-                "style index {i} is out of range (0 to {})",
-                names.len() - 1
-            ))
-        };
+    match StyleRef::lex(token) {
+        StyleRef::Index(i) if i < names.len() => Ok(i),
+        StyleRef::Index(i) => Err(format!(
+            "style index {i} is out of range (0 to {})",
+            names.len() - 1
+        )),
+        StyleRef::Name(_) => names.iter().position(|n| n == token).ok_or_else(|| {
+            let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
+            format!(
+                "unknown style {token:?} (styles: {}{})",
+                shown.join(", "),
+                if names.len() > 8 { ", …" } else { "" }
+            )
+        }),
     }
-    names.iter().position(|n| n == token).ok_or_else(|| {
-        let shown: Vec<&str> = names.iter().take(8).map(String::as_str).collect();
-        format!(
-            "unknown style {token:?} (styles: {}{})",
-            shown.join(", "),
-            if names.len() > 8 { ", …" } else { "" }
-        )
-    })
 }
 
 /// Parse one `--style` value against a package's style names.
@@ -42,7 +42,7 @@ pub fn parse_style(spec: &str, names: &[String]) -> Result<Style, StageError> {
     }
     let mut weights = vec![0.0f32; names.len()];
     let mut parts = Vec::new();
-    if !spec_t.contains(':') && !spec_t.contains(',') {
+    if !is_blend(spec_t) {
         let i = resolve_one(spec_t, names).map_err(bad)?;
         weights[i] = 1.0;
         return Ok(Style {
@@ -51,15 +51,10 @@ pub fn parse_style(spec: &str, names: &[String]) -> Result<Style, StageError> {
             parts: vec![(names[i].clone(), 1.0)],
         });
     }
-    for item in spec_t.split(',') {
-        let (tok, w) = item
-            .split_once(':')
-            .ok_or_else(|| bad(format!("blend item {item:?} needs STYLE:WEIGHT")))?;
+    for item in blend_items(spec_t) {
+        let (tok, w) = item.map_err(bad)?;
         let i = resolve_one(tok.trim(), names).map_err(bad)?;
-        let w: f32 = w
-            .trim()
-            .parse()
-            .map_err(|_| bad(format!("weight {w:?} is not a number")))?;
+        let w: f32 = weight(w).ok_or_else(|| bad(format!("weight {w:?} is not a number")))?;
         if !w.is_finite() || w < 0.0 {
             return Err(bad(format!("weight {w} must be a non-negative number")));
         }

@@ -9,7 +9,7 @@ pub mod fault_proxy;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
-use kubestyle_s3::S3Args;
+use kubestyle_s3::{S3Args, S3ArgsExt};
 
 pub const ENDPOINT_VAR: &str = "KUBESTYLE_TEST_S3_ENDPOINT";
 

@@ -8,7 +8,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use kubestyle_manifest::atomic::{AtomicFile, Clobber};
 use kubestyle_manifest::{Location, Sha256Hex, StageError, sha256_file};
-use kubestyle_s3::{S3Args, SHA256_METADATA, hex_to_checksum, storage_error};
+use kubestyle_s3::{S3Args, S3ArgsExt, SHA256_METADATA, hex_to_checksum, storage_error};
 
 /// Multipart settings.
 #[derive(Debug, Clone, Copy)]

