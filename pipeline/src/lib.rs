@@ -76,6 +76,12 @@ fn exit_name(code: i32) -> Option<&'static str> {
         .map(ExitStatus::name)
 }
 
+impl kubestyle_manifest::error::ExitCoded for PipelineError {
+    fn exit_code(&self) -> u8 {
+        PipelineError::exit_code(self)
+    }
+}
+
 impl PipelineError {
     /// Spec errors are usage errors (2); a failed stage's exit code is passed on (1 when it was
     /// killed by a signal); an interrupt is 128 + the signal: 130 (SIGINT), 143 (SIGTERM).

@@ -2,7 +2,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kubestyle_manifest::telemetry::init_tracing;
+use kubestyle_manifest::telemetry::{Report, finish_as, init_tracing};
 use kubestyle_pipeline::{Cli, main as pipeline_main};
 
 #[tokio::main]
@@ -11,11 +11,6 @@ async fn main() -> ExitCode {
     init_tracing();
     // Before any TLS client exists: rustls cannot choose between the two providers linked.
     kubestyle_pipeline::submit::install_crypto_provider();
-    match pipeline_main(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    // The stages' finish, reporting as a command people read: `error: …` and the exit code.
+    finish_as(pipeline_main(cli).await, Report::Plain)
 }

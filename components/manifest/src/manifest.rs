@@ -478,13 +478,7 @@ impl Manifest {
         }
         let m: Manifest = serde_json::from_value(value)
             .map_err(|e| StageError::InputInvalid(format!("{}: {e}", path.display())))?;
-        m.validate().map_err(|e| {
-            StageError::InputInvalid(format!(
-                "{}: {}",
-                path.display(),
-                e.to_string().trim_start_matches("input invalid: ")
-            ))
-        })?;
+        m.validate().map_err(|e| e.context(path.display()))?;
         for a in m.inputs.iter().chain(&m.outputs) {
             check_inside(volume, &a.path).map_err(|e| {
                 StageError::InputInvalid(format!("{}: artifact {:?}: {e}", path.display(), a.name))

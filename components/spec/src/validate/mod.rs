@@ -49,7 +49,7 @@ fn header(spec: &Spec, d: &mut Diagnostics) {
         );
     }
     if let Err(e) = validate_run_id(&spec.name) {
-        d.push("name", e.to_string().trim_start_matches("usage: "));
+        d.push("name", e.message());
     }
 }
 
@@ -74,9 +74,7 @@ fn check_uri(u: &str) -> Result<(), String> {
         return Err("empty".into());
     }
     if u.starts_with("s3://") {
-        u.parse::<Location>()
-            .map(|_| ())
-            .map_err(|e| e.to_string().trim_start_matches("usage: ").to_string())
+        u.parse::<Location>().map(|_| ()).map_err(|e| e.message())
     } else if u.contains("://") && !u.starts_with("file://") {
         Err(format!(
             "{u:?}: only s3:// URIs and local paths are supported"
