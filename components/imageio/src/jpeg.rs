@@ -5,7 +5,7 @@
 //!
 //! libjpeg reports fatal errors by unwinding out of the C code (the `mozjpeg` crate's error
 //! manager); every call into it is wrapped in `catch_unwind` and turned into
-//! `StageError::InputInvalid`. Warnings (corrupt entropy data, extraneous bytes) are ignored as
+//! `ImageIoError::Invalid`. Warnings (corrupt entropy data, extraneous bytes) are ignored as
 //! PIL ignores them; running out of data is an error, as in PIL ("image file is truncated").
 
 use std::any::Any;
@@ -16,9 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::error::ImageIoError;
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
-use kubestyle_manifest::StageError;
 use mozjpeg::{ColorSpace, Decompress, Marker};
 
 /// The file, remembering whether libjpeg asked for bytes past its end (the `mozjpeg` source
@@ -58,8 +58,8 @@ pub(super) struct Header {
     eof: Arc<AtomicBool>,
 }
 
-fn bad(path: &Path, m: String) -> StageError {
-    StageError::InputInvalid(format!("{}: {m}", path.display()))
+fn bad(path: &Path, m: String) -> ImageIoError {
+    ImageIoError::Invalid(format!("{}: {m}", path.display()))
 }
 
 fn panic_message(p: &(dyn Any + Send)) -> &str {
@@ -70,7 +70,7 @@ fn panic_message(p: &(dyn Any + Send)) -> &str {
 }
 
 /// Run a step of libjpeg, turning its fatal errors (unwinds) and I/O errors into `InputInvalid`.
-fn guarded<T>(path: &Path, f: impl FnOnce() -> io::Result<T>) -> Result<T, StageError> {
+fn guarded<T>(path: &Path, f: impl FnOnce() -> io::Result<T>) -> Result<T, ImageIoError> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(bad(path, format!("cannot decode JPEG: {e}"))),
@@ -82,8 +82,8 @@ fn guarded<T>(path: &Path, f: impl FnOnce() -> io::Result<T>) -> Result<T, Stage
 }
 
 /// Read the header of the JPEG at `path` (markers up to the first scan, keeping APP1 for EXIF).
-pub(super) fn open(path: &Path) -> Result<Header, StageError> {
-    let file = File::open(path).map_err(|e| StageError::read(path, e))?;
+pub(super) fn open(path: &Path) -> Result<Header, ImageIoError> {
+    let file = File::open(path).map_err(|e| ImageIoError::read(path, e))?;
     let eof = Arc::new(AtomicBool::new(false));
     let reader = Tracked {
         inner: BufReader::with_capacity(64 << 10, file),
@@ -114,12 +114,12 @@ impl Header {
             .unwrap_or(Orientation::NoTransforms)
     }
 
-    fn check_eof(&self, path: &Path) -> Result<(), StageError> {
+    fn check_eof(&self, path: &Path) -> Result<(), ImageIoError> {
         check_eof(&self.eof, path)
     }
 
     /// Decode to 8-bit RGB (grayscale JPEGs to 8-bit gray).
-    pub(super) fn decode(self, path: &Path) -> Result<DynamicImage, StageError> {
+    pub(super) fn decode(self, path: &Path) -> Result<DynamicImage, ImageIoError> {
         let Header { dec, eof } = self;
         let (w, h) = (dec.width() as u32, dec.height() as u32);
         let invalid = || io::Error::new(io::ErrorKind::InvalidData, "short pixel buffer");
@@ -155,7 +155,7 @@ impl Header {
     }
 }
 
-fn check_eof(eof: &AtomicBool, path: &Path) -> Result<(), StageError> {
+fn check_eof(eof: &AtomicBool, path: &Path) -> Result<(), ImageIoError> {
     if eof.load(Ordering::Relaxed) {
         return Err(bad(
             path,

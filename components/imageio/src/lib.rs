@@ -4,10 +4,12 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
-use kubestyle_manifest::StageError;
 use kubestyle_manifest::atomic::{AtomicFile, Clobber};
 
+pub mod error;
 mod jpeg;
+
+pub use error::ImageIoError;
 
 /// A decoded image as planar float RGB in 0..1, with its alpha channel kept aside.
 #[derive(Debug, Clone)]
@@ -46,12 +48,12 @@ impl<D: ImageDecoder> Opened<D> {
 
 /// Open `path` and read its header: the format and dimensions, checked against `max_pixels`
 /// before anything is allocated.
-fn open(path: &Path, max_pixels: u64) -> Result<Opened<impl ImageDecoder + use<>>, StageError> {
-    let bad = |m: String| StageError::InputInvalid(format!("{}: {m}", path.display()));
+fn open(path: &Path, max_pixels: u64) -> Result<Opened<impl ImageDecoder + use<>>, ImageIoError> {
+    let bad = |m: String| ImageIoError::Invalid(format!("{}: {m}", path.display()));
     let reader = ImageReader::open(path)
-        .map_err(|e| StageError::read(path, e))?
+        .map_err(|e| ImageIoError::read(path, e))?
         .with_guessed_format()
-        .map_err(|e| StageError::io(path, e))?;
+        .map_err(|e| ImageIoError::write(path, e))?;
     let format = reader.format();
     if format.is_none() {
         return Err(bad("not an image (unrecognised format)".into()));
@@ -90,7 +92,7 @@ fn open(path: &Path, max_pixels: u64) -> Result<Opened<impl ImageDecoder + use<>
 pub fn probe(
     path: &Path,
     max_pixels: u64,
-) -> Result<(Option<ImageFormat>, (u32, u32)), StageError> {
+) -> Result<(Option<ImageFormat>, (u32, u32)), ImageIoError> {
     open(path, max_pixels).map(|o| (o.format(), o.dimensions()))
 }
 
@@ -112,8 +114,8 @@ pub fn output_side(dims: (u32, u32), max_size: Option<u32>) -> u32 {
 
 /// Decode `path`, refusing images above `max_pixels` before allocating them, applying the EXIF
 /// orientation and resizing so the longest edge is at most `max_size`.
-pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Planar, StageError> {
-    let bad = |m: String| StageError::InputInvalid(format!("{}: {m}", path.display()));
+pub fn load(path: &Path, max_pixels: u64, max_size: Option<u32>) -> Result<Planar, ImageIoError> {
+    let bad = |m: String| ImageIoError::Invalid(format!("{}: {m}", path.display()));
     let opened = open(path, max_pixels)?;
     let format = opened.format();
     let (mut img, orientation) = match opened {
@@ -238,7 +240,7 @@ pub fn save(
     rgb: &[f32],
     alpha: Option<&[f32]>,
     format: ImageFormat,
-) -> Result<(), StageError> {
+) -> Result<(), ImageIoError> {
     write_image(path, &to_image(width, height, rgb, alpha, format), format)
 }
 
@@ -283,14 +285,21 @@ pub fn to_image(
 }
 
 /// Encode an 8-bit image and write it atomically.
-pub fn write_image(path: &Path, img: &DynamicImage, format: ImageFormat) -> Result<(), StageError> {
+pub fn write_image(
+    path: &Path,
+    img: &DynamicImage,
+    format: ImageFormat,
+) -> Result<(), ImageIoError> {
     let mut f = AtomicFile::create(path, Clobber::Replace)?;
     let tmp = f.temp_path().to_path_buf();
     {
         let mut w = BufWriter::new(f.file_mut());
         img.write_to(&mut w, format)
-            .map_err(|e| StageError::Internal(format!("encoding {}: {e}", path.display())))?;
-        w.flush().map_err(|e| StageError::io(&tmp, e))?;
+            .map_err(|e| ImageIoError::Encode {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        w.flush().map_err(|e| ImageIoError::write(&tmp, e))?;
     }
-    f.commit()
+    Ok(f.commit()?)
 }

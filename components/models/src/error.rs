@@ -37,7 +37,10 @@ pub enum ModelError {
     /// A broken invariant: a bug (exit 1).
     #[error("{0}")]
     Internal(String),
-    /// From the contract crate (atomic writes) and the weight readers.
+    /// From the weight readers.
+    #[error(transparent)]
+    Weights(#[from] kubestyle_weights::WeightsError),
+    /// From the contract crate (atomic writes).
     #[error(transparent)]
     Stage(#[from] StageError),
 }
@@ -77,6 +80,7 @@ impl From<ModelError> for StageError {
             ModelError::Write { path, source } => StageError::io(path, source),
             e @ ModelError::Serialise { .. } => StageError::Internal(e.to_string()),
             ModelError::Internal(m) => StageError::Internal(m),
+            ModelError::Weights(e) => e.into(),
             ModelError::Stage(e) => e,
         }
     }

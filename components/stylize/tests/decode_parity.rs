@@ -130,8 +130,13 @@ fn jpeg_header_probe_and_orientation() {
     }
 }
 
-fn expect_invalid(r: Result<impl std::fmt::Debug, StageError>, path: &Path, what: &str) -> String {
-    match r {
+fn expect_invalid<T: std::fmt::Debug>(
+    r: Result<T, impl Into<StageError>>,
+    path: &Path,
+    what: &str,
+) -> String {
+    // As the stage reports it (the exit code comes from the StageError).
+    match r.map_err(Into::into) {
         Err(StageError::InputInvalid(m)) => {
             assert!(
                 m.contains(&path.display().to_string()),

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use kubestyle_manifest::StageError;
+use crate::error::WeightsError;
 use kubestyle_manifest::vocab::ArchitectureName;
 
 use crate::weights::TensorMap;
@@ -176,7 +176,7 @@ impl Architecture {
 
     /// Drop what carries no weights, then require exactly the expected tensors with the expected
     /// shapes. Returns the dropped keys. The error lists every offending key.
-    pub fn check(self, map: &mut TensorMap) -> Result<Vec<String>, StageError> {
+    pub fn check(self, map: &mut TensorMap) -> Result<Vec<String>, WeightsError> {
         let shapes: BTreeMap<String, Vec<usize>> = map
             .iter()
             .map(|(k, t)| (k.clone(), t.shape.clone()))
@@ -196,7 +196,7 @@ impl Architecture {
     pub fn check_shapes(
         self,
         shapes: &BTreeMap<String, Vec<usize>>,
-    ) -> Result<Vec<String>, StageError> {
+    ) -> Result<Vec<String>, WeightsError> {
         let dropped: Vec<String> = shapes
             .keys()
             .filter(|k| self.droppable(k))
@@ -205,7 +205,7 @@ impl Architecture {
         if self == Architecture::MultiStyle26 {
             for input in ["image", "style_weights"] {
                 if !dropped.iter().any(|d| d == &format!("onnx:input:{input}")) {
-                    return Err(StageError::InputInvalid(format!(
+                    return Err(WeightsError::Invalid(format!(
                         "not the multistyle26 graph: it has no input named {input:?}"
                     )));
                 }
@@ -241,7 +241,7 @@ impl Architecture {
             Ok(dropped)
         } else {
             let more = total.saturating_sub(problems.len());
-            Err(StageError::InputInvalid(format!(
+            Err(WeightsError::Invalid(format!(
                 "weights do not match the {} architecture ({total} problems): {}{}",
                 self.name(),
                 problems.join("; "),

@@ -10,7 +10,10 @@
 //! fuzz targets under `fuzz/` rely on.
 
 pub mod arch;
+pub mod error;
 pub mod weights;
+
+pub use error::WeightsError;
 
 pub use arch::Architecture;
 pub use weights::{SourceFormat, TensorMap, read_weights};

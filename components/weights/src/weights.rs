@@ -43,7 +43,7 @@ use std::io::Read;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use kubestyle_manifest::StageError;
+use crate::error::WeightsError;
 
 use crate::Architecture;
 
@@ -158,8 +158,8 @@ impl std::fmt::Debug for WeightFile {
     }
 }
 
-fn invalid(path: &Path, what: impl std::fmt::Display) -> StageError {
-    StageError::InputInvalid(format!("{}: {what}", path.display()))
+fn invalid(path: &Path, what: impl std::fmt::Display) -> WeightsError {
+    WeightsError::Invalid(format!("{}: {what}", path.display()))
 }
 
 /// Element count of a shape, `None` when it overflows.
@@ -175,7 +175,7 @@ fn tensor_info(
     name: &str,
     shape: Vec<usize>,
     dtype: ElementType,
-) -> Result<TensorInfo, StageError> {
+) -> Result<TensorInfo, WeightsError> {
     if shape.len() > MAX_RANK {
         return Err(invalid(
             path,
@@ -200,12 +200,12 @@ fn tensor_info(
 
 /// Read a whole file of at most `max` bytes (the size was checked; this also holds for a
 /// file that grows while it is read).
-fn read_bounded(path: &Path, max: u64, expected: u64) -> Result<Vec<u8>, StageError> {
-    let file = std::fs::File::open(path).map_err(|e| StageError::read(path, e))?;
+fn read_bounded(path: &Path, max: u64, expected: u64) -> Result<Vec<u8>, WeightsError> {
+    let file = std::fs::File::open(path).map_err(|e| WeightsError::read(path, e))?;
     let mut bytes = Vec::with_capacity(usize::try_from(expected.min(max)).unwrap_or(0));
     file.take(max.saturating_add(1))
         .read_to_end(&mut bytes)
-        .map_err(|e| StageError::read(path, e))?;
+        .map_err(|e| WeightsError::read(path, e))?;
     if bytes.len() as u64 > max {
         return Err(invalid(
             path,
@@ -217,8 +217,8 @@ fn read_bounded(path: &Path, max: u64, expected: u64) -> Result<Vec<u8>, StageEr
 
 /// Read a weight file's header (names, element types, shapes), choosing the reader by file
 /// name (`.pth`/`.pt`/`.model`/`.ckpt`, `.safetensors`, `.onnx`). No tensor data is read.
-pub fn open_weights(path: &Path, limits: &ReadLimits) -> Result<WeightFile, StageError> {
-    let meta = std::fs::metadata(path).map_err(|e| StageError::read(path, e))?;
+pub fn open_weights(path: &Path, limits: &ReadLimits) -> Result<WeightFile, WeightsError> {
+    let meta = std::fs::metadata(path).map_err(|e| WeightsError::read(path, e))?;
     if !meta.is_file() {
         return Err(invalid(path, "not a regular file"));
     }
@@ -270,7 +270,7 @@ pub fn open_weights_bytes(
     path: &Path,
     bytes: Vec<u8>,
     limits: &ReadLimits,
-) -> Result<WeightFile, StageError> {
+) -> Result<WeightFile, WeightsError> {
     if bytes.is_empty() {
         return Err(invalid(path, "empty file"));
     }
@@ -317,7 +317,7 @@ pub fn open_weights_bytes(
 }
 
 /// Read a weight file whole (every tensor, within [`ReadLimits::default`]).
-pub fn read_weights(path: &Path) -> Result<(TensorMap, SourceFormat), StageError> {
+pub fn read_weights(path: &Path) -> Result<(TensorMap, SourceFormat), WeightsError> {
     let file = open_weights(path, &ReadLimits::default())?;
     Ok((file.read_all()?, file.format()))
 }
@@ -339,7 +339,7 @@ pub fn read_weights_for(
     path: &Path,
     architecture: Option<Architecture>,
     limits: &ReadLimits,
-) -> Result<CheckedWeights, StageError> {
+) -> Result<CheckedWeights, WeightsError> {
     let file = open_weights(path, limits)?;
     let architecture = match architecture {
         Some(a) => a,
@@ -383,9 +383,12 @@ impl WeightFile {
 
     /// Check names and shapes against `arch`, then read the expected tensors (and nothing
     /// else). Returns them and the dropped keys.
-    pub fn read_checked(&self, arch: Architecture) -> Result<(TensorMap, Vec<String>), StageError> {
+    pub fn read_checked(
+        &self,
+        arch: Architecture,
+    ) -> Result<(TensorMap, Vec<String>), WeightsError> {
         let dropped = arch.check_shapes(&self.shapes()).map_err(|e| match e {
-            StageError::InputInvalid(m) => invalid(&self.path, m),
+            WeightsError::Invalid(m) => invalid(&self.path, m),
             other => other,
         })?;
         let need = arch.expected_bytes();
@@ -428,7 +431,7 @@ impl WeightFile {
 
     /// Read every tensor, once their declared total (as float32) is known to fit
     /// [`ReadLimits::max_weight_bytes`].
-    pub fn read_all(&self) -> Result<TensorMap, StageError> {
+    pub fn read_all(&self) -> Result<TensorMap, WeightsError> {
         let max = self.limits.max_weight_bytes;
         let total = self
             .tensors
@@ -462,7 +465,7 @@ impl WeightFile {
     }
 
     /// Read the data of `names` (keys of `self.tensors` whose sizes the caller has bounded).
-    fn read_names(&self, names: &[&str]) -> Result<TensorMap, StageError> {
+    fn read_names(&self, names: &[&str]) -> Result<TensorMap, WeightsError> {
         let path = self.path.as_path();
         let mut out = TensorMap::new();
         match &self.source {
@@ -568,7 +571,7 @@ fn raw(info: &TensorInfo, data: Vec<f32>) -> RawTensor {
     }
 }
 
-fn to_usize(path: &Path, name: &str, n: u64) -> Result<usize, StageError> {
+fn to_usize(path: &Path, name: &str, n: u64) -> Result<usize, WeightsError> {
     usize::try_from(n).map_err(|_| invalid(path, format!("tensor {name} is too large")))
 }
 
@@ -579,7 +582,7 @@ fn to_usize(path: &Path, name: &str, n: u64) -> Result<usize, StageError> {
 fn pth_header(
     path: &Path,
     limits: &ReadLimits,
-) -> Result<(SourceFormat, BTreeMap<String, TensorInfo>, Source), StageError> {
+) -> Result<(SourceFormat, BTreeMap<String, TensorInfo>, Source), WeightsError> {
     use pytorch_reader::{DType, PytorchReader};
     let reader = PytorchReader::new(path)
         .map_err(|e| invalid(path, format!("not a readable PyTorch checkpoint: {e}")))?;
@@ -630,7 +633,7 @@ fn pth_header(
 fn safetensors_header(
     path: &Path,
     bytes: &[u8],
-) -> Result<BTreeMap<String, TensorInfo>, StageError> {
+) -> Result<BTreeMap<String, TensorInfo>, WeightsError> {
     if let Some(n) = bytes.get(..8) {
         let n = u64::from_le_bytes([n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7]]);
         if n > MAX_SAFETENSORS_HEADER_BYTES {
@@ -838,7 +841,7 @@ fn onnx_floats(body: &[u8]) -> Result<Vec<f32>, String> {
 fn onnx_header(
     path: &Path,
     bytes: &[u8],
-) -> Result<(BTreeMap<String, TensorInfo>, BTreeMap<String, Range<usize>>), StageError> {
+) -> Result<(BTreeMap<String, TensorInfo>, BTreeMap<String, Range<usize>>), WeightsError> {
     use pb::Value;
     let bad = |e: String| invalid(path, format!("not an ONNX model: {e}"));
     let mut graph: Option<&[u8]> = None;
@@ -960,7 +963,7 @@ fn onnx_header(
 }
 
 /// Refuse a file declaring more than [`MAX_TENSORS`] tensors.
-fn check_tensor_count(path: &Path, n: usize) -> Result<(), StageError> {
+fn check_tensor_count(path: &Path, n: usize) -> Result<(), WeightsError> {
     if n > MAX_TENSORS {
         return Err(invalid(
             path,
@@ -1017,16 +1020,16 @@ mod tests {
         t
     }
 
-    fn open(name: &str, bytes: &[u8]) -> Result<WeightFile, StageError> {
+    fn open(name: &str, bytes: &[u8]) -> Result<WeightFile, WeightsError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).unwrap();
         open_weights(&p, &ReadLimits::default())
     }
 
-    fn err(r: Result<WeightFile, StageError>) -> String {
+    fn err(r: Result<WeightFile, WeightsError>) -> String {
         let e = r.unwrap_err();
-        assert!(matches!(e, StageError::InputInvalid(_)), "{e:?}");
+        assert!(matches!(e, WeightsError::Invalid(_)), "{e:?}");
         e.to_string()
     }
 
