@@ -26,7 +26,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.environ.get("KUBESTYLE_ASSETS", os.path.join(ROOT, ".cache", "assets"))
-TN_PTH = os.path.join(ROOT, "components/models/tests/fixtures/transformer_net/generated/tn_zip.pth")
+TN_PTH = os.path.join(ROOT, "components/kubestyle-models/tests/fixtures/transformer_net/generated/tn_zip.pth")
 
 
 def peak_rss_mb():

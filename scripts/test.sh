@@ -37,9 +37,9 @@ export KUBESTYLE_ASSETS="$root/.cache/assets"
 # Reference outputs of PyTorch and onnxruntime, regenerated when a generator changes.
 # The per-input-class references of stylize use the TransformerNet fixture and the decode corpus:
 # generated after them, and again when either changes.
-for gen in components/models/tests/fixtures/*/gen.py components/stylize/tests/fixtures/reference/gen.py; do
+for gen in components/kubestyle-models/tests/fixtures/*/gen.py components/stylize/tests/fixtures/reference/gen.py; do
   dir=$(dirname "$gen")/generated
-  want=$(sha256sum "$gen" scripts/requirements-models.txt components/models/tests/fixtures/transformer_net/gen.py components/stylize/tests/fixtures/decode/* | sha256sum | cut -c1-64)
+  want=$(sha256sum "$gen" scripts/requirements-models.txt components/kubestyle-models/tests/fixtures/transformer_net/gen.py components/stylize/tests/fixtures/decode/* | sha256sum | cut -c1-64)
   if [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$want" ]; then
     log "generating fixtures: $gen"
     rm -rf "$dir"

@@ -5,7 +5,8 @@ use crate::*;
 
 #[test]
 fn transformer_net_example_with_zip_and_legacy_pth() {
-    let fixtures = repo().join("components/models/tests/fixtures/transformer_net/generated");
+    let fixtures =
+        repo().join("components/kubestyle-models/tests/fixtures/transformer_net/generated");
     assert!(
         fixtures.join("tn_zip.pth").exists(),
         "TransformerNet fixtures missing in {}: run scripts/test.sh",

@@ -17,7 +17,7 @@ fn assets() -> PathBuf {
 
 fn tn_fixture(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/fixtures/transformer_net/generated")
+        .join("../kubestyle-models/tests/fixtures/transformer_net/generated")
         .join(name);
     assert!(p.exists(), "{} missing: run scripts/test.sh", p.display());
     p

@@ -23,7 +23,7 @@ const QUICK: Duration = Duration::from_secs(10);
 
 fn fixture(dir: &str, name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../models/tests/fixtures")
+        .join("../kubestyle-models/tests/fixtures")
         .join(dir)
         .join("generated")
         .join(name);

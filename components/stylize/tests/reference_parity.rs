@@ -87,7 +87,7 @@ fn every_input_class_matches_pil_with_onnxruntime_and_pytorch() {
     let ms26 = network(&assets().join("multistyle26.onnx"), &device);
     let tn = network(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../models/tests/fixtures/transformer_net/generated/tn_zip.pth"),
+            .join("../kubestyle-models/tests/fixtures/transformer_net/generated/tn_zip.pth"),
         &device,
     );
     let (ms26_fused, tn_fused) = (FusedNet::new(&ms26), FusedNet::new(&tn));
