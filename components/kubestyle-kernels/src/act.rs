@@ -82,7 +82,7 @@ impl Act {
 
 /// Reflection (without repeating the edge, like PyTorch's `ReflectionPad2d`) of index `i` into
 /// `0..n`.
-pub(crate) fn reflect(i: isize, n: usize) -> usize {
+pub fn reflect(i: isize, n: usize) -> usize {
     let n = n as isize;
     if n == 1 {
         return 0;

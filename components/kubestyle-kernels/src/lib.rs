@@ -39,7 +39,7 @@ mod stats;
 #[cfg(test)]
 mod testutil;
 
-pub use act::Act;
+pub use act::{Act, reflect};
 pub use conv::{Conv, WINOGRAD_F2, WINOGRAD_F4, Winograd};
 pub use norm::{EPS, Post, norm_apply};
 pub use stats::{Moments, Stats};

@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::error::ModelError;
-use kubestyle_kernels::{Act, Conv, Moments, Post, Stats, norm_apply};
+use kubestyle_kernels::{Act, Conv, Moments, Post, Stats, norm_apply, reflect};
 use rayon::prelude::*;
 
 use crate::fused::{FusedNet, last_uses};
@@ -258,20 +258,6 @@ fn conv_rows(conv: &Conv, x: &Store, o0: usize, o1: usize) -> Result<(Act, usize
         }
     })?;
     Ok((conv.forward(&band, false).0, k))
-}
-
-/// Reflection (without repeating the edge, like PyTorch's `ReflectionPad2d`) into `0..n`.
-fn reflect(i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * (n - 1);
-    let mut i = i.rem_euclid(period);
-    if i >= n {
-        i = period - i;
-    }
-    i as usize
 }
 
 /// Which input rows a band of output rows `o0..o1` of `conv` reads: `(a, b, q, clamp)` — rows
@@ -673,11 +659,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn reflection_matches_pytorch() {
-        let v: Vec<usize> = (-3..8).map(|i| reflect(i, 5)).collect();
-        assert_eq!(v, [3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]);
     }
 }
