@@ -219,7 +219,7 @@ async fn open_s3(
                 "{uri} changed while it was being downloaded (ETag no longer matches)"
             )));
         }
-        Err(e) => return Err(kubestyle_s3::storage_error(&format!("GET {uri}"), e)),
+        Err(e) => return Err(kubestyle_s3::storage_error(&format!("GET {uri}"), e).into()),
     };
     // A resume must get exactly the bytes from `offset` on (206 with that Content-Range): an
     // endpoint that ignores the Range and sends the object from its start would otherwise be

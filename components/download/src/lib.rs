@@ -13,6 +13,7 @@
 //! 5. write the manifest, last.
 
 pub mod fetch;
+mod lists;
 pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};

@@ -110,6 +110,14 @@ pub enum StageError {
         #[source]
         source: std::io::Error,
     },
+    /// A remote service failed (S3): exit 5 like [`StageError::Storage`], the service's own
+    /// error kept as the source.
+    #[error("storage: {message}")]
+    Remote {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("device unavailable: {0}")]
     DeviceUnavailable(String),
     #[error("internal error: {0}")]
@@ -122,7 +130,7 @@ impl StageError {
             StageError::Usage(_) => ExitStatus::Usage,
             StageError::InputMissing(_) => ExitStatus::InputMissing,
             StageError::InputInvalid(_) => ExitStatus::InputInvalid,
-            StageError::Storage(_) => ExitStatus::Storage,
+            StageError::Storage(_) | StageError::Remote { .. } => ExitStatus::Storage,
             StageError::Integrity(_) => ExitStatus::Integrity,
             StageError::Conflict(_) => ExitStatus::Conflict,
             StageError::LocalIo { .. } => ExitStatus::LocalIo,
@@ -166,6 +174,7 @@ impl StageError {
             | StageError::DeviceUnavailable(m)
             | StageError::Internal(m) => m.clone(),
             StageError::InputMissing(v) | StageError::Conflict(v) => v.join("; "),
+            StageError::Remote { message, .. } => message.clone(),
             StageError::LocalIo { .. } => self.to_string(),
         }
     }
@@ -185,6 +194,10 @@ impl StageError {
                 StageError::InputMissing(v.into_iter().map(with).collect())
             }
             StageError::Conflict(v) => StageError::Conflict(v.into_iter().map(with).collect()),
+            StageError::Remote { message, source } => StageError::Remote {
+                message: with(message),
+                source,
+            },
             e @ StageError::LocalIo { .. } => e,
         }
     }

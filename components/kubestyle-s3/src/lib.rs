@@ -328,7 +328,7 @@ pub async fn head(
             }))
         }
         Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => Err(storage_error(&format!("HEAD s3://{bucket}/{key}"), e)),
+        Err(e) => Err(storage_error(&format!("HEAD s3://{bucket}/{key}"), e).into()),
     }
 }
 
@@ -337,7 +337,7 @@ pub async fn bucket_exists(client: &Client, bucket: &str) -> Result<bool, StageE
     match client.head_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(storage_error(&format!("HEAD bucket {bucket}"), e)),
+        Err(e) => Err(storage_error(&format!("HEAD bucket {bucket}"), e).into()),
     }
 }
 
@@ -362,7 +362,9 @@ pub async fn list(
                     "bucket {bucket:?} does not exist"
                 )]));
             }
-            Err(e) => return Err(storage_error(&format!("LIST s3://{bucket}/{prefix}"), e)),
+            Err(e) => {
+                return Err(storage_error(&format!("LIST s3://{bucket}/{prefix}"), e).into());
+            }
         };
         for o in page.contents() {
             let Some(key) = o.key() else { continue };
@@ -404,11 +406,63 @@ pub fn is_precondition_failed<E: ProvideErrorMetadata, R: HasStatus>(e: &SdkErro
     status_of(e) == Some(412) || e.code() == Some("PreconditionFailed")
 }
 
-/// Map an SDK error to the stage error taxonomy with a message that says what was being done.
-pub fn storage_error<E, R>(what: &str, e: SdkError<E, R>) -> StageError
+/// An S3 request that failed, with what was being done; the SDK's error is its source.
+/// [`From<S3Error> for StageError`] is where it gets its exit code: a missing key or bucket is
+/// input missing (3), anything else storage (5).
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    #[error("{what}: {detail}")]
+    NotFound {
+        what: String,
+        detail: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("{what}: access denied ({detail}); check the credentials and the bucket policy")]
+    AccessDenied {
+        what: String,
+        detail: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("{what}: could not reach the S3 endpoint {endpoint} ({detail})")]
+    Unreachable {
+        what: String,
+        endpoint: String,
+        detail: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("{what}: HTTP {status} from the S3 endpoint {endpoint}: {detail}")]
+    Http {
+        what: String,
+        status: u16,
+        endpoint: String,
+        detail: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl From<S3Error> for StageError {
+    fn from(e: S3Error) -> StageError {
+        match e {
+            S3Error::NotFound { .. } => StageError::InputMissing(vec![e.to_string()]),
+            other => StageError::Remote {
+                message: other.to_string(),
+                source: Box::new(other),
+            },
+        }
+    }
+}
+
+/// Map an SDK error to an [`S3Error`] with a message that says what was being done.
+pub fn storage_error<E, R>(what: &str, e: SdkError<E, R>) -> S3Error
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: HasStatus + std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: HasStatus + std::fmt::Debug + Send + Sync + 'static,
 {
     let status = status_of(&e);
     let code = e.code().map(str::to_string);
@@ -417,24 +471,35 @@ where
         (Some(c), None) => c.clone(),
         _ => DisplayErrorContext(&e).to_string(),
     };
+    let what = what.to_string();
+    let source: BoxError = Box::new(e);
     match (status, code.as_deref()) {
-        (Some(404), _) | (_, Some("NoSuchBucket" | "NoSuchKey")) => {
-            StageError::InputMissing(vec![format!("{what}: {detail}")])
-        }
+        (Some(404), _) | (_, Some("NoSuchBucket" | "NoSuchKey")) => S3Error::NotFound {
+            what,
+            detail,
+            source,
+        },
         (Some(403), _)
         | (_, Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")) => {
-            StageError::Storage(format!(
-                "{what}: access denied ({detail}); check the credentials and the bucket policy"
-            ))
+            S3Error::AccessDenied {
+                what,
+                detail,
+                source,
+            }
         }
-        (None, _) => StageError::Storage(format!(
-            "{what}: could not reach the S3 endpoint {} ({detail})",
-            endpoint_for_messages()
-        )),
-        (Some(s), _) => StageError::Storage(format!(
-            "{what}: HTTP {s} from the S3 endpoint {}: {detail}",
-            endpoint_for_messages()
-        )),
+        (None, _) => S3Error::Unreachable {
+            what,
+            endpoint: endpoint_for_messages(),
+            detail,
+            source,
+        },
+        (Some(status), _) => S3Error::Http {
+            what,
+            status,
+            endpoint: endpoint_for_messages(),
+            detail,
+            source,
+        },
     }
 }
 
@@ -443,6 +508,27 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn an_sdk_failure_keeps_its_source_up_to_the_stage_error() {
+        use aws_sdk_s3::config::http::HttpResponse;
+        use aws_sdk_s3::operation::head_object::HeadObjectError;
+        let e: SdkError<HeadObjectError, HttpResponse> = SdkError::timeout_error("too slow");
+        let s3 = storage_error("HEAD s3://b/k", e);
+        assert!(matches!(s3, S3Error::Unreachable { .. }), "{s3:?}");
+        assert!(std::error::Error::source(&s3).is_some());
+        let text = s3.to_string();
+        assert!(
+            text.starts_with("HEAD s3://b/k: could not reach the S3 endpoint"),
+            "{text}"
+        );
+        let stage = StageError::from(s3);
+        assert_eq!(stage.exit_status(), kubestyle_manifest::ExitStatus::Storage);
+        assert_eq!(stage.to_string(), format!("storage: {text}"));
+        // StageError → S3Error → the SDK's error.
+        let s3_again = std::error::Error::source(&stage).expect("the S3 error");
+        assert!(std::error::Error::source(s3_again).is_some());
+    }
 
     #[test]
     fn endpoint_redaction_drops_credentials() {
