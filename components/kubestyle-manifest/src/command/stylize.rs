@@ -101,15 +101,15 @@ pub struct Args {
     /// bands of rows through scratch files, normalised with whole-image statistics: the untiled
     /// result (within float rounding) in bounded memory (fused CPU kernels only).
     /// `approximate`: overlapping `--tile` tiles blended together, normalised with statistics of
-    /// a downscaled copy (fused kernels) or each tile's own (burn/libtorch); faster, not the
-    /// same picture (README "Large images"). `auto`: exact on the fused kernels, else approximate.
+    /// a downscaled copy (fused kernels) or each tile's own (burn/libtorch); not the same
+    /// picture (README "Large images"). `auto`: exact on the fused kernels, else approximate.
     #[arg(long, value_enum, default_value_t = Tiling::Auto)]
     pub tiling: Tiling,
     /// Where exact tiling keeps its scratch activations (anonymous files, gone when the process
     /// ends, even if killed): about 44 bytes per pixel at the peak. Default: the volume.
     #[arg(long, env = "KUBESTYLE_SCRATCH_DIR", value_name = "DIR")]
     pub scratch_dir: Option<PathBuf>,
-    /// Rows per band of exact tiling (default: bands of about 96 MiB). For tests.
+    /// Rows per band of exact tiling (default: bands of about 64 MiB). For tests.
     #[arg(long, hide = true, value_name = "N")]
     pub band_rows: Option<usize>,
     /// Tile edge in pixels (a multiple of 4), approximate tiling.
