@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use kubestyle_manifest::StageError;
+use kubestyle_manifest::error::PathIo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageIoError {
@@ -11,19 +12,11 @@ pub enum ImageIoError {
     #[error("input invalid: {0}")]
     Invalid(String),
     /// Reading the file; a missing one is an input missing (exit 3), others local I/O (exit 8).
-    #[error("{}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(PathIo),
     /// Writing an output (exit 8).
-    #[error("{}: {source}", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(PathIo),
     /// The encoder refused an image it was given: a bug (exit 1).
     #[error("encoding {}: {source}", .path.display())]
     Encode {
@@ -38,17 +31,11 @@ pub enum ImageIoError {
 
 impl ImageIoError {
     pub fn read(path: impl AsRef<Path>, source: std::io::Error) -> ImageIoError {
-        ImageIoError::Read {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        ImageIoError::Read(PathIo::new(path, source))
     }
 
     pub fn write(path: impl AsRef<Path>, source: std::io::Error) -> ImageIoError {
-        ImageIoError::Write {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        ImageIoError::Write(PathIo::new(path, source))
     }
 }
 
@@ -56,8 +43,8 @@ impl From<ImageIoError> for StageError {
     fn from(e: ImageIoError) -> StageError {
         match e {
             ImageIoError::Invalid(m) => StageError::InputInvalid(m),
-            ImageIoError::Read { path, source } => StageError::read(path, source),
-            ImageIoError::Write { path, source } => StageError::io(path, source),
+            ImageIoError::Read(e) => e.into_read_error(),
+            ImageIoError::Write(e) => e.into_write_error(),
             e @ ImageIoError::Encode { .. } => StageError::Internal(e.to_string()),
             ImageIoError::Stage(e) => e,
         }

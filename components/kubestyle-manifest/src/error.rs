@@ -203,6 +203,35 @@ impl StageError {
     }
 }
 
+/// An I/O error with the path it concerns: what the crates' own error types keep as their
+/// `#[source]` for reads and writes, turned into a [`StageError`] in one of two ways.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", .path.display())]
+pub struct PathIo {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl PathIo {
+    pub fn new(path: impl AsRef<Path>, source: std::io::Error) -> PathIo {
+        PathIo {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// As a read: a missing file is an input missing (exit 3), anything else local I/O (8).
+    pub fn into_read_error(self) -> StageError {
+        StageError::read(self.path, self.source)
+    }
+
+    /// As a write: local I/O (exit 8).
+    pub fn into_write_error(self) -> StageError {
+        StageError::io(self.path, self.source)
+    }
+}
+
 /// An error that knows its exit code: what every binary's `finish`
 /// ([`crate::telemetry::finish`], [`crate::cancel::finish`]) reports and exits with.
 pub trait ExitCoded: std::fmt::Display {

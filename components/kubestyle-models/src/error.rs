@@ -1,9 +1,10 @@
 //! The models crate's errors; [`From<ModelError> for StageError`] is the one place they get
 //! their exit codes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kubestyle_manifest::StageError;
+use kubestyle_manifest::error::PathIo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -14,19 +15,11 @@ pub enum ModelError {
     #[error("{0}")]
     Integrity(String),
     /// Reading a package or scratch file; a missing file is an input missing (exit 3).
-    #[error("{}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(PathIo),
     /// Writing scratch files (exit 8, local I/O).
-    #[error("{}: {source}", .path.display())]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(PathIo),
     /// Serialising the weights or the card: a bug (exit 1).
     #[error("serialising {what}: {source}")]
     Serialise {
@@ -47,17 +40,11 @@ pub enum ModelError {
 
 impl ModelError {
     pub fn read(path: impl AsRef<Path>, source: std::io::Error) -> ModelError {
-        ModelError::Read {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        ModelError::Read(PathIo::new(path, source))
     }
 
     pub fn write(path: impl AsRef<Path>, source: std::io::Error) -> ModelError {
-        ModelError::Write {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        ModelError::Write(PathIo::new(path, source))
     }
 
     pub fn serialise(
@@ -76,8 +63,8 @@ impl From<ModelError> for StageError {
         match e {
             ModelError::Invalid(m) => StageError::InputInvalid(m),
             ModelError::Integrity(m) => StageError::Integrity(m),
-            ModelError::Read { path, source } => StageError::read(path, source),
-            ModelError::Write { path, source } => StageError::io(path, source),
+            ModelError::Read(e) => e.into_read_error(),
+            ModelError::Write(e) => e.into_write_error(),
             e @ ModelError::Serialise { .. } => StageError::Internal(e.to_string()),
             ModelError::Internal(m) => StageError::Internal(m),
             ModelError::Weights(e) => e.into(),

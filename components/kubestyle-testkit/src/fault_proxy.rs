@@ -359,23 +359,20 @@ fn serve(st: Arc<State>, client: TcpStream) {
             return;
         }
         match fault {
-            Some(Fault::Status500) => {
-                let resp = error_response(
-                    "500 Internal Server Error",
-                    "InternalError",
-                    "We encountered an internal error. Please try again. (injected)",
-                );
-                if w.write_all(&resp).is_err() {
-                    return;
-                }
-                continue;
-            }
-            Some(Fault::SlowDown503) => {
-                let resp = error_response(
-                    "503 Slow Down",
-                    "SlowDown",
-                    "Please reduce your request rate. (injected)",
-                );
+            Some(f @ (Fault::Status500 | Fault::SlowDown503)) => {
+                let resp = if f == Fault::Status500 {
+                    error_response(
+                        "500 Internal Server Error",
+                        "InternalError",
+                        "We encountered an internal error. Please try again. (injected)",
+                    )
+                } else {
+                    error_response(
+                        "503 Slow Down",
+                        "SlowDown",
+                        "Please reduce your request rate. (injected)",
+                    )
+                };
                 if w.write_all(&resp).is_err() {
                     return;
                 }

@@ -1,9 +1,10 @@
 //! The weight readers' errors; [`From<WeightsError> for StageError`] is the one place they get
 //! their exit codes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kubestyle_manifest::StageError;
+use kubestyle_manifest::error::PathIo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
@@ -11,20 +12,13 @@ pub enum WeightsError {
     #[error("input invalid: {0}")]
     Invalid(String),
     /// Reading the file; a missing one is an input missing (exit 3), others local I/O (exit 8).
-    #[error("{}: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Read(PathIo),
 }
 
 impl WeightsError {
     pub fn read(path: impl AsRef<Path>, source: std::io::Error) -> WeightsError {
-        WeightsError::Read {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
+        WeightsError::Read(PathIo::new(path, source))
     }
 }
 
@@ -32,7 +26,7 @@ impl From<WeightsError> for StageError {
     fn from(e: WeightsError) -> StageError {
         match e {
             WeightsError::Invalid(m) => StageError::InputInvalid(m),
-            WeightsError::Read { path, source } => StageError::read(path, source),
+            WeightsError::Read(e) => e.into_read_error(),
         }
     }
 }
