@@ -152,7 +152,8 @@ async fn fetch_s3(
             "size".to_string()
         }
     };
-    file.commit()?;
+    // Durable under its name before the manifest is written (one fsync per directory).
+    file.commit_grouped()?;
     tracing::info!("downloaded {uri} ({n} bytes) -> {rel}");
     let mut a = s3_artifact(name, rel, &o, sha, n, &verified_by);
     if copied.resumes > 0 {
@@ -406,7 +407,7 @@ fn local(
                     src.display()
                 )));
             }
-            f.commit()?;
+            f.commit_grouped()?;
             tracing::info!("copied {} -> {rel}", src.display());
             Outcome::Copied
         }

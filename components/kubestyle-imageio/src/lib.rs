@@ -284,7 +284,8 @@ pub fn to_image(
     }
 }
 
-/// Encode an 8-bit image and write it atomically.
+/// Encode an 8-bit image and write it atomically (a grouped commit: the directory is made
+/// durable by [`kubestyle_manifest::atomic::sync_pending_dirs`], which writing a manifest runs).
 pub fn write_image(
     path: &Path,
     img: &DynamicImage,
@@ -301,5 +302,6 @@ pub fn write_image(
             })?;
         w.flush().map_err(|e| ImageIoError::write(&tmp, e))?;
     }
-    Ok(f.commit()?)
+    // The directory is fsynced once for all outputs, before the stage's manifest.
+    Ok(f.commit_grouped()?)
 }

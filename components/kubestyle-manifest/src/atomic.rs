@@ -4,12 +4,17 @@
 //! whole suffix and carries a fixed marker (`x.tar.gz` → `.x.kubestyle-tmp.<random>.tar.gz`),
 //! so tools that look at suffixes (image decoders, globbing watchers) treat it the same, and
 //! nothing else is ever mistaken for one of ours. Commit is write → fsync(file) → rename →
-//! fsync(directory). If anything fails — an error, an early return, a panic — the temp file is
+//! fsync(directory); a grouped commit ([`AtomicFile::commit_grouped`]) leaves the directory's
+//! fsync to [`sync_pending_dirs`], which [`crate::Manifest::write`] runs before the manifest (the
+//! stage's commit marker) is written: one directory fsync per directory and stage instead of one
+//! per file. If anything fails — an error, an early return, a panic — the temp file is
 //! removed when the [`AtomicFile`] is dropped and the target is untouched.
 //!
 //! The writer holds an advisory lock (`flock`) on its temp file until it is done. A writer that
-//! was killed (SIGKILL, OOM, node loss) leaves its temp file unlocked; the next writer of the
-//! same target sweeps it ([`sweep_stale_temps`]). A locked temp file belongs to a live writer —
+//! was killed (SIGKILL, OOM, node loss) leaves its temp file unlocked; the first write into that
+//! directory by a later process sweeps it ([`sweep_stale_temps_in`], once per directory and
+//! process: a sweep reads the whole directory, and a stage writing 20,000 outputs into one
+//! directory must not read it 20,000 times). A locked temp file belongs to a live writer —
 //! in this process, another one, or another pod on the same volume — and is never touched.
 //! Where the filesystem has no locks, only temp files unmodified for [`STALE_AFTER`] are swept.
 //!
@@ -109,7 +114,7 @@ impl AtomicFile {
         }
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io(&dir, e))?;
         let (prefix, suffix) = temp_name_parts(&name);
-        sweep_stale_temps(&dir, &prefix, &suffix);
+        sweep_once(&dir);
         let mut builder = tempfile::Builder::new();
         builder.prefix(&prefix).suffix(&suffix).rand_bytes(RAND_LEN);
         // Results are meant to be read by others (a web server, another stage's user): the
@@ -196,7 +201,26 @@ impl AtomicFile {
 
     /// Make the data durable and visible under the target name. Refused once the process is
     /// cancelled by a signal.
-    pub fn commit(mut self) -> Result<(), StageError> {
+    pub fn commit(self) -> Result<(), StageError> {
+        let target = self.target.clone();
+        self.commit_file()?;
+        sync_parent_dir(&target)
+    }
+
+    /// Like [`AtomicFile::commit`], but the directory's fsync (which makes the new name durable)
+    /// is left to [`sync_pending_dirs`], done once per directory before the stage's manifest is
+    /// written. The file's data is fsynced here, before its rename, as in `commit`: after a crash
+    /// the target holds either its old content or all of the new, never a partial file; only
+    /// the name may be missing, and no manifest then lists it.
+    pub fn commit_grouped(self) -> Result<(), StageError> {
+        let dir = parent_of(&self.target).to_path_buf();
+        self.commit_file()?;
+        pending_dirs().insert(dir);
+        Ok(())
+    }
+
+    /// fsync the temp file and rename it to the target.
+    fn commit_file(mut self) -> Result<(), StageError> {
         let mut tmp = self.tmp.take().expect("AtomicFile committed twice");
         let tmp_path = tmp.path().to_path_buf();
         // From here on `tmp` is ours: drop it (and the temp file) under the lock on every path.
@@ -234,7 +258,7 @@ impl AtomicFile {
             }
             return Err(StageError::io(&target, e));
         }
-        sync_parent_dir(&target)
+        Ok(())
     }
 }
 
@@ -261,30 +285,39 @@ impl Write for AtomicFile {
 /// Length of the random part of a temp name.
 const RAND_LEN: usize = 10;
 
-/// Remove temp files of this target left behind by a writer that was killed (SIGKILL, OOM,
-/// node loss) before it could clean up: `<prefix><10 alphanumerics><suffix>` in `dir` (the
-/// prefix carries [`TEMP_MARKER`]) that no live writer holds locked — several writers of one
-/// target, in several processes or pods sharing the volume, never remove each other's.
-/// Remove the stale temp files a killed writer of `target` left beside it: what writing
-/// `target` again would do, for a target that is kept instead (a reused output).
-pub fn sweep_stale_temps_of(target: &Path) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name().and_then(|n| n.to_str()))
-    else {
-        return;
-    };
-    let (prefix, suffix) = temp_name_parts(name);
-    sweep_stale_temps(dir, &prefix, &suffix);
+/// Directories this process has swept ([`sweep_once`]).
+static SWEPT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Sweep `dir` ([`sweep_stale_temps_in`]) unless this process has already swept it. A writer
+/// killed *during* this process's run leaves its temp file to the next process's sweep.
+fn sweep_once(dir: &Path) {
+    let first = SWEPT
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(dir.to_path_buf());
+    if first {
+        sweep_stale_temps_in(dir);
+    }
 }
 
-pub fn sweep_stale_temps(dir: &Path, prefix: &str, suffix: &str) {
+/// Remove the stale temp files a killed writer left in `target`'s directory: what writing
+/// `target` again would do, for a target that is kept instead (a reused output).
+pub fn sweep_stale_temps_of(target: &Path) {
+    sweep_once(parent_of(target));
+}
+
+/// Remove the temp files in `dir` left behind by writers that were killed (SIGKILL, OOM, node
+/// loss) before they could clean up: files named as [`is_temp_name`] says that no live writer
+/// holds locked — several writers in one directory, in several processes or pods sharing the
+/// volume, never remove each other's. Nothing else in `dir` is touched.
+pub fn sweep_stale_temps_in(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !is_temp_of(name, prefix, suffix) || !e.file_type().map(|t| t.is_file()).unwrap_or(false)
-        {
+        if !is_temp_name(name) || !e.file_type().map(|t| t.is_file()).unwrap_or(false) {
             continue;
         }
         let path = e.path();
@@ -329,15 +362,6 @@ fn remove_if_stale(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-fn is_temp_of(name: &str, prefix: &str, suffix: &str) -> bool {
-    name.len() == prefix.len() + RAND_LEN + suffix.len()
-        && name.starts_with(prefix)
-        && name.ends_with(suffix)
-        && name[prefix.len()..prefix.len() + RAND_LEN]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric())
-}
-
 /// Whether `name` is one of [`AtomicFile`]'s temp file names: `.<stem>.kubestyle-tmp.<10
 /// alphanumerics><suffix>`. Directory walks skip these; tests check that none is left.
 pub fn is_temp_name(name: &str) -> bool {
@@ -352,14 +376,44 @@ pub fn is_temp_name(name: &str) -> bool {
         })
 }
 
-fn sync_parent_dir(target: &Path) -> Result<(), StageError> {
-    let dir = match target.parent() {
+/// The directory a target is written in (`.` for a bare file name).
+fn parent_of(target: &Path) -> &Path {
+    match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
-    };
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StageError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StageError::io(dir, e))
+}
+
+fn sync_parent_dir(target: &Path) -> Result<(), StageError> {
+    sync_dir(parent_of(target))
+}
+
+/// Directories with grouped commits ([`AtomicFile::commit_grouped`]) not yet fsynced.
+static PENDING_DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn pending_dirs() -> MutexGuard<'static, BTreeSet<PathBuf>> {
+    PENDING_DIRS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// fsync every directory that grouped commits renamed files into since the last call, once
+/// each: after this, every file committed so far is durable under its name. [`crate::Manifest::write`]
+/// calls it first, so a manifest never lists an output whose name a crash could lose.
+pub fn sync_pending_dirs() -> Result<(), StageError> {
+    let dirs = std::mem::take(&mut *pending_dirs());
+    for d in &dirs {
+        if let Err(e) = sync_dir(d) {
+            // Not durable yet: whoever retries must sync them again.
+            pending_dirs().extend(dirs.iter().cloned());
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// Write `target` atomically with whatever `fill` writes; the temp file is removed if `fill`
@@ -468,22 +522,23 @@ mod tests {
     }
 
     /// Issue #12: the sweep removed any sibling named like `.<stem>.<10 alphanumerics><suffix>`,
-    /// real user files too. Now only marked temp files that no live writer holds.
+    /// real user files too. Now only marked temp files that no live writer holds (of any target
+    /// in the directory: issue #14 sweeps a directory once per process, not once per write).
     #[test]
     fn sweep_removes_only_stale_marked_temps() {
         let d = tempfile::tempdir().unwrap();
         let target = d.path().join("cat.png");
-        // What a writer killed mid-write leaves behind (nobody holds its lock).
+        // What writers killed mid-write leave behind (nobody holds their locks), of this target
+        // and of another.
         std::fs::write(
             d.path().join(".cat.kubestyle-tmp.AbCdE12345.png"),
             b"partial",
         )
         .unwrap();
+        std::fs::write(d.path().join(".dog.kubestyle-tmp.AbCdE12345.png"), b"other").unwrap();
         // A user's file that merely looks like an old-style temp name.
         std::fs::write(d.path().join(".cat.AbCdE12345.png"), b"user data").unwrap();
         std::fs::write(d.path().join(".cat.short.png"), b"keep").unwrap();
-        // Another target's temp file.
-        std::fs::write(d.path().join(".dog.kubestyle-tmp.AbCdE12345.png"), b"other").unwrap();
         // A live writer elsewhere (another process, another pod on the volume): it holds the
         // lock on its temp file.
         let live_name = ".cat.kubestyle-tmp.LiveWriter.png";
@@ -500,7 +555,6 @@ mod tests {
             ".cat.AbCdE12345.png".to_string(),
             live_name.to_string(),
             ".cat.short.png".to_string(),
-            ".dog.kubestyle-tmp.AbCdE12345.png".to_string(),
             "cat.png".to_string(),
             mine_name.to_string_lossy().into_owned(),
         ];
@@ -513,18 +567,34 @@ mod tests {
         mine.commit().unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"mine");
 
-        // Once the other writer is gone (its lock released), its temp file is stale.
+        // Once the other writer is gone (its lock released), its temp file is stale: the next
+        // process's first write here sweeps it (this process swept the directory already, and
+        // does not read it again on every write).
         drop(held);
         write_atomic(&target, b"again", Clobber::Replace).unwrap();
+        assert!(entries(d.path()).contains(&live_name.to_string()));
+        sweep_stale_temps_in(d.path());
         assert_eq!(
             entries(d.path()),
-            vec![
-                ".cat.AbCdE12345.png",
-                ".cat.short.png",
-                ".dog.kubestyle-tmp.AbCdE12345.png",
-                "cat.png"
-            ]
+            vec![".cat.AbCdE12345.png", ".cat.short.png", "cat.png"]
         );
+    }
+
+    /// A grouped commit is visible at once; its directory is fsynced by `sync_pending_dirs`,
+    /// once, however many files went into it.
+    #[test]
+    fn grouped_commits_wait_for_one_directory_sync() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("grouped");
+        for i in 0..3 {
+            let mut f = AtomicFile::create(sub.join(format!("{i}.png")), Clobber::Replace).unwrap();
+            f.write_all(b"x").unwrap();
+            f.commit_grouped().unwrap();
+        }
+        assert_eq!(entries(&sub), vec!["0.png", "1.png", "2.png"]);
+        assert!(pending_dirs().contains(&sub));
+        sync_pending_dirs().unwrap();
+        assert!(!pending_dirs().contains(&sub));
     }
 
     /// A temp file swept between its creation and its writer's lock is noticed: the writer

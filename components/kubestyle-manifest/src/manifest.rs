@@ -5,6 +5,7 @@
 //! stage touch files outside the volume, or that is ambiguous, is refused.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -12,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::atomic::{Clobber, write_atomic};
+use crate::atomic::Clobber;
 use crate::digest::{Sha256Hex, sha256_file};
 use crate::error::StageError;
 use crate::location::validate_relative_path;
@@ -217,10 +218,11 @@ pub fn previous_outputs_at(
     kind: ArtifactKind,
 ) -> Result<Vec<Artifact>, StageError> {
     let m = Manifest::read(mpath, volume)?;
-    let mut out = Vec::new();
-    for a in m.outputs.into_iter().filter(|a| a.kind == kind) {
-        a.verify(volume)?;
-        out.push(a);
+    let out: Vec<Artifact> = m.outputs.into_iter().filter(|a| a.kind == kind).collect();
+    // Verified on every core; the first failure in manifest order is reported.
+    use rayon::prelude::*;
+    if let Some(e) = out.par_iter().find_map_first(|a| a.verify(volume).err()) {
+        return Err(e);
     }
     Ok(out)
 }
@@ -374,11 +376,15 @@ impl StageRun {
             tracing::info!("inputs or parameters changed since the last run: running the stage");
             return None;
         }
-        for a in &m.outputs {
-            if let Err(e) = a.verify(volume) {
-                tracing::warn!("cached output no longer verifies, running the stage: {e}");
-                return None;
-            }
+        // Every output re-hashed, on every core (20,000 outputs of a cached stage).
+        use rayon::prelude::*;
+        if let Some(e) = m
+            .outputs
+            .par_iter()
+            .find_map_first(|a| a.verify(volume).err())
+        {
+            tracing::warn!("cached output no longer verifies, running the stage: {e}");
+            return None;
         }
         // Outputs kept are not written again: remove what a killed writer of them left.
         for a in &m.outputs {
@@ -458,6 +464,36 @@ impl Manifest {
     /// [`Manifest::read`] on a manifest's text: parse and validate it, refusing artifact paths
     /// that resolve outside `volume`. `path` names the manifest in messages.
     pub fn parse(text: &str, path: &Path, volume: &Path) -> Result<Manifest, StageError> {
+        // Straight into the types (a manifest of 20,000 outputs is 30 MB: going through a
+        // `Value` first doubled the time); anything that does not parse, or is of another
+        // schema, goes the slow way below, which says what is wrong.
+        let m = match serde_json::from_str::<Manifest>(text) {
+            Ok(m) if m.schema == SCHEMA_ID => m,
+            _ => Manifest::parse_value(text, path)?,
+        };
+        m.validate().map_err(|e| e.context(path.display()))?;
+        let mut inside: Option<Inside> = None;
+        for a in m.inputs.iter().chain(&m.outputs) {
+            let inside = match &mut inside {
+                Some(i) => i,
+                None => inside.insert(Inside::new(volume).map_err(|e| {
+                    StageError::InputInvalid(format!(
+                        "{}: artifact {:?}: {e}",
+                        path.display(),
+                        a.name
+                    ))
+                })?),
+            };
+            inside.check(&a.path).map_err(|e| {
+                StageError::InputInvalid(format!("{}: artifact {:?}: {e}", path.display(), a.name))
+            })?;
+        }
+        Ok(m)
+    }
+
+    /// Parse through a `Value`, to tell invalid JSON, another schema and a malformed manifest
+    /// apart.
+    fn parse_value(text: &str, path: &Path) -> Result<Manifest, StageError> {
         let value: Value = serde_json::from_str(text).map_err(|e| {
             StageError::InputInvalid(format!("{}: not valid JSON: {e}", path.display()))
         })?;
@@ -476,15 +512,8 @@ impl Manifest {
                 )));
             }
         }
-        let m: Manifest = serde_json::from_value(value)
-            .map_err(|e| StageError::InputInvalid(format!("{}: {e}", path.display())))?;
-        m.validate().map_err(|e| e.context(path.display()))?;
-        for a in m.inputs.iter().chain(&m.outputs) {
-            check_inside(volume, &a.path).map_err(|e| {
-                StageError::InputInvalid(format!("{}: artifact {:?}: {e}", path.display(), a.name))
-            })?;
-        }
-        Ok(m)
+        serde_json::from_value(value)
+            .map_err(|e| StageError::InputInvalid(format!("{}: {e}", path.display())))
     }
 
     /// Write atomically (replacing any previous manifest). Call this last.
@@ -492,10 +521,19 @@ impl Manifest {
         self.validate().map_err(|e| {
             StageError::Internal(format!("refusing to write an invalid manifest: {e}"))
         })?;
-        let mut text = serde_json::to_string_pretty(self)
-            .map_err(|e| StageError::Internal(format!("serialising manifest: {e}")))?;
-        text.push('\n');
-        write_atomic(path, text.as_bytes(), Clobber::Replace)
+        // The manifest is the stage's commit marker: every output committed with a grouped
+        // commit is made durable under its name first (one fsync per directory).
+        crate::atomic::sync_pending_dirs()?;
+        // Serialised straight into the file (20,000 outputs make 30 MB of text).
+        crate::atomic::write_atomic_with(path, Clobber::Replace, |f| {
+            let tmp = f.temp_path().to_path_buf();
+            let mut w = std::io::BufWriter::new(f);
+            serde_json::to_writer_pretty(&mut w, self)
+                .map_err(|e| StageError::Internal(format!("serialising manifest: {e}")))?;
+            w.write_all(b"\n")
+                .and_then(|()| w.flush())
+                .map_err(|e| StageError::io(&tmp, e))
+        })
     }
 
     /// The JSON Schema of this manifest version (published as `schemas/manifest-v1.schema.json`).
@@ -505,30 +543,65 @@ impl Manifest {
     }
 }
 
-/// The deepest existing ancestor of `root/rel`, resolved through symlinks, must lie inside the
-/// resolved root.
-fn check_inside(root: &Path, rel: &str) -> Result<(), String> {
-    let root = root
-        .canonicalize()
-        .map_err(|e| format!("volume root {}: {e}", root.display()))?;
-    let mut p = root.join(rel);
-    loop {
-        match p.canonicalize() {
-            Ok(real) => {
-                return if real.starts_with(&root) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "path {rel:?} resolves outside the volume (to {})",
-                        real.display()
-                    ))
-                };
+/// Checks that paths under a volume stay inside it: the deepest existing ancestor of
+/// `root/rel`, resolved through symlinks, must lie inside the resolved root. The root is resolved
+/// once, and each directory once (a manifest of 20,000 outputs in one directory resolves that
+/// directory once and `lstat`s each file, instead of 40,000 `realpath`s).
+struct Inside {
+    root: PathBuf,
+    dirs: std::collections::HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl Inside {
+    fn new(root: &Path) -> Result<Inside, String> {
+        let root = root
+            .canonicalize()
+            .map_err(|e| format!("volume root {}: {e}", root.display()))?;
+        Ok(Inside {
+            root,
+            dirs: Default::default(),
+        })
+    }
+
+    fn check(&mut self, rel: &str) -> Result<(), String> {
+        let p = self.root.join(rel);
+        // A plain file (not a symlink) in a directory already resolved: the file's real path is
+        // the directory's real path and its name.
+        let plain = std::fs::symlink_metadata(&p).is_ok_and(|m| !m.file_type().is_symlink());
+        if let (true, Some(parent), Some(name)) = (plain, p.parent(), p.file_name()) {
+            let real_dir = match self.dirs.get(parent) {
+                Some(d) => d.clone(),
+                None => {
+                    let d = parent.canonicalize().ok();
+                    self.dirs.insert(parent.to_path_buf(), d.clone());
+                    d
+                }
+            };
+            if let Some(d) = real_dir {
+                return self.verdict(rel, &d.join(name));
             }
-            Err(_) => {
-                if !p.pop() {
-                    return Ok(());
+        }
+        let mut p = p;
+        loop {
+            match p.canonicalize() {
+                Ok(real) => return self.verdict(rel, &real),
+                Err(_) => {
+                    if !p.pop() {
+                        return Ok(());
+                    }
                 }
             }
+        }
+    }
+
+    fn verdict(&self, rel: &str, real: &Path) -> Result<(), String> {
+        if real.starts_with(&self.root) {
+            Ok(())
+        } else {
+            Err(format!(
+                "path {rel:?} resolves outside the volume (to {})",
+                real.display()
+            ))
         }
     }
 }

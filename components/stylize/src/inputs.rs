@@ -14,6 +14,17 @@ pub(crate) struct ImageInput {
     pub(crate) artifact: Option<Artifact>,
 }
 
+impl ImageInput {
+    /// What the outputs' `input` attribute says: its path under the volume, or the path as
+    /// given (`--image` outside a manifest).
+    pub(crate) fn input_name(&self) -> String {
+        self.artifact
+            .as_ref()
+            .map(|a| a.path.clone())
+            .unwrap_or_else(|| self.abs.display().to_string())
+    }
+}
+
 pub(crate) struct Loaded {
     pub(crate) dir: PathBuf,
     pub(crate) dir_name: String,

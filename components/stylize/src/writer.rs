@@ -1,42 +1,46 @@
-//! Computing the planned outputs and writing them: images decoded one at a time (once for all
-//! their styles), forward passes on this thread, and encoding, the atomic write and hashing of
-//! each output on a writer thread, overlapping the next forward pass.
+//! The output writer: encoding, the atomic (grouped) write and hashing of each computed output
+//! on a thread of its own, overlapping the next forward passes (see `stream.rs`), and what the
+//! manifest records of each output.
+
+use std::sync::mpsc::Receiver;
 
 use serde::Serialize;
 
 use super::*;
-use crate::inputs::{ImageInput, Loaded};
-use crate::plan::Job;
 
 /// What the manifest records of each computed output (`attributes`), in this order.
 #[derive(Debug, Serialize)]
-struct OutputAttributes<'a> {
+pub(crate) struct OutputAttributes<'a> {
     /// The input's path under the volume (or as given, for `--image` outside a manifest).
-    input: String,
-    input_source: Option<String>,
-    input_sha256: &'a Sha256Hex,
-    package: &'a str,
-    architecture: &'static str,
-    style: &'a str,
-    style_weights: &'a [(String, f32)],
-    width: usize,
-    height: usize,
-    backend: &'static str,
-    device: &'a str,
-    device_requested: &'a str,
+    pub(crate) input: String,
+    pub(crate) input_source: Option<String>,
+    pub(crate) input_sha256: &'a Sha256Hex,
+    pub(crate) package: &'a str,
+    pub(crate) architecture: &'static str,
+    pub(crate) style: &'a str,
+    pub(crate) style_weights: &'a [(String, f32)],
+    pub(crate) width: usize,
+    pub(crate) height: usize,
+    pub(crate) backend: &'static str,
+    pub(crate) device: &'a str,
+    pub(crate) device_requested: &'a str,
     /// Why `--device auto` runs on the CPU; absent when nothing fell back.
     #[serde(skip_serializing_if = "Option::is_none")]
-    device_fallback: Option<&'a str>,
-    kernels: &'static str,
-    forward_ms: f64,
-    tiling: &'static str,
-    tiles: usize,
+    pub(crate) device_fallback: Option<&'a str>,
+    pub(crate) kernels: &'static str,
+    pub(crate) forward_ms: f64,
+    /// How many forward passes ran at once, one per core (small images run side by side, each
+    /// on one core: `forward_ms` is then the time of one pass on one core, and the machine
+    /// made `forward_lanes` outputs in that time).
+    pub(crate) forward_lanes: usize,
+    pub(crate) tiling: &'static str,
+    pub(crate) tiles: usize,
     /// The step cache's key for this output.
-    item_key: &'a Sha256Hex,
+    pub(crate) item_key: &'a Sha256Hex,
 }
 
 impl OutputAttributes<'_> {
-    fn to_map(&self) -> Result<Map<String, Value>, StageError> {
+    pub(crate) fn to_map(&self) -> Result<Map<String, Value>, StageError> {
         match serde_json::to_value(self) {
             Ok(Value::Object(m)) => Ok(m),
             other => Err(StageError::Internal(format!(
@@ -46,155 +50,55 @@ impl OutputAttributes<'_> {
     }
 }
 
-/// Compute every job not reused (in image order, so each image is decoded once) and write it.
-/// Returns the outputs in plan order, and how many were computed and reused.
-pub(crate) fn produce(
-    jobs: &[Job],
-    packages: &[Loaded],
-    images: &[ImageInput],
-    compute: &Compute,
-    args: &Args,
+/// A computed output on its way to the writer.
+pub(crate) struct Pending {
+    /// Its job's index in the plan.
+    pub(crate) index: usize,
+    /// The output quantised to 8 bits (its floats and the input are not held here).
+    pub(crate) img: image::DynamicImage,
+    pub(crate) format: image::ImageFormat,
+    pub(crate) rel: String,
+    pub(crate) attrs: Map<String, Value>,
+    pub(crate) log: String,
+    /// Where to write its thumbnail for upload's contact sheet (shown inputs' outputs only).
+    pub(crate) thumbnail: Option<String>,
+}
+
+/// Write the contact-sheet thumbnail of `img` to `rel` (under the volume): scaled to fit
+/// [`sheet::THUMB`] as upload would scale the full image, as PNG. Returns what the output's
+/// attributes record of it (`{"path", "sha256"}`).
+pub(crate) fn write_thumbnail(
     volume: &Path,
-) -> Result<(Vec<Artifact>, usize, usize), StageError> {
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by_key(|&i| jobs[i].img);
-    // Forward passes on this thread; encoding, the atomic write and hashing of each output on a
-    // writer thread, overlapping the next forward pass. The channel holds one finished image.
-    struct Pending {
-        index: usize,
-        /// The output quantised to 8 bits (its floats and the input are not held here).
-        img: image::DynamicImage,
-        format: image::ImageFormat,
-        rel: String,
-        attrs: Map<String, Value>,
-        log: String,
+    rel: &str,
+    img: &image::DynamicImage,
+) -> Result<Value, StageError> {
+    use kubestyle_manifest::command::sheet;
+    let t = image::DynamicImage::ImageRgb8(img.thumbnail(sheet::THUMB, sheet::THUMB).to_rgb8());
+    let path = volume.join(rel);
+    image_io::write_image(&path, &t, image::ImageFormat::Png)?;
+    let (sha256, _) = kubestyle_manifest::sha256_file(&path)?;
+    Ok(json!({ "path": rel, "sha256": sha256.as_str() }))
+}
+
+/// Encode, write (grouped commit: the directories are fsynced once, before the manifest) and
+/// hash every output received, until the channel closes. Returns the artifacts with their job
+/// indices; stops at the first error.
+pub(crate) fn write_all(
+    rx: Receiver<Pending>,
+    volume: &Path,
+) -> Result<Vec<(usize, Artifact)>, StageError> {
+    let mut done = Vec::new();
+    for p in rx {
+        image_io::write_image(&volume.join(&p.rel), &p.img, p.format)?;
+        tracing::info!("{}", p.log);
+        let mut a = Artifact::from_file(volume, &p.rel, p.rel.clone(), ArtifactKind::Styled)?;
+        a.attributes = p.attrs;
+        if let Some(t) = &p.thumbnail {
+            let v = write_thumbnail(volume, t, &p.img)?;
+            a.attributes
+                .insert(kubestyle_manifest::command::sheet::THUMBNAIL.into(), v);
+        }
+        done.push((p.index, a));
     }
-    let mut slots: Vec<Option<Artifact>> = (0..jobs.len()).map(|_| None).collect();
-    let (mut computed, mut reused) = (0usize, 0usize);
-    let written: Vec<(usize, Artifact)> = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Pending>(1);
-        let vol = volume;
-        let writer = scope.spawn(move || -> Result<Vec<(usize, Artifact)>, StageError> {
-            let mut done = Vec::new();
-            for p in rx {
-                image_io::write_image(&vol.join(&p.rel), &p.img, p.format)?;
-                tracing::info!("{}", p.log);
-                let mut a = Artifact::from_file(vol, &p.rel, p.rel.clone(), ArtifactKind::Styled)?;
-                a.attributes = p.attrs;
-                done.push((p.index, a));
-            }
-            Ok(done)
-        });
-        let produced = (|| -> Result<(), StageError> {
-            let mut current: Option<(usize, std::sync::Arc<image_io::Planar>)> = None;
-            for &index in &order {
-                let job = &jobs[index];
-                if let Some(a) = &job.reuse {
-                    tracing::info!("{} unchanged since the last run: reused", job.rel);
-                    kubestyle_manifest::atomic::sweep_stale_temps_of(&a.abs_path(volume));
-                    slots[index] = Some(a.clone());
-                    reused += 1;
-                    continue;
-                }
-                let img = &images[job.img];
-                let planar = match &current {
-                    Some((k, p)) if *k == job.img => p.clone(),
-                    _ => {
-                        // Let the previous image go before the next is decoded (its last
-                        // reference then goes with its pending write).
-                        drop(current.take());
-                        let p = std::sync::Arc::new(image_io::load(
-                            &img.abs,
-                            args.max_pixels,
-                            args.max_size,
-                        )?);
-                        current = Some((job.img, p.clone()));
-                        p
-                    }
-                };
-                let planar = &planar;
-                let pkg = &packages[job.pkg];
-                let (style, rel) = (&pkg.styles[job.style], &job.rel);
-                let t0 = Instant::now();
-                let (rgb, tiles) = stylize_planar(
-                    &pkg.net,
-                    pkg.fused.as_ref(),
-                    planar,
-                    &style.weights,
-                    &compute.device,
-                    args,
-                )?;
-                let ms = t0.elapsed().as_secs_f64() * 1000.0;
-                let log = format!(
-                    "{} × {} → {rel} ({}x{}, {ms:.0} ms{})",
-                    img.abs.display(),
-                    style.label,
-                    planar.width,
-                    planar.height,
-                    match tiles {
-                        TileRun::Whole => String::new(),
-                        TileRun::Exact => ", exact tiling".into(),
-                        TileRun::Approximate(n) => format!(", {n} tiles (approximate)"),
-                    }
-                );
-                let attrs = OutputAttributes {
-                    input: img
-                        .artifact
-                        .as_ref()
-                        .map(|a| a.path.clone())
-                        .unwrap_or_else(|| img.abs.display().to_string()),
-                    input_source: img.artifact.as_ref().and_then(|a| a.source.clone()),
-                    input_sha256: &img.sha256,
-                    package: &pkg.dir_name,
-                    architecture: pkg.card.architecture.name(),
-                    style: &style.label,
-                    style_weights: &style.parts,
-                    width: planar.width,
-                    height: planar.height,
-                    backend: compute.backend,
-                    device: &compute.name,
-                    device_requested: &compute.requested,
-                    device_fallback: compute.fallback.as_deref(),
-                    kernels: compute.kernels(),
-                    forward_ms: (ms * 10.0).round() / 10.0,
-                    tiling: tiles.name(),
-                    tiles: tiles.tiles(),
-                    item_key: &job.item_key,
-                }
-                .to_map()?;
-                let img = image_io::to_image(
-                    planar.width,
-                    planar.height,
-                    &rgb,
-                    planar.alpha.as_deref(),
-                    job.format,
-                );
-                drop(rgb);
-                let pending = Pending {
-                    index,
-                    img,
-                    format: job.format,
-                    rel: rel.clone(),
-                    attrs,
-                    log,
-                };
-                if tx.send(pending).is_err() {
-                    // The writer stopped on an error: it is reported below.
-                    break;
-                }
-                computed += 1;
-            }
-            Ok(())
-        })();
-        drop(tx);
-        let written = writer
-            .join()
-            .map_err(|_| StageError::Internal("the output writer panicked".into()))?;
-        produced?;
-        written
-    })?;
-    for (index, a) in written {
-        slots[index] = Some(a);
-    }
-    Ok((slots.into_iter().flatten().collect(), computed, reused))
+    Ok(done)
 }

@@ -1080,3 +1080,108 @@ fn outputs_an_encoder_cannot_write_are_refused_before_any_work() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue #14: small images run side by side, one per core (`--lanes`). The files are the same
+/// bytes whichever way they ran, and each output records how many ran at once.
+#[test]
+fn lanes_make_the_same_files_as_one_image_at_a_time() {
+    let vol = volume();
+    let images = vol.path().join("img");
+    let mut outputs = Vec::new();
+    for (lanes, out) in [("1", "one"), ("3", "three")] {
+        let run = stylize(vol.path())
+            .args([
+                "--image",
+                images.to_str().unwrap(),
+                "--style",
+                "7",
+                "--style",
+                "19",
+                "--lanes",
+                lanes,
+                "--out",
+                out,
+                "--manifest",
+            ])
+            .arg(vol.path().join(format!("{out}.json")))
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let m = Manifest::read(&vol.path().join(format!("{out}.json")), vol.path()).unwrap();
+        assert_eq!(m.outputs.len(), 8);
+        let mut files: Vec<(String, Vec<u8>)> = m
+            .outputs
+            .iter()
+            .map(|a| {
+                assert_eq!(
+                    a.attributes.get("forward_lanes").and_then(|v| v.as_u64()),
+                    Some(lanes.parse().unwrap()),
+                    "{a:?}"
+                );
+                let rel = a.path.strip_prefix(out).unwrap().to_string();
+                (rel, std::fs::read(a.abs_path(vol.path())).unwrap())
+            })
+            .collect();
+        files.sort();
+        outputs.push(files);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    let zero = stylize(vol.path())
+        .args([
+            "--image",
+            images.to_str().unwrap(),
+            "--style",
+            "7",
+            "--lanes",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(zero.status.code(), Some(2));
+}
+
+/// Issue #14: images larger than the contact sheet's cells get thumbnails (of the input and of
+/// each output), recorded with their digests for upload's sheet; small ones do not.
+#[test]
+fn large_enough_images_leave_thumbnails_for_the_contact_sheet() {
+    let vol = volume();
+    let img = vol.path().join("img");
+    image::open(assets().join("coffee.png"))
+        .unwrap()
+        .resize_exact(300, 200, image::imageops::FilterType::Triangle)
+        .to_rgb8()
+        .save(img.join("big.jpg"))
+        .unwrap();
+    let out = stylize(vol.path())
+        .args(["--image", img.to_str().unwrap(), "--style", "7"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = Manifest::read(&manifest_path(vol.path(), "t", "stylize"), vol.path()).unwrap();
+    let thumb = |a: &kubestyle_manifest::Artifact, k: &str| {
+        a.attributes.get(k).map(|t| {
+            let rel = t["path"].as_str().unwrap();
+            let (sha, _) = kubestyle_manifest::sha256_file(vol.path().join(rel)).unwrap();
+            assert_eq!(t["sha256"].as_str(), Some(sha.as_str()), "{rel}");
+            image::image_dimensions(vol.path().join(rel)).unwrap()
+        })
+    };
+    for a in &m.outputs {
+        let big = a.path.ends_with("big.jpg");
+        let (t, i) = (thumb(a, "thumbnail"), thumb(a, "input_thumbnail"));
+        if big {
+            assert_eq!(t, Some((192, 128)), "{a:?}");
+            assert_eq!(i, Some((192, 128)), "{a:?}");
+        } else {
+            assert_eq!((t, i), (None, None), "{a:?}");
+        }
+    }
+}

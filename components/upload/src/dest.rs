@@ -169,7 +169,8 @@ fn copy_verified(src: &Path, target: &Path, expect: &Sha256Hex) -> Result<(), St
             src.display()
         )));
     }
-    f.commit()
+    // Its directory is fsynced once, before upload's manifest is written.
+    f.commit_grouped()
 }
 
 async fn put_single(

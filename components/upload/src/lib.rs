@@ -102,6 +102,9 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     let mut inputs = Vec::new();
     let mut styled_manifests = Vec::new();
+    // The outputs to publish, by manifest: verified once it is known the stage runs (a cached
+    // receipt verifies the same files).
+    let mut to_verify: Vec<(PathBuf, Vec<Artifact>)> = Vec::new();
     let all = args
         .manifests
         .iter()
@@ -120,13 +123,11 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             }
             Some(_) => {}
         }
-        for a in m.outputs.iter().filter(|_| with_outputs) {
-            a.verify(&volume).map_err(|e| match e {
-                StageError::Integrity(msg) => {
-                    StageError::Integrity(format!("{}: {msg}", mpath.display()))
-                }
-                other => other,
-            })?;
+        let outputs: &[Artifact] = if with_outputs { &m.outputs } else { &[] };
+        if !outputs.is_empty() {
+            to_verify.push((mpath.clone(), outputs.to_vec()));
+        }
+        for a in outputs {
             add_item(
                 &mut items,
                 Item {
@@ -162,8 +163,59 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         )?;
     }
 
+    // The step cache: the same files to the same destination as the receipt records.
+    // The endpoint (credentials stripped) and addressing are part of where the files go: the
+    // same `--to` on another S3 server is another destination.
+    // The results table, contact sheet and SHA256SUMS are functions of these items (and of this
+    // build, which the key includes): they are made only when the stage runs, not to find out
+    // whether it must (a contact sheet decodes images).
+    let with_report = !args.no_report && !styled_manifests.is_empty();
+    let params = json!({
+        "to": args.to,
+        "destination": destination.to_string(),
+        "overwrite": args.transfer.overwrite,
+        "endpoint": destination_endpoint(&args.to, &args.s3),
+        "report": with_report,
+    });
+    let item_keys: Vec<String> = items
+        .values()
+        .map(|i| format!("{}@{}", i.key, i.sha256))
+        .collect();
+    let receipt_path = args
+        .receipt
+        .clone()
+        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
+    let key = stage.key(&params, &item_keys);
+    if !args.force
+        && let Some(receipt) = stage.reusable(&receipt_path, &volume, &key)
+    {
+        return Ok(Report {
+            published: vec![],
+            receipt: Some(receipt_path),
+            cached: Some(receipt),
+        });
+    }
+
+    // Every output verified before anything is published, on every core; the first failure in
+    // manifest order is reported.
+    for (mpath, outputs) in &to_verify {
+        use rayon::prelude::*;
+        if let Some(e) = outputs
+            .par_iter()
+            .find_map_first(|a| a.verify(&volume).err())
+        {
+            return Err(match e {
+                StageError::Integrity(msg) => {
+                    StageError::Integrity(format!("{}: {msg}", mpath.display()))
+                }
+                other => other,
+            });
+        }
+    }
+    drop(to_verify);
+
     // Results table and contact sheet, beside the manifests on the volume.
-    if !args.no_report && !styled_manifests.is_empty() {
+    if with_report {
         let rows = report::rows(&styled_manifests, |k| destination.join(k).to_string());
         let files: [(&str, Vec<u8>); 3] = [
             ("results.csv", report::to_csv(&rows)?),
@@ -198,34 +250,6 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     write_atomic(volume.join(&sums_rel), sums.as_bytes(), Clobber::Replace)?;
     let (sums_item, _) = volume_item(&volume, &sums_rel, "SHA256SUMS".into(), ArtifactKind::Other)?;
     add_item(&mut items, sums_item)?;
-
-    // The step cache: the same files to the same destination as the receipt records.
-    // The endpoint (credentials stripped) and addressing are part of where the files go: the
-    // same `--to` on another S3 server is another destination.
-    let params = json!({
-        "to": args.to,
-        "destination": destination.to_string(),
-        "overwrite": args.transfer.overwrite,
-        "endpoint": destination_endpoint(&args.to, &args.s3),
-    });
-    let item_keys: Vec<String> = items
-        .values()
-        .map(|i| format!("{}@{}", i.key, i.sha256))
-        .collect();
-    let receipt_path = args
-        .receipt
-        .clone()
-        .unwrap_or_else(|| manifest_path(&volume, &run_id, STAGE));
-    let key = stage.key(&params, &item_keys);
-    if !args.force
-        && let Some(receipt) = stage.reusable(&receipt_path, &volume, &key)
-    {
-        return Ok(Report {
-            published: vec![],
-            receipt: Some(receipt_path),
-            cached: Some(receipt),
-        });
-    }
 
     let dest = Dest::open(&args.to, Some(&run_id), &args.s3).await?;
     let items: Vec<Item> = items.into_values().collect();

@@ -42,6 +42,19 @@ pub struct Row {
     /// the file at `input` still has it.
     #[serde(skip)]
     pub input_sha256: String,
+    /// The output's and the input's thumbnails stylize made, if any (path under the volume,
+    /// SHA-256).
+    #[serde(skip)]
+    pub thumbnail: Option<(String, String)>,
+    #[serde(skip)]
+    pub input_thumbnail: Option<(String, String)>,
+}
+
+/// A thumbnail attribute (`{"path", "sha256"}`) of an output.
+fn attr_thumb(a: &Artifact, k: &str) -> Option<(String, String)> {
+    let t = a.attributes.get(k)?;
+    let field = |f: &str| t.get(f).and_then(Value::as_str).map(str::to_string);
+    Some((field("path")?, field("sha256")?))
 }
 
 /// The CSV columns, in order.
@@ -102,6 +115,8 @@ pub fn rows(manifests: &[Manifest], uri_of: impl Fn(&str) -> String) -> Vec<Row>
                 device: attr_str(a, "device"),
                 milliseconds: attr_num(a, "forward_ms").unwrap_or(0.0),
                 input_sha256: attr_str(a, "input_sha256"),
+                thumbnail: attr_thumb(a, sheet::THUMBNAIL),
+                input_thumbnail: attr_thumb(a, sheet::INPUT_THUMBNAIL),
             }
         })
         .collect();
@@ -150,18 +165,19 @@ pub fn to_json(run_id: &str, destination: &str, rows: &[Row]) -> Vec<u8> {
     s.into_bytes()
 }
 
-/// Contact sheet layout.
-const THUMB: u32 = 192;
+/// Contact sheet layout (the cell size and the bounds are shared with stylize, which makes the
+/// thumbnails).
+use kubestyle_manifest::command::sheet::{self, THUMB};
 const PAD: u32 = 8;
 /// Captions under the cells: the 8×8 font at ×1.
 const CAPTION: u32 = 8 + 8;
 /// The header row: one line at ×2, or two lines at ×1.
 const HEADER: u32 = 24;
 /// Rows beyond this many inputs are left off (and said so in the header).
-pub const MAX_ROWS: usize = 48;
+pub const MAX_ROWS: usize = sheet::SHEET_ROWS;
 /// Columns beyond this many styles are left off (and said so in the header): the sheet is at
 /// most `PAD + 65 × (THUMB + PAD)` = 13,008 px wide, within what JPEG can store.
-pub const MAX_COLUMNS: usize = 64;
+pub const MAX_COLUMNS: usize = sheet::SHEET_COLUMNS;
 
 const BACKGROUND: Rgb<u8> = Rgb([24, 24, 28]);
 const CELL: Rgb<u8> = Rgb([44, 44, 50]);
@@ -260,6 +276,19 @@ fn input_file(volume: &Path, input: &str, sha256: &str) -> Option<std::path::Pat
     (digest.as_str() == sha256).then_some(real)
 }
 
+/// A thumbnail stylize made, when the file under the volume still has the recorded digest.
+fn thumbnail_file(volume: &Path, t: Option<&(String, String)>) -> Option<std::path::PathBuf> {
+    let (rel, sha256) = t?;
+    kubestyle_manifest::location::validate_relative_path(rel).ok()?;
+    let path = volume.join(rel);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > MAX_INPUT_BYTES {
+        return None;
+    }
+    let (digest, _) = kubestyle_manifest::digest::sha256_file(&path).ok()?;
+    (digest.as_str() == sha256).then_some(path)
+}
+
 /// A thumbnail of the image at `path`, if it can be read.
 fn thumb(path: Option<&Path>) -> Option<RgbImage> {
     let img = image::open(path?).ok()?;
@@ -339,8 +368,12 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
     let mut cells_at: Vec<(u32, u32, Option<std::path::PathBuf>)> = Vec::new();
     for (r, (input, cells)) in shown.iter().enumerate() {
         let y = PAD + HEADER + PAD + r as u32 * row_h;
-        let sha = cells.values().next().map(|r| r.input_sha256.as_str());
-        cells_at.push((PAD, y, input_file(volume, input, sha.unwrap_or(""))));
+        let first = cells.values().next();
+        let sha = first.map(|r| r.input_sha256.as_str());
+        // The input's thumbnail from stylize when there is one, else the input itself.
+        let input_cell = thumbnail_file(volume, first.and_then(|r| r.input_thumbnail.as_ref()))
+            .or_else(|| input_file(volume, input, sha.unwrap_or("")));
+        cells_at.push((PAD, y, input_cell));
         let name = Path::new(input)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -349,7 +382,14 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
         for (c, col) in columns.iter().enumerate() {
             let x = PAD + (c as u32 + 1) * cell_w;
             let cell = cells.get(col);
-            cells_at.push((x, y, cell.map(|row| resolve(&row.output_path))));
+            cells_at.push((
+                x,
+                y,
+                cell.map(|row| {
+                    thumbnail_file(volume, row.thumbnail.as_ref())
+                        .unwrap_or_else(|| resolve(&row.output_path))
+                }),
+            ));
             if let Some(row) = cell {
                 let caption = format!(
                     "{}x{}, {:.0} ms, {}",
@@ -512,6 +552,8 @@ mod tests {
             device: String::new(),
             milliseconds: 0.0,
             input_sha256: String::new(),
+            thumbnail: None,
+            input_thumbnail: None,
         };
         // 400 styles: 80,208 px wide unbounded, over JPEG's 65,535.
         let rows: Vec<Row> = (0..400).map(row).collect();
@@ -521,5 +563,50 @@ mod tests {
             .to_rgb8()
             .dimensions();
         assert_eq!(w, PAD + (MAX_COLUMNS as u32 + 1) * (THUMB + PAD));
+    }
+
+    /// Issue #14: the sheet pastes the thumbnails stylize made (no full-size decode), but only
+    /// one that still has its recorded digest.
+    #[test]
+    fn the_sheet_uses_stylize_thumbnails_that_verify() {
+        let d = tempfile::tempdir().unwrap();
+        let red = image::RgbImage::from_pixel(120, 90, Rgb([250, 10, 10]));
+        std::fs::create_dir_all(d.path().join("thumbs")).unwrap();
+        red.save(d.path().join("thumbs/out.png")).unwrap();
+        let (sha, _) = kubestyle_manifest::sha256_file(d.path().join("thumbs/out.png")).unwrap();
+        let row = |thumb_sha: &str| Row {
+            input_source: String::new(),
+            input: "in.png".into(),
+            package: "m".into(),
+            style: "s".into(),
+            output_key: String::new(),
+            output_uri: String::new(),
+            // The full-size output is not there: only the thumbnail can fill the cell.
+            output_path: "missing.png".into(),
+            sha256: String::new(),
+            width: 1,
+            height: 1,
+            backend: String::new(),
+            device: String::new(),
+            milliseconds: 0.0,
+            input_sha256: String::new(),
+            thumbnail: Some(("thumbs/out.png".into(), thumb_sha.into())),
+            input_thumbnail: None,
+        };
+        let centre = |rows: &[Row]| {
+            let sheet = image::load_from_memory(&contact_sheet(d.path(), rows).unwrap())
+                .unwrap()
+                .to_rgb8();
+            let x = PAD + (THUMB + PAD) + THUMB / 2;
+            let y = PAD + HEADER + PAD + THUMB / 2;
+            *sheet.get_pixel(x, y)
+        };
+        let shown = centre(&[row(sha.as_str())]);
+        assert!(shown[0] > 200 && shown[1] < 60, "{shown:?}");
+        let stale = centre(&[row(&"0".repeat(64))]);
+        assert!(
+            !(stale[0] > 200 && stale[1] < 60),
+            "a thumbnail with another digest is not shown: {stale:?}"
+        );
     }
 }

@@ -112,6 +112,11 @@ pub struct Args {
     /// Rows per band of exact tiling (default: bands of about 64 MiB). For tests.
     #[arg(long, hide = true, value_name = "N")]
     pub band_rows: Option<usize>,
+    /// Small images (up to 512², fused kernels) run this many at a time, each on one core: far
+    /// faster than splitting their small layers over cores. Default: one per core (rayon's
+    /// thread count, `RAYON_NUM_THREADS`); 1 runs one image at a time on every core.
+    #[arg(long, env = "KUBESTYLE_LANES", value_name = "N")]
+    pub lanes: Option<usize>,
     /// Tile edge in pixels (a multiple of 4), approximate tiling.
     #[arg(long, default_value_t = DEFAULT_TILE, value_name = "N")]
     pub tile: usize,
@@ -172,6 +177,7 @@ impl Args {
             tiling: Tiling::Auto,
             scratch_dir: None,
             band_rows: None,
+            lanes: None,
             tile: DEFAULT_TILE,
             overlap: DEFAULT_OVERLAP,
             format: OutFormat::Keep,
@@ -203,6 +209,7 @@ impl Args {
             tiling,
             scratch_dir,
             band_rows,
+            lanes,
             tile,
             overlap,
             format,
@@ -236,6 +243,7 @@ impl Args {
         }
         a.opt_some("--scratch-dir", &scratch_dir.as_deref().map(path_arg));
         a.opt_some("--band-rows", band_rows);
+        a.opt_some("--lanes", lanes);
         a.opt_unless("--tile", tile, &DEFAULT_TILE);
         a.opt_unless("--overlap", overlap, &DEFAULT_OVERLAP);
         if *kernels != KernelsArg::Auto {
@@ -265,6 +273,7 @@ mod tests {
             tiling: Tiling::Approximate,
             scratch_dir: Some("/scratch".into()),
             band_rows: Some(7),
+            lanes: Some(3),
             tile: 128,
             overlap: 16,
             format: OutFormat::Webp,
