@@ -90,6 +90,20 @@ async fn fetch_s3(
         .client
         .as_ref()
         .ok_or_else(|| StageError::Internal("no S3 client".into()))?;
+    // Known from a listing only (size and ETag): read its metadata and checksums now, for the
+    // conditional GET and the verification.
+    let o = if o.headed {
+        o
+    } else {
+        match kubestyle_s3::head(client, &o.bucket, &o.key).await? {
+            Some(h) => h,
+            None => {
+                return Err(StageError::InputMissing(vec![format!(
+                    "{uri} was listed but no longer exists"
+                )]));
+            }
+        }
+    };
     let mut file = AtomicFile::create(&dest, Clobber::Replace)?;
     let open = |offset: u64| open_s3(client, &o, offset, ctx.read_timeout);
     // The object's full-object S3 checksum, recomputed here over every byte written (the

@@ -206,3 +206,51 @@ async fn verification_after_a_resume_is_real_and_recorded_truthfully() {
         proxy.injected()
     );
 }
+
+/// Issue #14: a prefix costs one listing, plus a HEAD and a GET per object fetched; a cached
+/// rerun sends the listing alone (no HEAD per object), and what was verified is unchanged.
+#[tokio::test]
+async fn a_prefix_is_listed_once_and_a_cached_rerun_heads_nothing() {
+    let s3 = S3Server::get().await;
+    let b = s3.bucket("dlrequests").await;
+    for i in 0..3 {
+        s3.put(&b, &format!("in/{i}.jpg"), &bytes(1000 + i, i as u32))
+            .await;
+    }
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let vol = tempfile::tempdir().unwrap();
+    let count = |seen: &[String], method: &str, what: &str| {
+        seen.iter()
+            .filter(|l| l.starts_with(method) && l.contains(what))
+            .count()
+    };
+    let out = download(&proxy, vol.path())
+        .arg(format!("s3://{b}/in/"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let first = proxy.seen();
+    assert_eq!(count(&first, "GET", "list-type=2"), 1, "{first:?}");
+    assert_eq!(count(&first, "HEAD", "/in/"), 3, "{first:?}");
+    assert_eq!(count(&first, "GET", "/in/"), 3, "{first:?}");
+    let m = manifest(vol.path());
+    assert_eq!(m.outputs.len(), 3);
+    for a in &m.outputs {
+        assert_eq!(a.attributes["verified_by"], "s3-checksum-crc32", "{a:?}");
+    }
+
+    let out = download(&proxy, vol.path())
+        .arg(format!("s3://{b}/in/"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let again: Vec<String> = proxy.seen()[first.len()..].to_vec();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cached"),
+        "{out:?}"
+    );
+    assert_eq!(count(&again, "GET", "list-type=2"), 1, "{again:?}");
+    assert_eq!(count(&again, "HEAD", "/in/"), 0, "{again:?}");
+    assert_eq!(count(&again, "GET", "/in/"), 0, "no object read: {again:?}");
+    assert_eq!(again.len(), 1, "only the listing: {again:?}");
+}

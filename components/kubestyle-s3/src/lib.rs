@@ -156,6 +156,9 @@ pub struct ObjectInfo {
     /// composite), when it reported one to `HEAD` with checksum mode enabled.
     pub checksum: Option<S3Checksum>,
     pub metadata: HashMap<String, String>,
+    /// Whether this came from a HEAD (metadata and checksums read) rather than from a listing
+    /// (key, size and ETag only).
+    pub headed: bool,
 }
 
 /// A checksum an S3 server reports for an object (`x-amz-checksum-<algorithm>`).
@@ -325,6 +328,7 @@ pub async fn head(
                 checksum_sha256,
                 checksum,
                 metadata,
+                headed: true,
             }))
         }
         Err(e) if is_not_found(&e) => Ok(None),
@@ -377,6 +381,7 @@ pub async fn list(
                 checksum_sha256: None,
                 checksum: None,
                 metadata: HashMap::new(),
+                headed: false,
             });
         }
     }

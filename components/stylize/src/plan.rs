@@ -187,13 +187,16 @@ pub fn plan(
             named.join("; ")
         )));
     }
-    // This shard's part: every `shards`-th output, starting at `shard`.
+    // This shard's part. With at least as many images as shards, every `shards`-th image with
+    // all its outputs (so each image is decoded by one shard, once for all its styles);
+    // otherwise every `shards`-th output, starting at `shard`.
     if opts.shards > 1 {
         let (n, k) = (opts.shards as usize, opts.shard as usize);
+        let by_image = images.len() >= n;
         jobs = jobs
             .into_iter()
             .enumerate()
-            .filter(|(i, _)| i % n == k)
+            .filter(|(i, j)| if by_image { j.img % n == k } else { i % n == k })
             .map(|(_, j)| j)
             .collect();
         tracing::info!("shard {k} of {n}: {} outputs", jobs.len());
@@ -356,6 +359,28 @@ mod tests {
         let mut want: Vec<String> = all.into_iter().map(|j| j.rel).collect();
         want.sort();
         assert_eq!(seen, want);
+    }
+
+    /// Issue #14: with at least as many images as shards, an image's outputs (every style) are
+    /// all in one shard, so it is decoded once across the run; the shards split the images.
+    #[test]
+    fn shards_keep_each_image_whole_when_there_are_enough_images() {
+        let names: Vec<String> = (0..7).map(|i| format!("i{i}.jpg")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let f = Fixture::new(&["ms"], &refs);
+        let mut owner: HashMap<usize, u32> = HashMap::new();
+        let mut total = 0;
+        for k in 0..3 {
+            let part = f
+                .run(OutFormat::Keep, (k, 3), 100, &HashMap::new())
+                .unwrap();
+            total += part.len();
+            for j in part {
+                assert_eq!(*owner.entry(j.img).or_insert(k), k, "image {} split", j.img);
+            }
+        }
+        assert_eq!(total, 7 * 2);
+        assert_eq!(owner.len(), 7);
     }
 
     #[test]

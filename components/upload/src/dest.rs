@@ -30,6 +30,16 @@ pub struct Remote {
     pub etag: Option<String>,
 }
 
+/// What a PUT left at the destination, as far as its response tells.
+#[derive(Debug, Clone, Default)]
+pub struct Put {
+    pub etag: Option<String>,
+    /// The server's response carries a full-object SHA-256 checksum equal to ours: it checked
+    /// the body it received against it (S3 refuses a PUT whose body does not match), so the
+    /// object need not be looked up again to verify it.
+    pub confirmed: bool,
+}
+
 /// One file to publish.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -129,8 +139,30 @@ impl Dest {
         }
     }
 
-    /// Store `item` at its key. Returns the ETag where the destination has one.
-    pub async fn put(&self, item: &Item, t: Transfer) -> Result<Option<String>, StageError> {
+    /// The keys (relative to the destination root) already there, when one listing tells them
+    /// (S3: one paginated LIST of the prefix instead of a HEAD per key: 20 requests for 20,000
+    /// new objects instead of 20,000); `None` for a local directory, where looking a key up is
+    /// a `stat`.
+    pub async fn listing(&self) -> Result<Option<std::collections::HashSet<String>>, StageError> {
+        match self {
+            Dest::S3 {
+                client,
+                bucket,
+                prefix,
+            } => Ok(Some(
+                kubestyle_s3::list(client, bucket, prefix)
+                    .await?
+                    .into_iter()
+                    .filter_map(|o| o.key.strip_prefix(prefix.as_str()).map(str::to_string))
+                    .collect(),
+            )),
+            Dest::Local { .. } => Ok(None),
+        }
+    }
+
+    /// Store `item` at its key. Returns the ETag where the destination has one, and whether
+    /// its response confirmed our SHA-256.
+    pub async fn put(&self, item: &Item, t: Transfer) -> Result<Put, StageError> {
         match self {
             Dest::S3 {
                 client,
@@ -139,7 +171,10 @@ impl Dest {
             } => {
                 let key = format!("{prefix}{}", item.key);
                 if item.bytes >= t.multipart_threshold {
-                    put_multipart(client, bucket, &key, item, t.part_size).await
+                    Ok(Put {
+                        etag: put_multipart(client, bucket, &key, item, t.part_size).await?,
+                        confirmed: false,
+                    })
                 } else {
                     put_single(client, bucket, &key, item).await
                 }
@@ -151,7 +186,7 @@ impl Dest {
                 tokio::task::spawn_blocking(move || copy_verified(&src, &target, &expect))
                     .await
                     .map_err(|e| StageError::Internal(format!("copy task: {e}")))??;
-                Ok(None)
+                Ok(Put::default())
             }
         }
     }
@@ -178,7 +213,7 @@ async fn put_single(
     bucket: &str,
     key: &str,
     item: &Item,
-) -> Result<Option<String>, StageError> {
+) -> Result<Put, StageError> {
     let uri = format!("s3://{bucket}/{key}");
     let body = ByteStream::from_path(&item.local)
         .await
@@ -195,7 +230,10 @@ async fn put_single(
         .send()
         .await
         .map_err(|e| storage_error(&format!("PUT {uri}"), e))?;
-    Ok(r.e_tag().map(str::to_string))
+    Ok(Put {
+        etag: r.e_tag().map(str::to_string),
+        confirmed: r.checksum_sha256() == Some(hex_to_checksum(&item.sha256).as_str()),
+    })
 }
 
 /// Multipart upload; on any failure the upload is aborted so no parts are left behind.

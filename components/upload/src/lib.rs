@@ -455,8 +455,15 @@ async fn transfer_all(
     t: Transfer,
 ) -> Result<Vec<Published>, StageError> {
     let jobs = args.jobs as usize;
+    // What is there already: one listing where the destination has one (a key it does not list
+    // is new, no HEAD needed), else a lookup per key.
+    let listed = dest.listing().await?;
+    let listed = &listed;
     let heads: Vec<(Item, Option<Remote>)> =
         futures::stream::iter(items.into_iter().map(|i| async move {
+            if listed.as_ref().is_some_and(|keys| !keys.contains(&i.key)) {
+                return Ok((i, None));
+            }
             let r = dest.head(&i.key).await?;
             Ok::<_, StageError>((i, r))
         }))
@@ -466,9 +473,15 @@ async fn transfer_all(
     let mut conflicts = Vec::new();
     let mut plan = Vec::new();
     for (item, remote) in heads {
+        // An unchanged object is verified by this lookup when it shows what the check after
+        // the transfers would look at (the server's own checksum first).
+        let mut seen: Option<String> = None;
         let status = match remote {
             None => Status::Uploaded,
             Some(r) if r.size == item.bytes && r.sha256.as_ref() == Some(&item.sha256) => {
+                if r.checksum_sha256.as_ref().or(r.sha256.as_ref()) == Some(&item.sha256) {
+                    seen = Some(r.etag.unwrap_or_default());
+                }
                 Status::Unchanged
             }
             Some(r) => {
@@ -485,7 +498,7 @@ async fn transfer_all(
                 Status::Replaced
             }
         };
-        plan.push((item, status));
+        plan.push((item, status, seen));
     }
     if !conflicts.is_empty() {
         conflicts.push("nothing was uploaded; use --overwrite to replace them".into());
@@ -496,12 +509,12 @@ async fn transfer_all(
     // orphaned in the bucket.
     let failed = std::sync::atomic::AtomicBool::new(false);
     let failed = &failed;
-    let results: Vec<Result<Option<Published>, StageError>> =
-        futures::stream::iter(plan.into_iter().map(|(item, status)| async move {
+    let results: Vec<Result<Option<(Published, bool)>, StageError>> =
+        futures::stream::iter(plan.into_iter().map(|(item, status, seen)| async move {
             if failed.load(std::sync::atomic::Ordering::SeqCst) {
                 return Ok(None);
             }
-            let r = transfer_one(dest, item, status, t).await;
+            let r = transfer_one(dest, item, status, seen, t).await;
             if r.is_err() {
                 failed.store(true, std::sync::atomic::Ordering::SeqCst);
             }
@@ -519,9 +532,13 @@ async fn transfer_all(
     // Verify what the destination now holds: the size, and the SHA-256 the server reports as
     // its own full-object checksum (our `x-amz-meta-sha256` only where it reports none: a
     // multipart upload, whose composite checksum `put` already compared, or a server without
-    // checksums).
+    // checksums). A PUT whose response already confirmed our full-object SHA-256 (the server
+    // checked the body against it) is not looked up again.
     let verified: Vec<Published> =
-        futures::stream::iter(published.into_iter().map(|mut p| async move {
+        futures::stream::iter(published.into_iter().map(|(mut p, confirmed)| async move {
+            if confirmed {
+                return Ok(p);
+            }
             let r = dest.head(&p.item.key).await?.ok_or_else(|| {
                 StageError::Integrity(format!("{} is missing right after upload", p.uri))
             })?;
@@ -543,19 +560,25 @@ async fn transfer_all(
     Ok(verified)
 }
 
-/// Send one planned item (or leave it, when unchanged).
+/// Send one planned item (or leave it, when unchanged). Also says whether what the destination
+/// holds is already verified: an unchanged item by the lookup that found it unchanged (`seen`,
+/// with its ETag), a sent one by a PUT response confirming its SHA-256.
 async fn transfer_one(
     dest: &Dest,
     item: Item,
     status: Status,
+    seen: Option<String>,
     t: Transfer,
-) -> Result<Published, StageError> {
+) -> Result<(Published, bool), StageError> {
     let uri = dest.uri(&item.key);
-    let etag = if status == Status::Unchanged {
+    let (etag, confirmed) = if status == Status::Unchanged {
         tracing::info!("unchanged {uri}");
-        None
+        match seen {
+            Some(etag) => ((!etag.is_empty()).then_some(etag), true),
+            None => (None, false),
+        }
     } else {
-        let e = dest.put(&item, t).await?;
+        let put = dest.put(&item, t).await?;
         tracing::info!(
             "{} {uri} ({} bytes)",
             if status == Status::Replaced {
@@ -565,12 +588,15 @@ async fn transfer_one(
             },
             item.bytes
         );
-        e
+        (put.etag, put.confirmed)
     };
-    Ok(Published {
-        item,
-        uri,
-        status,
-        etag,
-    })
+    Ok((
+        Published {
+            item,
+            uri,
+            status,
+            etag,
+        },
+        confirmed,
+    ))
 }

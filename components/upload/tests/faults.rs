@@ -290,3 +290,52 @@ async fn the_step_cache_tells_endpoints_apart() {
     assert_eq!(s3.keys(&b, "out/re/").await.len(), 4);
     assert!(run(argv(&proxy.endpoint)).await.unwrap().cached.is_some());
 }
+
+/// Issue #14: publishing to a fresh prefix lists it once instead of a HEAD per key, and a PUT
+/// whose response confirms the SHA-256 is not looked up again (a multipart one still is);
+/// publishing the same again (with --force: not from the receipt) HEADs what the listing shows.
+#[tokio::test]
+async fn a_fresh_prefix_is_listed_once_and_confirmed_puts_are_not_looked_up_again() {
+    let s3 = S3Server::get().await;
+    let b = s3.bucket("uprequests").await;
+    let proxy = FaultProxy::start(&s3.endpoint);
+    let (vol, m) = volume("rq").await;
+    let to = format!("s3://{b}/out");
+    let out = upload(&proxy.endpoint, vol.path(), &m, &to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let seen = proxy.seen();
+    let count =
+        |seen: &[String], prefix: &str| seen.iter().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(
+        count(&seen, &format!("GET /{b}/?list-type=2")),
+        1,
+        "{seen:?}"
+    );
+    // Four objects (small.png, big.bin, the manifest, SHA256SUMS): only the multipart one is
+    // looked up after its upload, when the server did not confirm a full-object checksum.
+    let key_heads: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with(&format!("HEAD /{b}/out/")))
+        .collect();
+    assert!(
+        key_heads.iter().all(|l| l.ends_with("/big.bin")),
+        "HEADs of single-part objects: {key_heads:?}"
+    );
+    assert_eq!(s3.keys(&b, "out/rq/").await.len(), 4);
+
+    let again = upload(&proxy.endpoint, vol.path(), &m, &to)
+        .arg("--force")
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{again:?}");
+    let seen2: Vec<String> = proxy.seen()[seen.len()..].to_vec();
+    // One lookup per key the listing shows, none again after: all four are unchanged.
+    assert_eq!(count(&seen2, &format!("HEAD /{b}/out/")), 4, "{seen2:?}");
+    assert_eq!(
+        count(&seen2, &format!("PUT /{b}/")),
+        0,
+        "all unchanged: {seen2:?}"
+    );
+}
