@@ -332,6 +332,9 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
     if !args.force
         && let Some(manifest) = stage.reusable(&manifest_path, &volume, &key)
     {
+        for a in &manifest.outputs {
+            writer::sweep_thumbnail_temps(&volume, a);
+        }
         return Ok(Summary {
             manifest_path,
             manifest,

@@ -72,6 +72,7 @@ pub(crate) fn produce(
             Some(a) => {
                 tracing::info!("{} unchanged since the last run: reused", job.rel);
                 kubestyle_manifest::atomic::sweep_stale_temps_of(&a.abs_path(volume));
+                crate::writer::sweep_thumbnail_temps(volume, a);
                 slots[index] = Some(a.clone());
                 reused += 1;
             }

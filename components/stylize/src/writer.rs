@@ -64,6 +64,23 @@ pub(crate) struct Pending {
     pub(crate) thumbnail: Option<String>,
 }
 
+/// Remove what a killed writer left beside the thumbnails a kept output records (they are not
+/// written again, so nothing else sweeps their directories).
+pub(crate) fn sweep_thumbnail_temps(volume: &Path, a: &Artifact) {
+    use kubestyle_manifest::command::sheet;
+    for k in [sheet::THUMBNAIL, sheet::INPUT_THUMBNAIL] {
+        if let Some(rel) = a
+            .attributes
+            .get(k)
+            .and_then(|t| t.get("path"))
+            .and_then(Value::as_str)
+            && validate_relative_path(rel).is_ok()
+        {
+            kubestyle_manifest::atomic::sweep_stale_temps_of(&volume.join(rel));
+        }
+    }
+}
+
 /// Write the contact-sheet thumbnail of `img` to `rel` (under the volume): scaled to fit
 /// [`sheet::THUMB`] as upload would scale the full image, as PNG. Returns what the output's
 /// attributes record of it (`{"path", "sha256"}`).
