@@ -101,10 +101,9 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     let mut run_id: Option<String> = None;
     let mut items: BTreeMap<String, Item> = BTreeMap::new();
     let mut inputs = Vec::new();
-    let mut styled_manifests = Vec::new();
-    // The outputs to publish, by manifest: verified once it is known the stage runs (a cached
-    // receipt verifies the same files).
-    let mut to_verify: Vec<(PathBuf, Vec<Artifact>)> = Vec::new();
+    // The manifests whose outputs are published: their outputs are verified once it is known
+    // that the stage runs (a cached receipt verifies the same files).
+    let mut with_outputs_read: Vec<(PathBuf, Manifest)> = Vec::new();
     let all = args
         .manifests
         .iter()
@@ -124,9 +123,6 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             Some(_) => {}
         }
         let outputs: &[Artifact] = if with_outputs { &m.outputs } else { &[] };
-        if !outputs.is_empty() {
-            to_verify.push((mpath.clone(), outputs.to_vec()));
-        }
         for a in outputs {
             add_item(
                 &mut items,
@@ -145,10 +141,11 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         let (item, art) = volume_item(&volume, &rel, key, ArtifactKind::Other)?;
         add_item(&mut items, item)?;
         inputs.push(art);
-        if with_outputs && m.outputs.iter().any(|a| a.kind == ArtifactKind::Styled) {
-            styled_manifests.push(m);
+        if with_outputs {
+            with_outputs_read.push((mpath.clone(), m));
         }
     }
+    let has_styled = |m: &Manifest| m.outputs.iter().any(|a| a.kind == ArtifactKind::Styled);
     let run_id = run_id.ok_or_else(|| StageError::Usage("no manifests given".into()))?;
     validate_run_id(&run_id)?;
     stage.run_id = run_id.clone();
@@ -169,7 +166,7 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     // The results table, contact sheet and SHA256SUMS are functions of these items (and of this
     // build, which the key includes): they are made only when the stage runs, not to find out
     // whether it must (a contact sheet decodes images).
-    let with_report = !args.no_report && !styled_manifests.is_empty();
+    let with_report = !args.no_report && with_outputs_read.iter().any(|(_, m)| has_styled(m));
     let params = json!({
         "to": args.to,
         "destination": destination.to_string(),
@@ -198,9 +195,10 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
 
     // Every output verified before anything is published, on every core; the first failure in
     // manifest order is reported.
-    for (mpath, outputs) in &to_verify {
+    for (mpath, m) in &with_outputs_read {
         use rayon::prelude::*;
-        if let Some(e) = outputs
+        if let Some(e) = m
+            .outputs
             .par_iter()
             .find_map_first(|a| a.verify(&volume).err())
         {
@@ -212,7 +210,11 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
             });
         }
     }
-    drop(to_verify);
+    let styled_manifests: Vec<Manifest> = with_outputs_read
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| has_styled(m))
+        .collect();
 
     // Results table and contact sheet, beside the manifests on the volume.
     if with_report {

@@ -289,9 +289,14 @@ fn thumbnail_file(volume: &Path, t: Option<&(String, String)>) -> Option<std::pa
     (digest.as_str() == sha256).then_some(path)
 }
 
-/// A thumbnail of the image at `path`, if it can be read.
+/// A thumbnail of the image at `path`, if it can be read. One already scaled to fit the cell
+/// (stylize's thumbnails) is used as it is.
 fn thumb(path: Option<&Path>) -> Option<RgbImage> {
     let img = image::open(path?).ok()?;
+    let (w, h) = (img.width(), img.height());
+    if w.max(h) == THUMB {
+        return Some(img.to_rgb8());
+    }
     Some(img.thumbnail(THUMB, THUMB).to_rgb8())
 }
 
