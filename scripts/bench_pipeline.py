@@ -13,23 +13,16 @@ Needs the workspace built (`cargo build --workspace`) and the assets (scripts/fe
 """
 
 import argparse
-import glob
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from bench_scale import forward_seconds, start_moto
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_images(dest, n, size):
@@ -78,12 +71,7 @@ def report(name, wall, results_json, stdout, volume):
     rows = json.loads(results_json)["rows"]
     # Each forward pass as stylize timed it, over the number that ran at once (small images
     # run side by side, one per core: see `forward_lanes` in the stylize manifest).
-    fwd = 0.0
-    for path in glob.glob(os.path.join(volume, "runs", "bench", "stylize*.manifest.json")):
-        with open(path) as f:
-            for a in json.load(f)["outputs"]:
-                at = a.get("attributes", {})
-                fwd += at["forward_ms"] / max(1, at.get("forward_lanes", 1)) / 1000.0
+    fwd, _ = forward_seconds(volume)
     over = wall - fwd
     stages = {l.split()[0]: float(l.split()[2]) for l in stdout.splitlines()
               if l.split()[:1] and l.split()[0] in ("download", "package-model", "stylize", "upload")}
@@ -123,25 +111,8 @@ def main():
             report("local", wall, f.read(), out, os.path.join(tmp, "vol-local"))
 
         # moto S3.
-        port = free_port()
-        moto = subprocess.Popen([shutil.which("moto_server") or
-                                 os.path.join(os.path.dirname(sys.executable), "moto_server"),
-                                 "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        moto, c, s3env = start_moto(env)
         try:
-            s3env = dict(env, AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-                         AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                         AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
-            import boto3
-            for _ in range(100):
-                try:
-                    c = boto3.client("s3", endpoint_url=s3env["AWS_ENDPOINT_URL"],
-                                     aws_access_key_id="testing",
-                                     aws_secret_access_key="testing", region_name="us-east-1")
-                    c.list_buckets()
-                    break
-                except Exception:
-                    time.sleep(0.1)
             for b in ("bench-in", "bench-out"):
                 c.create_bucket(Bucket=b)
             for paths, to in (([images], "s3://bench-in/"), ([model], "s3://bench-in/models/")):

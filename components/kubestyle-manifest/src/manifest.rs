@@ -219,12 +219,21 @@ pub fn previous_outputs_at(
 ) -> Result<Vec<Artifact>, StageError> {
     let m = Manifest::read(mpath, volume)?;
     let out: Vec<Artifact> = m.outputs.into_iter().filter(|a| a.kind == kind).collect();
-    // Verified on every core; the first failure in manifest order is reported.
-    use rayon::prelude::*;
-    if let Some(e) = out.par_iter().find_map_first(|a| a.verify(volume).err()) {
-        return Err(e);
-    }
+    verify_all(&out, volume)?;
     Ok(out)
+}
+
+/// [`Artifact::verify`] every artifact, on every core (a cached stage re-hashes 20,000 outputs);
+/// the first failure in their order is reported.
+pub fn verify_all(artifacts: &[Artifact], volume: &Path) -> Result<(), StageError> {
+    use rayon::prelude::*;
+    match artifacts
+        .par_iter()
+        .find_map_first(|a| a.verify(volume).err())
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Run ids become parts of Kubernetes object names and S3 keys: 1-40 of `a-z0-9-`, starting and
@@ -376,13 +385,7 @@ impl StageRun {
             tracing::info!("inputs or parameters changed since the last run: running the stage");
             return None;
         }
-        // Every output re-hashed, on every core (20,000 outputs of a cached stage).
-        use rayon::prelude::*;
-        if let Some(e) = m
-            .outputs
-            .par_iter()
-            .find_map_first(|a| a.verify(volume).err())
-        {
+        if let Err(e) = verify_all(&m.outputs, volume) {
             tracing::warn!("cached output no longer verifies, running the stage: {e}");
             return None;
         }
@@ -472,19 +475,15 @@ impl Manifest {
             _ => Manifest::parse_value(text, path)?,
         };
         m.validate().map_err(|e| e.context(path.display()))?;
+        // The volume root is resolved at the first artifact (a manifest without any reads no
+        // volume).
         let mut inside: Option<Inside> = None;
         for a in m.inputs.iter().chain(&m.outputs) {
-            let inside = match &mut inside {
-                Some(i) => i,
-                None => inside.insert(Inside::new(volume).map_err(|e| {
-                    StageError::InputInvalid(format!(
-                        "{}: artifact {:?}: {e}",
-                        path.display(),
-                        a.name
-                    ))
-                })?),
+            let checked = match &mut inside {
+                Some(i) => i.check(&a.path),
+                None => Inside::new(volume).and_then(|i| inside.insert(i).check(&a.path)),
             };
-            inside.check(&a.path).map_err(|e| {
+            checked.map_err(|e| {
                 StageError::InputInvalid(format!("{}: artifact {:?}: {e}", path.display(), a.name))
             })?;
         }

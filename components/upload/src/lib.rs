@@ -196,19 +196,12 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     // Every output verified before anything is published, on every core; the first failure in
     // manifest order is reported.
     for (mpath, m) in &with_outputs_read {
-        use rayon::prelude::*;
-        if let Some(e) = m
-            .outputs
-            .par_iter()
-            .find_map_first(|a| a.verify(&volume).err())
-        {
-            return Err(match e {
-                StageError::Integrity(msg) => {
-                    StageError::Integrity(format!("{}: {msg}", mpath.display()))
-                }
-                other => other,
-            });
-        }
+        kubestyle_manifest::manifest::verify_all(&m.outputs, &volume).map_err(|e| match e {
+            StageError::Integrity(msg) => {
+                StageError::Integrity(format!("{}: {msg}", mpath.display()))
+            }
+            other => other,
+        })?;
     }
     let styled_manifests: Vec<Manifest> = with_outputs_read
         .into_iter()

@@ -277,16 +277,11 @@ fn input_file(volume: &Path, input: &str, sha256: &str) -> Option<std::path::Pat
 }
 
 /// A thumbnail stylize made, when the file under the volume still has the recorded digest.
+/// Checked as an input is ([`input_file`]), and only under the volume.
 fn thumbnail_file(volume: &Path, t: Option<&(String, String)>) -> Option<std::path::PathBuf> {
     let (rel, sha256) = t?;
     kubestyle_manifest::location::validate_relative_path(rel).ok()?;
-    let path = volume.join(rel);
-    let meta = std::fs::symlink_metadata(&path).ok()?;
-    if !meta.is_file() || meta.len() > MAX_INPUT_BYTES {
-        return None;
-    }
-    let (digest, _) = kubestyle_manifest::digest::sha256_file(&path).ok()?;
-    (digest.as_str() == sha256).then_some(path)
+    input_file(volume, rel, sha256)
 }
 
 /// A thumbnail of the image at `path`, if it can be read. One already scaled to fit the cell
@@ -539,14 +534,13 @@ mod tests {
         assert_eq!(input_file(vol, "fifo.png", &sha), None);
     }
 
-    #[test]
-    fn the_sheet_stays_within_jpeg_limits_for_any_number_of_styles() {
-        let d = tempfile::tempdir().unwrap();
-        let row = |style: usize| Row {
+    /// A row of input `in.png` whose output file is missing.
+    fn sheet_row(style: String) -> Row {
+        Row {
             input_source: String::new(),
             input: "in.png".into(),
             package: "m".into(),
-            style: format!("s{style}"),
+            style,
             output_key: String::new(),
             output_uri: String::new(),
             output_path: "missing.png".into(),
@@ -559,7 +553,13 @@ mod tests {
             input_sha256: String::new(),
             thumbnail: None,
             input_thumbnail: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_sheet_stays_within_jpeg_limits_for_any_number_of_styles() {
+        let d = tempfile::tempdir().unwrap();
+        let row = |style: usize| sheet_row(format!("s{style}"));
         // 400 styles: 80,208 px wide unbounded, over JPEG's 65,535.
         let rows: Vec<Row> = (0..400).map(row).collect();
         let sheet = contact_sheet(d.path(), &rows).unwrap();
@@ -579,24 +579,10 @@ mod tests {
         std::fs::create_dir_all(d.path().join("thumbs")).unwrap();
         red.save(d.path().join("thumbs/out.png")).unwrap();
         let (sha, _) = kubestyle_manifest::sha256_file(d.path().join("thumbs/out.png")).unwrap();
+        // The full-size output is not there: only the thumbnail can fill the cell.
         let row = |thumb_sha: &str| Row {
-            input_source: String::new(),
-            input: "in.png".into(),
-            package: "m".into(),
-            style: "s".into(),
-            output_key: String::new(),
-            output_uri: String::new(),
-            // The full-size output is not there: only the thumbnail can fill the cell.
-            output_path: "missing.png".into(),
-            sha256: String::new(),
-            width: 1,
-            height: 1,
-            backend: String::new(),
-            device: String::new(),
-            milliseconds: 0.0,
-            input_sha256: String::new(),
             thumbnail: Some(("thumbs/out.png".into(), thumb_sha.into())),
-            input_thumbnail: None,
+            ..sheet_row("s".into())
         };
         let centre = |rows: &[Row]| {
             let sheet = image::load_from_memory(&contact_sheet(d.path(), rows).unwrap())
