@@ -7,7 +7,7 @@
 //!   takes 7.2 ms and on two cores 6.1 ms (the layers are too small to split well), so two lanes
 //!   make an output every 3.6 ms; at 512² the two are about even (200 ms vs 110 ms).
 //! * Larger images run after them, one at a time on every core, the next image (up to
-//!   [`PREFETCH_MAX_PIXELS`]) being decoded meanwhile on a thread of its own.
+//!   [`PREFETCH_MAX_PIXELS`]) being decoded meanwhile by a decoder thread.
 //! * Encoding, the atomic write and hashing run on the writer thread (`writer.rs`).
 //!
 //! In memory at once: per lane, one decoded image and its outputs; for large images, the one in
@@ -107,22 +107,31 @@ pub(crate) fn produce(
             if !small.is_empty() && !run_lanes(ctx, &small, lanes, &tx, &computed)? {
                 return Ok(());
             }
-            let mut prefetched: Option<Prefetch<'_>> = None;
-            for (i, w) in large.iter().enumerate() {
-                let planar = match prefetched.take() {
-                    Some(p) if p.img == w.img => p.join()?,
-                    _ => load(ctx, w.img)?,
-                };
-                // Decode the next image while this one runs, when it is not too large.
-                if let Some(next) = large.get(i + 1)
-                    && ctx.pixels[next.img] <= PREFETCH_MAX_PIXELS
-                {
-                    let img = next.img;
-                    prefetched = Some(Prefetch {
-                        img,
-                        handle: scope.spawn(move || load(ctx, img)),
-                    });
+            // One decoder thread for them, one image ahead: a rendezvous channel, so it holds
+            // at most the image it has decoded while this one runs. Images above
+            // PREFETCH_MAX_PIXELS it leaves to be decoded here, when their turn comes. (One
+            // long-lived thread, not one per image: each new thread's allocations went to
+            // another malloc arena, and peak RSS wandered with it.)
+            let (dtx, drx) = std::sync::mpsc::sync_channel::<Option<Result<_, StageError>>>(0);
+            let ahead: Vec<usize> = large.iter().map(|w| w.img).collect();
+            scope.spawn(move || {
+                for img in ahead {
+                    let planar = (ctx.pixels[img] <= PREFETCH_MAX_PIXELS).then(|| load(ctx, img));
+                    if dtx.send(planar).is_err() {
+                        break;
+                    }
                 }
+            });
+            for w in &large {
+                let planar = match drx.recv() {
+                    Ok(Some(p)) => p?,
+                    Ok(None) => load(ctx, w.img)?,
+                    Err(_) => {
+                        return Err(StageError::Internal(
+                            "the image decoder thread stopped".into(),
+                        ));
+                    }
+                };
                 if !run_image(ctx, w, &planar, 1, &tx, &computed)? {
                     return Ok(());
                 }
@@ -146,20 +155,6 @@ pub(crate) fn produce(
         computed.into_inner(),
         reused,
     ))
-}
-
-/// An image being decoded ahead on a thread of its own.
-struct Prefetch<'scope> {
-    img: usize,
-    handle: std::thread::ScopedJoinHandle<'scope, Result<image_io::Planar, StageError>>,
-}
-
-impl Prefetch<'_> {
-    fn join(self) -> Result<image_io::Planar, StageError> {
-        self.handle
-            .join()
-            .map_err(|_| StageError::Internal("an image decoder thread panicked".into()))?
-    }
 }
 
 fn load(ctx: &Context<'_>, img: usize) -> Result<image_io::Planar, StageError> {
