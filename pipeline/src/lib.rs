@@ -5,7 +5,9 @@
 //! * [`plan`]: spec → the four stage command lines (pure).
 //! * [`render`]: spec → Kubernetes objects (`pipeline render`).
 //! * [`run`]: `pipeline run`, the stages as local processes with a step cache and resume.
+//! * [`docker`]: `pipeline run --runner docker`, each stage in its container image.
 
+pub mod docker;
 pub mod plan;
 pub mod render;
 pub mod run;
@@ -124,6 +126,12 @@ pub enum Command {
         /// Where the component binaries are (default: KUBESTYLE_BIN_DIR, else beside pipeline; never PATH).
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
+        /// What runs each stage: `process` (the component binaries) or `docker` (each stage in
+        /// its container image, as the pods run it).
+        #[arg(long, value_enum, default_value_t = RunnerKind::Process)]
+        runner: RunnerKind,
+        #[command(flatten)]
+        containers: ContainerArgs,
     },
     /// Check a spec: every error with its field and line; exit 0 when it is valid.
     Validate { spec: PathBuf },
@@ -185,6 +193,53 @@ pub enum Command {
     Schema,
 }
 
+/// What `pipeline run` runs the stages with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerKind {
+    Process,
+    Docker,
+}
+
+/// Options of `pipeline run --runner docker`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Containers (--runner docker)")]
+pub struct ContainerArgs {
+    /// The container engine's command (docker, podman or a path).
+    #[arg(
+        long,
+        env = "KUBESTYLE_CONTAINER_ENGINE",
+        default_value = "docker",
+        value_name = "CMD"
+    )]
+    pub engine: String,
+    /// Image registry (default: the spec's kubernetes.registry, ghcr.io/kubestyle).
+    #[arg(long, value_name = "REGISTRY")]
+    pub registry: Option<String>,
+    /// Image tag (default: the spec's kubernetes.tag, else this build's version).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// The containers' network (`host`: 127.0.0.1 is this machine's, as for the processes).
+    #[arg(long, default_value = "host", value_name = "NETWORK")]
+    pub network: String,
+}
+
+impl ContainerArgs {
+    /// The runner's options; the stages run as 65532 (the images' user) for a root caller, as
+    /// the caller otherwise.
+    pub fn options(&self) -> docker::DockerOptions {
+        docker::DockerOptions {
+            engine: self.engine.clone(),
+            registry: self.registry.clone(),
+            tag: self.tag.clone(),
+            network: self.network.clone(),
+            user: docker::DockerOptions::user_for(
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        }
+    }
+}
+
 /// Print to stdout; a closed stdout (`pipeline logs RUN | head`) ends the output quietly instead
 /// of panicking.
 macro_rules! out {
@@ -224,11 +279,17 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             force,
             force_stage,
             bin_dir,
+            runner,
+            containers,
         } => {
             let opts = run::RunOptions {
                 force,
                 force_stage,
                 bin_dir,
+                runner: match runner {
+                    RunnerKind::Process => run::Runner::Process,
+                    RunnerKind::Docker => run::Runner::Docker(containers.options()),
+                },
             };
             let report = run::run(&spec, &opts).await?;
             out!("{}", run::summary(&report));

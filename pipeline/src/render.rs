@@ -251,7 +251,8 @@ fn claim(l: &Loaded, k: &Kubernetes, opts: &RenderOptions) -> PersistentVolumeCl
     }
 }
 
-fn image(k: &Kubernetes, component: &str) -> String {
+/// The image of a component (`stylize-cuda` too): `<registry>/kubestyle-<component>:<tag>`.
+pub fn image_ref(k: &Kubernetes, component: &str) -> String {
     let tag = k
         .tag
         .clone()
@@ -316,7 +317,7 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
 
     let container = Container {
         name: stage.as_str().into(),
-        image: Some(image(k, component)),
+        image: Some(image_ref(k, component)),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec![cmd.program().into()]),
         args: Some(cmd.args()),

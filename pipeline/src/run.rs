@@ -10,6 +10,8 @@
 //!   when the stage did work, so a cached stage keeps the log of the run that made its outputs.
 //! * A failing stage stops the run: its name, exit code and log tail are printed and the
 //!   runner exits with the stage's exit code.
+//! * `--runner docker` ([`Runner::Docker`]): the same commands, each stage in its image
+//!   (`crate::docker`); everything above holds unchanged.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -25,6 +27,7 @@ use kubestyle_manifest::{ArtifactKind, Manifest, StageError};
 use kubestyle_s3::S3ArgsExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::docker::{self, DockerOptions};
 use crate::plan::{Layout, StageCmd, download_command, stage_commands};
 use crate::spec::{self, Loaded};
 use crate::{PipelineError, STAGES, Stage};
@@ -38,6 +41,28 @@ pub struct RunOptions {
     pub force_stage: Option<Stage>,
     /// Where the component binaries are (default: `KUBESTYLE_BIN_DIR`, else beside `pipeline`).
     pub bin_dir: Option<PathBuf>,
+    /// What runs the stages.
+    pub runner: Runner,
+}
+
+/// What runs the stages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Runner {
+    /// The component binaries, as processes of this machine.
+    #[default]
+    Process,
+    /// Each stage in its container image ([`crate::docker`]).
+    Docker(DockerOptions),
+}
+
+/// How one stage is started: the program and its arguments, and for a container its name
+/// (signals and kills go through the engine).
+#[derive(Debug, Clone)]
+struct Launch {
+    program: PathBuf,
+    args: Vec<String>,
+    /// (engine, container name) of a containerised stage.
+    container: Option<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,22 +116,37 @@ pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Option<PathBuf> {
 /// Check that `bin` is kubestyle's `name` of this very version: `bin --version` must print
 /// exactly `<name> <version>` (clap's format) within a few seconds.
 pub async fn identify(name: &str, bin: &Path) -> Result<(), String> {
+    identify_with(
+        name,
+        &bin.display().to_string(),
+        bin,
+        &["--version".into()],
+        10,
+    )
+    .await
+}
+
+/// [`identify`] for what `program args` prints (`what` names it in messages).
+async fn identify_with(
+    name: &str,
+    what: &str,
+    program: &Path,
+    args: &[String],
+    seconds: u64,
+) -> Result<(), String> {
     let want = format!("{name} {}", env!("CARGO_PKG_VERSION"));
-    let run = tokio::process::Command::new(bin)
-        .arg("--version")
+    let run = tokio::process::Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .output();
-    let out = match tokio::time::timeout(Duration::from_secs(10), run).await {
+    let out = match tokio::time::timeout(Duration::from_secs(seconds), run).await {
         Err(_) => {
-            return Err(format!(
-                "{}: `--version` did not answer in 10 s",
-                bin.display()
-            ));
+            return Err(format!("{what}: `--version` did not answer in {seconds} s"));
         }
-        Ok(Err(e)) => return Err(format!("{}: cannot run it: {e}", bin.display())),
+        Ok(Err(e)) => return Err(format!("{what}: cannot run it: {e}")),
         Ok(Ok(out)) => out,
     };
     let said = String::from_utf8_lossy(&out.stdout);
@@ -116,8 +156,7 @@ pub async fn identify(name: &str, bin: &Path) -> Result<(), String> {
     } else {
         let shown: String = said.chars().take(80).collect();
         Err(format!(
-            "{} is not kubestyle's {want} (`--version` said {shown:?})",
-            bin.display()
+            "{what} is not kubestyle's {want} (`--version` said {shown:?})"
         ))
     }
 }
@@ -179,39 +218,10 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
     let l = spec::load(spec_path)?;
     let run_id = l.spec.name.clone();
 
-    let mut bins = Vec::new();
-    let mut missing = Vec::new();
-    for c in STAGES {
-        match find_binary(c, opts.bin_dir.as_deref()) {
-            Some(p) => bins.push(p),
-            None => missing.push(c),
-        }
-    }
-    if !missing.is_empty() {
-        let place = match (&opts.bin_dir, std::env::var_os("KUBESTYLE_BIN_DIR")) {
-            (Some(d), _) => format!("in --bin-dir {}", d.display()),
-            (None, Some(d)) => format!("in KUBESTYLE_BIN_DIR {}", PathBuf::from(d).display()),
-            (None, None) => "beside pipeline (PATH is not searched; give --bin-dir)".to_string(),
-        };
-        return Err(StageError::Usage(format!(
-            "component binaries not found {place}: {} (build them with `cargo build --workspace`)",
-            missing.join(", ")
-        ))
-        .into());
-    }
-    let mut foreign = Vec::new();
-    for (c, bin) in STAGES.iter().zip(&bins) {
-        if let Err(e) = identify(c, bin).await {
-            foreign.push(e);
-        }
-    }
-    if !foreign.is_empty() {
-        return Err(StageError::Usage(format!(
-            "refusing to run these as stages: {}",
-            foreign.join("; ")
-        ))
-        .into());
-    }
+    let programs = match &opts.runner {
+        Runner::Process => binaries(opts).await?,
+        Runner::Docker(d) => engine_and_images(&l, d).await?,
+    };
 
     let first_forced = if opts.force {
         Some(0)
@@ -240,6 +250,13 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
 
     let run_dir = run_path(&volume, &run_id);
     std::fs::create_dir_all(&run_dir).map_err(|e| StageError::io(&run_dir, e))?;
+    if let Runner::Docker(d) = &opts.runner {
+        let mounts: Vec<docker::Mount> = cmds
+            .iter()
+            .flat_map(|c| docker::mounts(&volume, c))
+            .collect();
+        prepare_mounts(&mounts, d)?;
+    }
     // One pipeline per run at a time; the lock goes with the process, so a killed run never
     // blocks the next one.
     let lock_path = run_dir.join(".pipeline.lock");
@@ -253,7 +270,7 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
     }
 
     let mut reports = Vec::new();
-    for (i, (cmd, bin)) in cmds.iter().zip(&bins).enumerate() {
+    for (i, (cmd, program)) in cmds.iter().zip(&programs).enumerate() {
         if let Some(signal) = interrupted_now() {
             return Err(PipelineError::Interrupted {
                 stage: cmd.stage(),
@@ -268,7 +285,24 @@ pub async fn run(spec_path: &Path, opts: &RunOptions) -> Result<RunReport, Pipel
             cmds.len(),
             cmd.stage().as_str()
         ));
-        let report = run_stage(cmd, bin, &volume, &run_id, &ui).await?;
+        let launch = match &opts.runner {
+            Runner::Process => Launch {
+                program: program.clone(),
+                args: cmd.args(),
+                container: None,
+            },
+            Runner::Docker(d) => {
+                let name = container_name(&run_id, cmd.stage());
+                Launch {
+                    program: program.clone(),
+                    args: docker::run_args(&l, cmd, &volume, d, &name, &|n| {
+                        std::env::var_os(n).is_some()
+                    }),
+                    container: Some((d.engine.clone(), name)),
+                }
+            }
+        };
+        let report = run_stage(cmd, &launch, &volume, &run_id, &ui).await?;
         ui.line(&format!(
             "==> {}: {} ({:.1} s)",
             cmd.stage().as_str(),
@@ -300,7 +334,7 @@ fn stage_manifest(volume: &Path, run_id: &str, stage: Stage) -> PathBuf {
 
 async fn run_stage(
     cmd: &StageCmd,
-    bin: &Path,
+    launch: &Launch,
     volume: &Path,
     run_id: &str,
     ui: &Ui,
@@ -313,16 +347,21 @@ async fn run_stage(
     let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
 
     let t0 = Instant::now();
-    let mut child = tokio::process::Command::new(bin)
-        .args(cmd.args())
-        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+    let mut command = tokio::process::Command::new(&launch.program);
+    command.args(&launch.args);
+    if launch.container.is_none() {
+        command.envs(cmd.env.iter().map(|(k, v)| (k, v)));
+    }
+    let mut child = command
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| StageError::Internal(format!("cannot start {}: {e}", bin.display())))?;
+        .map_err(|e| {
+            StageError::Internal(format!("cannot start {}: {e}", launch.program.display()))
+        })?;
 
     let prefix = format!("{:>13} | ", stage.as_str());
     let mut readers = Vec::new();
@@ -364,9 +403,15 @@ async fn run_stage(
         signal = interrupted() => {
             // The stage stops cleanly on the same signal (temp files removed, uploads aborted,
             // no manifest); it is killed only if it does not exit in time.
-            forward(&child, signal);
+            match &launch.container {
+                None => forward(&child, signal),
+                Some((engine, name)) => container_signal(engine, name, Some(signal)).await,
+            }
             if tokio::time::timeout(STAGE_STOP_TIMEOUT, child.wait()).await.is_err() {
                 tracing::error!("{stage} did not stop within {STAGE_STOP_TIMEOUT:?}: killing it");
+                if let Some((engine, name)) = &launch.container {
+                    container_signal(engine, name, None).await;
+                }
                 let _ = child.start_kill();
                 let _ = child.wait().await;
             }
@@ -386,6 +431,15 @@ async fn run_stage(
             .lock()
             .map(|t| t.iter().cloned().collect())
             .unwrap_or_default();
+        // `docker run`'s own failures (the container did not start): 125 the engine, 126 the
+        // entrypoint cannot be run, 127 it is not in the image.
+        if let (Some((engine, _)), Some(code @ 125..=127)) = (&launch.container, status.code()) {
+            return Err(StageError::Usage(format!(
+                "{engine} could not start the {stage} container (exit {code}): {}",
+                tail.join("\n")
+            ))
+            .into());
+        }
         return Err(PipelineError::StageFailed {
             stage,
             code: status.code(),
@@ -412,6 +466,199 @@ async fn run_stage(
         seconds,
         manifest,
     })
+}
+
+/// The component binaries, found and identified (process runner).
+async fn binaries(opts: &RunOptions) -> Result<Vec<PathBuf>, PipelineError> {
+    let mut bins = Vec::new();
+    let mut missing = Vec::new();
+    for c in STAGES {
+        match find_binary(c, opts.bin_dir.as_deref()) {
+            Some(p) => bins.push(p),
+            None => missing.push(c),
+        }
+    }
+    if !missing.is_empty() {
+        let place = match (&opts.bin_dir, std::env::var_os("KUBESTYLE_BIN_DIR")) {
+            (Some(d), _) => format!("in --bin-dir {}", d.display()),
+            (None, Some(d)) => format!("in KUBESTYLE_BIN_DIR {}", PathBuf::from(d).display()),
+            (None, None) => "beside pipeline (PATH is not searched; give --bin-dir)".to_string(),
+        };
+        return Err(StageError::Usage(format!(
+            "component binaries not found {place}: {} (build them with `cargo build --workspace`)",
+            missing.join(", ")
+        ))
+        .into());
+    }
+    let mut foreign = Vec::new();
+    for (c, bin) in STAGES.iter().zip(&bins) {
+        if let Err(e) = identify(c, bin).await {
+            foreign.push(e);
+        }
+    }
+    if !foreign.is_empty() {
+        return Err(StageError::Usage(format!(
+            "refusing to run these as stages: {}",
+            foreign.join("; ")
+        ))
+        .into());
+    }
+    Ok(bins)
+}
+
+/// The container engine answers, and every stage's image is there (pulled when it is not) and
+/// says it is this version's stage (docker runner). Returns the engine's path once per stage.
+async fn engine_and_images(l: &Loaded, d: &DockerOptions) -> Result<Vec<PathBuf>, PipelineError> {
+    let engine = PathBuf::from(&d.engine);
+    let ask = |args: &[&str]| {
+        tokio::process::Command::new(&engine)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+    };
+    let said = |o: &std::process::Output| {
+        let e = String::from_utf8_lossy(&o.stderr);
+        e.lines().last().unwrap_or("").trim().to_string()
+    };
+    match tokio::time::timeout(Duration::from_secs(20), ask(&["version"])).await {
+        Err(_) => {
+            return Err(StageError::Usage(format!(
+                "container engine `{}` did not answer `version` in 20 s",
+                d.engine
+            ))
+            .into());
+        }
+        Ok(Err(e)) => {
+            return Err(StageError::Usage(format!(
+                "container engine `{}` cannot be run: {e} (install docker or podman, or give --engine)",
+                d.engine
+            ))
+            .into());
+        }
+        Ok(Ok(o)) if !o.status.success() => {
+            return Err(StageError::Usage(format!(
+                "container engine `{}` is not usable: {}",
+                d.engine,
+                said(&o)
+            ))
+            .into());
+        }
+        Ok(Ok(_)) => {}
+    }
+    let mut problems = Vec::new();
+    for stage in Stage::ALL {
+        let image = docker::image(l, d, stage);
+        let have = ask(&["image", "inspect", "--format", "{{.Id}}", &image])
+            .await
+            .is_ok_and(|o| o.status.success());
+        if !have {
+            tracing::info!("{image} is not here: pulling it");
+            match ask(&["pull", &image]).await {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => {
+                    problems.push(format!(
+                        "image {image} is not here and cannot be pulled: {} (build it with \
+                         `scripts/build-images.sh`, or give --registry/--tag)",
+                        said(&o)
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    problems.push(format!("image {image}: {e}"));
+                    continue;
+                }
+            }
+        }
+        let args = docker::version_args(&image, stage, d);
+        if let Err(e) = identify_with(
+            stage.as_str(),
+            &format!("image {image}"),
+            &engine,
+            &args,
+            60,
+        )
+        .await
+        {
+            problems.push(e);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(StageError::Usage(format!(
+            "cannot run the stages in containers: {}",
+            problems.join("; ")
+        ))
+        .into());
+    }
+    Ok(vec![engine; Stage::ALL.len()])
+}
+
+/// The container of a stage: unique to this `pipeline` process.
+fn container_name(run_id: &str, stage: Stage) -> String {
+    format!(
+        "kubestyle-{run_id}-{}-{}",
+        stage.as_str(),
+        std::process::id()
+    )
+}
+
+/// Make the mounts usable by the containers' user: create the read-write ones, and when the
+/// stages run as the images' user (a root caller), hand them to it (as a pod's `fsGroup` would
+/// make the volume the pod's).
+fn prepare_mounts(mounts: &[docker::Mount], d: &DockerOptions) -> Result<(), StageError> {
+    for m in mounts.iter().filter(|m| !m.read_only) {
+        std::fs::create_dir_all(&m.path).map_err(|e| StageError::io(&m.path, e))?;
+    }
+    if d.user != docker::IMAGE_USER || !nix_is_root() {
+        return Ok(());
+    }
+    let (uid, gid) = (65532, 65532);
+    fn walk(p: &Path, uid: u32, gid: u32) -> Result<(), StageError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(p).map_err(|e| StageError::io(p, e))?;
+        if meta.uid() != uid || meta.gid() != gid {
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| StageError::io(p, e))?;
+        }
+        if meta.is_dir() {
+            for e in std::fs::read_dir(p).map_err(|e| StageError::io(p, e))? {
+                let e = e.map_err(|e| StageError::io(p, e))?;
+                walk(&e.path(), uid, gid)?;
+            }
+        }
+        Ok(())
+    }
+    for m in mounts.iter().filter(|m| !m.read_only) {
+        walk(&m.path, uid, gid)?;
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Send `signal` (None: kill) to a container through its engine.
+async fn container_signal(engine: &str, name: &str, signal: Option<i32>) {
+    let mut c = tokio::process::Command::new(engine);
+    c.arg("kill");
+    if let Some(s) = signal {
+        c.arg("--signal").arg(s.to_string());
+    }
+    let run = c
+        .arg(name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(20), run).await,
+        Ok(Ok(s)) if s.success()
+    ) {
+        tracing::warn!("{engine} kill {name} did not succeed (the container may have stopped)");
+    }
 }
 
 fn commit_log(log: Arc<Mutex<AtomicFile>>) -> Result<(), StageError> {

@@ -6,6 +6,7 @@
 //! script does it): they are looked up beside this test executable's `deps/` directory.
 
 mod bad_input;
+mod containers;
 mod local;
 mod resume;
 mod s3;
