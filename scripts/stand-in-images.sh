@@ -44,7 +44,7 @@ else
   t0=$(date +%s)
   root="$work/runtime"
   mkdir -p "$root" "$work/debs"
-  (cd "$work/debs" && apt-get download -q \
+  (cd "$work/debs" && apt-get download -q -o APT::Sandbox::User=root \
     libc6 libgcc-s1 libgomp1 libstdc++6 libssl3 base-files netbase tzdata ca-certificates >/dev/null)
   for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$root"; done
   # What ca-certificates' maintainer script would make: the bundle of the certificates it ships.

@@ -5,7 +5,8 @@
 #
 # 1. A Docker engine: the running one, else dockerd started here (installing Debian's docker.io
 #    first when it is missing and this is root on Debian), stopped again at the end.
-# 2. Every CPU image built with scripts/build-images.sh, tagged kubestyle-test/kubestyle-<name>:ci
+# 2. Every CPU image (and with KUBESTYLE_CUDA=1 the CUDA one) built with scripts/build-images.sh,
+#    tagged kubestyle-test/kubestyle-<name>:ci
 #    — from local stand-ins of the base images (`--offline`, for machines that reach no container
 #    registry) unless KUBESTYLE_REAL_BASES=1 — trusting KUBESTYLE_EXTRA_CA during the build
 #    (default: this host's CA bundle, which a TLS-inspecting proxy needs).
@@ -67,9 +68,11 @@ build=(scripts/build-images.sh)
 [ -n "${KUBESTYLE_REAL_BASES:-}" ] || build+=(--offline)
 ca=${KUBESTYLE_EXTRA_CA-/etc/ssl/certs/ca-certificates.crt}
 [ -z "$ca" ] || [ ! -s "$ca" ] || build+=(--extra-ca "$ca")
+images="download package-model stylize upload pipeline"
+# The CUDA image (~6 GB, ~20 min cold on 2 cores) with KUBESTYLE_CUDA=1.
+[ -z "${KUBESTYLE_CUDA:-}" ] || images="$images stylize-cuda"
 t0=$(date +%s)
-KUBESTYLE_IMAGES="download package-model stylize upload pipeline" \
-  "${build[@]}" "$KUBESTYLE_TEST_IMAGE_REGISTRY" "$KUBESTYLE_TEST_IMAGE_TAG"
+KUBESTYLE_IMAGES="$images" "${build[@]}" "$KUBESTYLE_TEST_IMAGE_REGISTRY" "$KUBESTYLE_TEST_IMAGE_TAG"
 log "images built in $(($(date +%s) - t0)) s"
 
 # --- binaries, venv, assets, moto ---------------------------------------------------------------

@@ -371,8 +371,10 @@ fn a_missing_image_or_engine_is_named() {
 #[ignore = "needs a container engine and the images: tests/containers/run.sh"]
 fn sigterm_reaches_the_stage_in_its_container() {
     let w = Workdir::new();
-    // Bigger images, so that stylize is still computing when the signal comes.
-    let spec = w.spec_from_example("demo.yaml", &[("max_size: 320", "max_size: 1024".into())]);
+    // Every one of the 26 styles (78 outputs, some seconds), so that stylize is still
+    // computing when the signal comes.
+    let all: String = (0..26).map(|i| format!("  - \"{i}\"\n")).collect();
+    let spec = w.spec_from_example("demo.yaml", &[("  - \"7\"\n", all)]);
     let bins = bin_dir();
     let (reg, tg) = (registry(), tag());
     let log = w.path().join("pipeline.log");
@@ -408,7 +410,7 @@ fn sigterm_reaches_the_stage_in_its_container() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(300));
     e2e_signal(child.id(), "TERM");
     let st = child.wait().unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
@@ -443,4 +445,78 @@ fn sigterm_reaches_the_stage_in_its_container() {
 
 fn e2e_signal(pid: u32, sig: &str) {
     crate::signals::signal(pid, sig);
+}
+
+/// The CUDA image (`kubestyle-stylize-cuda`, when built: `tests/containers/run.sh` builds it
+/// with `KUBESTYLE_CUDA=1`): stylize on libtorch inside it, as 65532 with a read-only root —
+/// `--backend tch --device cpu` styles the demo's photos from a process run's packages (the
+/// image's libtorch and CUDA libraries load without the node's driver), and `--device cuda` on
+/// this GPU-less machine exits 9 (device unavailable), never computing on the CPU instead.
+#[test]
+#[ignore = "needs a container engine and the images: tests/containers/run.sh"]
+fn the_cuda_image_runs_libtorch_and_refuses_a_missing_gpu() {
+    let img = image("stylize-cuda");
+    let (st, _, _) = engine_run(&["image", "inspect", &img]);
+    if !st.success() {
+        eprintln!("{img} not built (KUBESTYLE_CUDA=1 tests/containers/run.sh builds it): skipped");
+        return;
+    }
+    let w = Workdir::new();
+    let spec = w.spec_from_example("demo.yaml", &[]);
+    run_ok(&spec, &[], &[]);
+    let vol = w.volume().display().to_string();
+    if nix_root() {
+        // The process run wrote the volume as root: hand it to the images' user, as the docker
+        // runner does.
+        let st = Command::new("chown")
+            .args(["-R", "65532:65532", &vol])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let mount = format!("type=bind,src={vol},dst={vol}");
+    let stylize = |device: &str| {
+        engine_run(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--user",
+            "65532:65532",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:rw,mode=1777",
+            "--cap-drop",
+            "ALL",
+            "--mount",
+            &mount,
+            "--entrypoint",
+            "stylize",
+            &img,
+            "--volume",
+            &vol,
+            "--run-id",
+            "demo",
+            "--style",
+            "multistyle26/7",
+            "--backend",
+            "tch",
+            "--device",
+            device,
+            "--force",
+        ])
+    };
+    let (st, out, err) = stylize("cpu");
+    assert!(
+        st.success(),
+        "tch on the CPU in the CUDA image:\n{out}{err}"
+    );
+    let m = manifest(&w.volume(), "demo", "stylize");
+    assert!(m.outputs.len() >= 3, "{:?}", m.outputs.len());
+    let (st, out, err) = stylize("cuda");
+    assert_eq!(
+        st.code(),
+        Some(9),
+        "--device cuda without a GPU:\n{out}{err}"
+    );
 }
