@@ -20,14 +20,18 @@ use std::process::{Command, Output};
 
 use kubestyle_manifest::Manifest;
 
-/// `target/<profile>/`, where cargo put the component binaries.
+/// `target/<profile>/`, where cargo put the component binaries, or `KUBESTYLE_E2E_BIN_DIR`
+/// (other binaries under test: a release build, a copy taken right after building).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
+    let dir = match std::env::var_os("KUBESTYLE_E2E_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf(),
+    };
     for b in ["pipeline", "download", "package-model", "stylize", "upload"] {
         assert!(
             dir.join(b).is_file(),
