@@ -131,6 +131,10 @@ fn every_example_spec_compiles_to_documents_the_engines_accept() {
     }
 }
 
+/// A change to a KFP pipeline (spec, platform config) or to an Argo Workflow.
+type KfpEdit = Box<dyn Fn(&mut Value, &mut Value)>;
+type ArgoEdit = Box<dyn Fn(&mut Value)>;
+
 fn write(dir: &Path, name: &str, docs: &[&Value]) -> PathBuf {
     let text: Vec<String> = docs
         .iter()
@@ -152,7 +156,7 @@ fn validator_refuses_wrong_documents() {
     let (spec, platform) = compile::kfp::documents(&l, &opts).unwrap();
     let good = write(dir.path(), "kfp-good.yaml", &[&spec, &platform]);
     validate("kfp", &[good]).unwrap();
-    let kfp_cases: Vec<(&str, Box<dyn Fn(&mut Value, &mut Value)>)> = vec![
+    let kfp_cases: Vec<(&str, KfpEdit)> = vec![
         (
             "unknown executor field",
             Box::new(|s, _| {
@@ -206,7 +210,7 @@ fn validator_refuses_wrong_documents() {
     let wf = compile::argo::workflow(&l, &opts).unwrap();
     let good = write(dir.path(), "argo-good.yaml", &[&wf]);
     validate("argo", &[good]).unwrap();
-    let argo_cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let argo_cases: Vec<(&str, ArgoEdit)> = vec![
         (
             "unknown container field",
             Box::new(|w| w["spec"]["templates"][1]["container"]["retries"] = json!(3)),
