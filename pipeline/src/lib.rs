@@ -193,7 +193,7 @@ pub enum Command {
         /// Write the document here instead of to stdout.
         #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
-        /// KFP: how the steps share the volume: the Pipeline Run Workspace (KFP 2.15 and later)
+        /// KFP: how the steps share the volume: the Pipeline Run Workspace (KFP 2.17 and later)
         /// or kfp-kubernetes CreatePVC/mount_pvc/DeletePVC (older backends).
         #[arg(long, value_enum, default_value_t = compile::KfpVolume::Workspace)]
         kfp_volume: compile::KfpVolume,

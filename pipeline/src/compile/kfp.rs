@@ -270,7 +270,7 @@ pub fn documents(l: &Loaded, opts: &CompileOptions) -> Result<(Value, Value), St
 
     let mut kubernetes = json!({ "deploymentSpec": { "executors": platform_executors } });
     if volume == Volume::Workspace {
-        // KFP 2.15 and later: the run's workspace and TTL.
+        // The run's workspace (KFP 2.15) and TTL (2.17): the API server parses this strictly.
         let mut patch = json!({ "accessModes": [k.volume.access_mode] });
         if let Some(c) = &k.volume.storage_class {
             patch["storageClassName"] = json!(c);

@@ -34,10 +34,12 @@ pub enum Target {
 /// How a KFP run's steps share the volume.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum KfpVolume {
-    /// The Pipeline Run Workspace (KFP 2.15 and later): KFP creates one claim per run.
+    /// The Pipeline Run Workspace: KFP creates one claim per run (with the run's TTL and the
+    /// non-root security context: KFP 2.17 and later).
     #[default]
     Workspace,
-    /// kfp-kubernetes CreatePVC / mount_pvc / DeletePVC (backends before 2.15).
+    /// kfp-kubernetes CreatePVC / mount_pvc / DeletePVC, without the fields older backends
+    /// refuse (backends before 2.17).
     Pvc,
 }
 
