@@ -14,7 +14,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 reqs=$(cat scripts/requirements-test.txt scripts/requirements-models.txt)
 if [ "$reqs" != "$(cat "$stamp" 2>/dev/null)" ]; then
-  log "installing test tools (moto, kubernetes-validate, torch, onnxruntime) into $venv (first run: a few minutes, ~7 GB)"
+  log "installing test tools (moto, kubernetes-validate, actionlint, kfp, hera, torch, onnxruntime) into $venv (first run: a few minutes, ~7 GB)"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     -r scripts/requirements-test.txt -r scripts/requirements-models.txt
   printf '%s' "$reqs" >"$stamp"
@@ -47,6 +47,8 @@ export KUBESTYLE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 export KUBESTYLE_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
 # actionlint, for the GitHub Actions workflows (tests/images.rs).
 export KUBESTYLE_ACTIONLINT="$venv/bin/actionlint"
+# The engines' definitions for `pipeline compile` output (kfp, kfp-kubernetes, hera-workflows).
+export KUBESTYLE_ENGINES_PYTHON="$venv/bin/python"
 # Dummy credentials for moto; keep the developer's real AWS config out of the tests.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null

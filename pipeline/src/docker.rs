@@ -27,7 +27,7 @@ use kubestyle_manifest::command::StageArgs;
 
 use crate::Stage;
 use crate::plan::StageCmd;
-use crate::render::{image_ref, kubernetes_of};
+use crate::render::{image as image_ref, kubernetes_of};
 use crate::spec::Loaded;
 
 /// The images' user (distroless `nonroot`), which the pods run as.

@@ -6,7 +6,9 @@
 //! * [`render`]: spec → Kubernetes objects (`pipeline render`).
 //! * [`run`]: `pipeline run`, the stages as local processes with a step cache and resume.
 //! * [`docker`]: `pipeline run --runner docker`, each stage in its container image.
+//! * [`compile`]: spec → a Kubeflow Pipelines pipeline or an Argo Workflow (`pipeline compile`).
 
+pub mod compile;
 pub mod docker;
 pub mod plan;
 pub mod render;
@@ -188,6 +190,24 @@ pub enum Command {
         with_data: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
+    },
+    /// Compile the run for a workflow engine: a Kubeflow Pipelines pipeline (PipelineSpec YAML
+    /// with its Kubernetes platform config) or an Argo Workflow, without a cluster.
+    Compile {
+        spec: PathBuf,
+        /// The engine.
+        #[arg(long, value_enum)]
+        target: compile::Target,
+        /// Write the document here instead of to stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// KFP: how the steps share the volume: the Pipeline Run Workspace (KFP 2.17 and later)
+        /// or kfp-kubernetes CreatePVC/mount_pvc/DeletePVC (older backends).
+        #[arg(long, value_enum, default_value_t = compile::KfpVolume::Workspace)]
+        kfp_volume: compile::KfpVolume,
+        /// Argo: namespace of the Workflow (default: the spec's).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
     },
     /// Print the JSON Schema of the spec.
     Schema,
@@ -394,6 +414,28 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
                 outln!(
                     "kept persistentvolumeclaim/{claim} (the run's data): add --with-data to delete it"
                 );
+            }
+            Ok(())
+        }
+        Command::Compile {
+            spec,
+            target,
+            output,
+            kfp_volume,
+            namespace,
+        } => {
+            let l = spec::load(&spec)?;
+            let mut opts = compile::CompileOptions::of_spec(&l);
+            opts.kfp_volume = kfp_volume;
+            opts.namespace = namespace.or(opts.namespace);
+            let doc = compile::compile(&l, target, &opts)?;
+            match output {
+                Some(path) => kubestyle_manifest::write_atomic(
+                    &path,
+                    doc.as_bytes(),
+                    kubestyle_manifest::Clobber::Replace,
+                )?,
+                None => out!("{doc}"),
             }
             Ok(())
         }

@@ -115,7 +115,7 @@ pub fn labels(l: &Loaded, stage: Option<Stage>) -> BTreeMap<String, String> {
 }
 
 /// Everything a cluster run needs must be reachable from a pod: S3 sources and output only.
-fn check_cluster_locations(l: &Loaded) -> Result<(), StageError> {
+pub fn check_cluster_locations(l: &Loaded) -> Result<(), StageError> {
     let s = &l.spec;
     let local: Vec<&String> = s
         .sources
@@ -160,7 +160,7 @@ impl RenderOptions {
 
 /// A GPU stylize stage must compute on a GPU: `--device cuda` (a pod without a usable GPU then
 /// fails at start instead of computing on the node's CPU); `cpu` contradicts the request.
-fn check_gpu_device(l: &Loaded, k: &Kubernetes) -> Result<(), StageError> {
+pub fn check_gpu_device(l: &Loaded, k: &Kubernetes) -> Result<(), StageError> {
     let st = &l.spec.stylize;
     if k.gpu.enabled
         && (st.device_kind() == Ok(Device::Cpu) || st.backend_kind() == Ok(Backend::Flex))
@@ -182,9 +182,7 @@ pub fn render(l: &Loaded) -> Result<Vec<Object>, StageError> {
 /// The objects of a run, in creation order: the claim (unless an existing one is named), then
 /// the Jobs in stage order.
 pub fn render_with(l: &Loaded, opts: &RenderOptions) -> Result<Vec<Object>, StageError> {
-    check_cluster_locations(l)?;
-    let k = kubernetes_of(l);
-    check_gpu_device(l, &k)?;
+    let k = cluster_settings(l)?;
     let shards = k.gpu.shards.max(1);
     let layout = Layout {
         volume: k.volume.mount_path.clone(),
@@ -235,24 +233,29 @@ fn meta(l: &Loaded, opts: &RenderOptions, name: String, stage: Option<Stage>) ->
 fn claim(l: &Loaded, k: &Kubernetes, opts: &RenderOptions) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: meta(l, opts, claim_name(&l.spec.name, k), None),
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec![k.volume.access_mode.clone()]),
-            storage_class_name: k.volume.storage_class.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(k.volume.size.clone()),
-                )])),
-                ..Default::default()
-            }),
+        spec: Some(claim_spec(k)),
+        ..Default::default()
+    }
+}
+
+/// The spec of a run's claim: access mode, class and size from the spec.
+pub fn claim_spec(k: &Kubernetes) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec![k.volume.access_mode.clone()]),
+        storage_class_name: k.volume.storage_class.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_string(),
+                Quantity(k.volume.size.clone()),
+            )])),
             ..Default::default()
         }),
         ..Default::default()
     }
 }
 
-/// The image of a component (`stylize-cuda` too): `<registry>/kubestyle-<component>:<tag>`.
-pub fn image_ref(k: &Kubernetes, component: &str) -> String {
+/// The image of `component`: `<registry>/kubestyle-<component>:<tag>`.
+pub fn image(k: &Kubernetes, component: &str) -> String {
     let tag = k
         .tag
         .clone()
@@ -263,13 +266,36 @@ pub fn image_ref(k: &Kubernetes, component: &str) -> String {
     )
 }
 
-fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards: u32) -> Job {
-    let stage = cmd.stage();
-    let run = l.spec.name.as_str();
-    let gpu = stage == Stage::Stylize && k.gpu.enabled;
-    let indexed = stage == Stage::Stylize && shards > 1;
-    let component = if gpu { "stylize-cuda" } else { stage.as_str() };
+/// Name of the volume holding the run's data in every pod (the claim).
+pub const DATA_VOLUME: &str = "data";
+/// The writable scratch directory of every container (an emptyDir: the root is read-only).
+pub const TMP_VOLUME: &str = "tmp";
+/// Where [`TMP_VOLUME`] is mounted.
+pub const TMP_MOUNT: &str = "/tmp";
+/// Size limit of [`TMP_VOLUME`].
+pub const TMP_SIZE: &str = "1Gi";
+/// How the stage images are pulled.
+pub const IMAGE_PULL_POLICY: &str = "IfNotPresent";
 
+/// Whether `stage` runs on GPU nodes (stylize, when the spec asks for GPUs).
+pub fn on_gpu(k: &Kubernetes, stage: Stage) -> bool {
+    stage == Stage::Stylize && k.gpu.enabled
+}
+
+/// The image a stage runs: its component's, the CUDA build for a GPU stylize.
+pub fn stage_image(k: &Kubernetes, stage: Stage) -> String {
+    image(
+        k,
+        if on_gpu(k, stage) {
+            "stylize-cuda"
+        } else {
+            stage.as_str()
+        },
+    )
+}
+
+/// The stage's CPU/memory requests and memory limit from the spec, and its GPUs.
+pub fn resources(k: &Kubernetes, stage: Stage) -> ResourceRequirements {
     let mut resources = ResourceRequirements::default();
     if let Some(r) = k.resources.get(stage.as_str()) {
         let mut q = BTreeMap::new();
@@ -287,28 +313,135 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
                 .map(|m| BTreeMap::from([("memory".to_string(), m.clone())]));
         }
     }
-    if gpu {
+    if on_gpu(k, stage) {
         resources
             .limits
             .get_or_insert_with(BTreeMap::new)
-            .insert("nvidia.com/gpu".into(), Quantity(k.gpu.per_pod.to_string()));
+            .insert(GPU_RESOURCE.into(), Quantity(k.gpu.per_pod.to_string()));
     }
+    resources
+}
 
-    let mut env_vars: Vec<EnvVar> = vec![EnvVar {
-        name: "HOME".into(),
-        value: Some("/tmp".into()),
+/// The extended resource a GPU stylize pod asks for.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// The container's environment: `HOME` on the writable scratch directory, then the plan's.
+pub fn env(cmd: &StageCmd) -> Vec<(String, String)> {
+    std::iter::once(("HOME".to_string(), TMP_MOUNT.to_string()))
+        .chain(cmd.env.iter().cloned())
+        .collect()
+}
+
+/// Only download and upload talk to S3, so only they see the credentials Secret.
+pub fn talks_to_s3(stage: Stage) -> bool {
+    matches!(stage, Stage::Download | Stage::Upload)
+}
+
+/// The S3 credentials of `stage`: the spec's Secret, as a reference, for download and upload.
+pub fn s3_secret(k: &Kubernetes, stage: Stage) -> Option<&str> {
+    k.s3_secret.as_deref().filter(|_| talks_to_s3(stage))
+}
+
+/// Every container: no privilege escalation, a read-only root filesystem, non-root, every
+/// capability dropped.
+pub fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
         ..Default::default()
-    }];
-    env_vars.extend(cmd.env.iter().map(|(n, v)| EnvVar {
-        name: n.clone(),
-        value: Some(v.clone()),
+    }
+}
+
+/// Every pod: the distroless non-root user and group (and as the volume's group), the
+/// runtime's default seccomp profile.
+pub fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
         ..Default::default()
-    }));
-    let talks_to_s3 = matches!(stage, Stage::Download | Stage::Upload);
-    let env_from = k.s3_secret.as_ref().filter(|_| talks_to_s3).map(|name| {
+    }
+}
+
+/// The scratch volume ([`TMP_VOLUME`]).
+pub fn tmp_volume() -> Volume {
+    Volume {
+        name: TMP_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity(TMP_SIZE.into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The GPU stylize pod's tolerations from the spec.
+pub fn tolerations(k: &Kubernetes) -> Vec<Toleration> {
+    k.gpu
+        .tolerations
+        .iter()
+        .map(|t| Toleration {
+            key: t.key.clone(),
+            operator: t.operator.clone(),
+            value: t.value.clone(),
+            effect: t.effect.clone(),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Exit codes that retrying cannot help: a bad command line, a missing or invalid input, or a
+/// GPU node whose GPU is not usable (a retry lands on the same node class with the same image).
+/// Every other failure is retried (the stages resume).
+pub fn non_retryable_exit_codes() -> Vec<i32> {
+    [
+        ExitStatus::Usage,
+        ExitStatus::InputMissing,
+        ExitStatus::InputInvalid,
+        ExitStatus::DeviceUnavailable,
+    ]
+    .iter()
+    .map(|s| i32::from(s.code()))
+    .collect()
+}
+
+/// The checks every cluster target makes (S3 locations only, a GPU stylize that computes on the
+/// GPU) and the Kubernetes section in force.
+pub fn cluster_settings(l: &Loaded) -> Result<Kubernetes, StageError> {
+    check_cluster_locations(l)?;
+    let k = kubernetes_of(l);
+    check_gpu_device(l, &k)?;
+    Ok(k)
+}
+
+fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards: u32) -> Job {
+    let stage = cmd.stage();
+    let run = l.spec.name.as_str();
+    let gpu = on_gpu(k, stage);
+    let indexed = stage == Stage::Stylize && shards > 1;
+
+    let env_vars: Vec<EnvVar> = env(cmd)
+        .into_iter()
+        .map(|(name, value)| EnvVar {
+            name,
+            value: Some(value),
+            ..Default::default()
+        })
+        .collect();
+    let env_from = s3_secret(k, stage).map(|name| {
         vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
-                name: name.clone(),
+                name: name.to_string(),
                 optional: Some(false),
             }),
             ..Default::default()
@@ -317,32 +450,23 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
 
     let container = Container {
         name: stage.as_str().into(),
-        image: Some(image_ref(k, component)),
-        image_pull_policy: Some("IfNotPresent".into()),
+        image: Some(stage_image(k, stage)),
+        image_pull_policy: Some(IMAGE_PULL_POLICY.into()),
         command: Some(vec![cmd.program().into()]),
         args: Some(cmd.args()),
         env: Some(env_vars),
         env_from,
-        resources: Some(resources),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        resources: Some(resources(k, stage)),
+        security_context: Some(container_security_context()),
         volume_mounts: Some(vec![
             VolumeMount {
-                name: "data".into(),
+                name: DATA_VOLUME.into(),
                 mount_path: k.volume.mount_path.clone(),
                 ..Default::default()
             },
             VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
+                name: TMP_VOLUME.into(),
+                mount_path: TMP_MOUNT.into(),
                 ..Default::default()
             },
         ]),
@@ -353,51 +477,22 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
         restart_policy: Some("Never".into()),
         service_account_name: Some(k.service_account.clone()),
         automount_service_account_token: Some(false),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            fs_group: Some(RUN_AS),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(pod_security_context()),
         containers: vec![container],
         volumes: Some(vec![
             Volume {
-                name: "data".into(),
+                name: DATA_VOLUME.into(),
                 persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                     claim_name: claim_name(run, k),
                     read_only: Some(false),
                 }),
                 ..Default::default()
             },
-            Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(Quantity("1Gi".into())),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            tmp_volume(),
         ]),
         node_selector: (gpu && !k.gpu.node_selector.is_empty())
             .then(|| k.gpu.node_selector.clone()),
-        tolerations: (gpu && !k.gpu.tolerations.is_empty()).then(|| {
-            k.gpu
-                .tolerations
-                .iter()
-                .map(|t| Toleration {
-                    key: t.key.clone(),
-                    operator: t.operator.clone(),
-                    value: t.value.clone(),
-                    effect: t.effect.clone(),
-                    ..Default::default()
-                })
-                .collect()
-        }),
+        tolerations: (gpu && !k.gpu.tolerations.is_empty()).then(|| tolerations(k)),
         runtime_class_name: if gpu {
             k.gpu.runtime_class_name.clone()
         } else {
@@ -407,17 +502,8 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
         ..Default::default()
     };
 
-    // Retrying cannot help: a bad command line, a missing or invalid input, or a GPU node
-    // whose GPU is not usable (a retry lands on the same node class with the same image).
-    let fail_codes: Vec<i32> = [
-        ExitStatus::Usage,
-        ExitStatus::InputMissing,
-        ExitStatus::InputInvalid,
-        ExitStatus::DeviceUnavailable,
-    ]
-    .iter()
-    .map(|s| i32::from(s.code()))
-    .collect();
+    // Retrying cannot help on these: the Job fails at once.
+    let fail_codes = non_retryable_exit_codes();
     Job {
         metadata: meta(l, opts, job_name(run, stage), Some(stage)),
         spec: Some(JobSpec {
@@ -464,7 +550,7 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
 /// Required pod affinity of the stylize shards to each other (one node), so parallel shards
 /// can share a `ReadWriteOnce` claim. The first shard goes anywhere (a pod that matches its own
 /// affinity term may start a topology domain); the others join its node.
-fn same_node(run: &str) -> Affinity {
+pub fn same_node(run: &str) -> Affinity {
     Affinity {
         pod_affinity: Some(PodAffinity {
             required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
