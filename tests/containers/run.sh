@@ -78,10 +78,16 @@ log "images built in $(($(date +%s) - t0)) s"
 # --- binaries, venv, assets, moto ---------------------------------------------------------------
 log "cargo build --workspace (the process runner the containers are compared with)"
 cargo build --workspace --locked
+# The tests run the binaries just built (a copy: another build sharing the target directory
+# cannot swap them underneath).
+bins=$(mktemp -d -t kubestyle-tier-bins.XXXXXX)
+tdir=${CARGO_TARGET_DIR:-$root/target}
+for b in pipeline download package-model stylize upload; do cp "$tdir/debug/$b" "$bins/"; done
+export KUBESTYLE_E2E_BIN_DIR=$bins
 # shellcheck source=scripts/test-env.sh
 . scripts/test-env.sh
 # test-env.sh traps EXIT with its own cleanup: stop moto, then the engine.
-trap 'cleanup; stop_engine' EXIT
+trap 'cleanup; stop_engine; rm -rf "$bins"' EXIT
 export KUBESTYLE_CONTAINER_ENGINE=$engine
 
 log "cargo test: the container tier"
