@@ -430,3 +430,18 @@ fn the_shipped_specs_are_within_the_bounds() {
         }
     }
 }
+
+/// Found by the `spec` fuzz target: malformed YAML (an unclosed flow mapping) is refused at
+/// once, not walked for ever by the alias bound's check.
+#[test]
+fn malformed_yaml_is_refused_at_once() {
+    let text = "version: 1\nname: big\nsources:\n  images: [a/]\n  models: [{ud: 0}\n  backoff_limit: -5\n";
+    let t = std::time::Instant::now();
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
+    );
+}
