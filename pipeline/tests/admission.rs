@@ -95,7 +95,8 @@ fn jobs_that_could_read_a_secret_are_denied() {
                 .ends_with("download")
         })
         .unwrap();
-    let hostile: [(&str, fn(&mut Value)); 9] = [
+    type Mutation = fn(&mut Value);
+    let hostile: [(&str, Mutation); 9] = [
         ("a secret volume", |j| {
             let pod = &mut j["spec"]["template"]["spec"];
             pod["volumes"]
