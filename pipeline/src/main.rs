@@ -2,11 +2,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kubestyle_manifest::telemetry::{Report, finish_as, init_tracing};
+use kubestyle_manifest::telemetry::{Report, finish_as, init_tracing, install_panic_hook};
 use kubestyle_pipeline::{Cli, main as pipeline_main};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    install_panic_hook(Report::Plain);
     let cli = Cli::parse();
     init_tracing();
     // Before any TLS client exists: rustls cannot choose between the two providers linked.

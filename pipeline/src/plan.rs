@@ -86,7 +86,14 @@ pub fn stage_commands(l: &Loaded, layout: &Layout, force: [bool; 4]) -> Vec<Stag
         Some(Some(a)) if archs.iter().all(|x| *x == Some(*a)) => a.as_str().to_string(),
         _ => package_model::AUTO.to_string(),
     };
+    // Only the spec's model sources become models (never a weights file among the images).
     let package = package_model::Args {
+        sources: spec
+            .sources
+            .models
+            .iter()
+            .map(|m| l.resolve(&m.uri))
+            .collect(),
         architecture,
         run_id: run_id.clone(),
         force: forced(Stage::PackageModel),
@@ -211,8 +218,12 @@ parallelism: {transfers: 8, threads: 2}
             line(0),
             "--volume /vol --run-id demo --jobs 8 /w/x/photos/ s3://photos-in/cats/ s3://models/multistyle26.onnx /w/weights/candy.pth --include *.jpg"
         );
-        // Mixed architectures: recognised from the tensors, checked after packaging.
-        assert_eq!(line(1), "--volume /vol --run-id demo");
+        // Mixed architectures: recognised from the tensors, checked after packaging. Only the
+        // spec's model sources are packaged (#21: never a weights file among the photos).
+        assert_eq!(
+            line(1),
+            "--volume /vol --run-id demo --source s3://models/multistyle26.onnx --source /w/weights/candy.pth"
+        );
         assert_eq!(
             line(2),
             "--volume /vol --run-id demo --style multistyle26/7 --style multistyle26/3:0.5,12:0.5 --style candy/0 --max-size 256 --format keep --device auto --backend auto --force"

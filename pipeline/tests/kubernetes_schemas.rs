@@ -108,3 +108,18 @@ fn manifests_base_validates() {
     }
     assert!(n >= 4, "only {n} objects files in {}", base.display());
 }
+
+/// The admission policy a cluster admin applies (`manifests/admin/`) is valid for every API
+/// we target, and the namespace of the base carries the label its binding selects.
+#[test]
+fn manifests_admin_validates_and_binds_the_base_namespace() {
+    let p = repo().join("manifests/admin/admission-policy.yaml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    validate(&text, "admission-policy").unwrap();
+    assert!(text.contains("kubestyle.dev/admission: enforce"));
+    let ns = std::fs::read_to_string(repo().join("manifests/base/namespace.yaml")).unwrap();
+    assert!(
+        ns.contains("kubestyle.dev/admission: enforce"),
+        "manifests/base/namespace.yaml lacks the label the policy binding selects"
+    );
+}

@@ -191,6 +191,7 @@ async fn job_exists(
     ));
     let (_, send) = expect(h, Method::GET, &format!("/jobs/demo-k8s-{stage}")).await;
     let mut existing = with_conditions(body.clone(), conds);
+    existing["metadata"]["uid"] = json!(format!("uid-{stage}"));
     if let Some(hash) = other_hash {
         existing["metadata"]["labels"]["kubestyle.dev/spec-hash"] = json!(hash);
     }
@@ -202,6 +203,12 @@ async fn job_exists(
 async fn job_deleted(h: &mut Handle, stage: &str) {
     let (body, send) = expect(h, Method::DELETE, &format!("/jobs/demo-k8s-{stage}")).await;
     assert_eq!(body["propagationPolicy"], "Foreground", "{body}");
+    // Only the Job looked up: its uid is the DELETE's precondition.
+    assert_eq!(
+        body["preconditions"]["uid"],
+        format!("uid-{stage}"),
+        "{body}"
+    );
     send.send_response(respond(StatusCode::OK, &status(200, "", "deleted")));
     let (_, send) = expect(h, Method::GET, &format!("/jobs/demo-k8s-{stage}")).await;
     send.send_response(respond(
@@ -1039,4 +1046,52 @@ async fn volume_problems_are_reported_with_their_events() {
         }
         finish(server).await;
     }
+}
+
+/// Promise: `pipeline delete` deletes only what its lookup found to be the run's: each DELETE
+/// carries the object's uid as a precondition (a Job replaced in between by someone else's of
+/// the same name is left alone: the API server's 409 is exit 7), and a Job the lookup did not
+/// find gets no DELETE at all.
+#[tokio::test]
+async fn delete_carries_the_looked_up_uid_and_skips_what_is_not_there() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let owned = |stage: &str, uid: &str| {
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+                "name": format!("demo-k8s-{stage}"), "namespace": NS, "uid": uid,
+                "labels": {"app.kubernetes.io/managed-by": "kubestyle-pipeline",
+                           "kubestyle.dev/run": "demo-k8s"}}})
+        };
+        // download: found, deleted with its uid.
+        let (_, send) = expect(&mut h, Method::GET, "/jobs/demo-k8s-download").await;
+        send.send_response(respond(StatusCode::OK, &owned("download", "uid-1")));
+        let (body, send) = expect(&mut h, Method::DELETE, "/jobs/demo-k8s-download").await;
+        assert_eq!(body["preconditions"]["uid"], "uid-1", "{body}");
+        send.send_response(respond(StatusCode::OK, &status(200, "", "deleted")));
+        // package-model: not there: no DELETE, the next lookup follows.
+        let (_, send) = expect(&mut h, Method::GET, "/jobs/demo-k8s-package-model").await;
+        send.send_response(respond(
+            StatusCode::NOT_FOUND,
+            &status(404, "NotFound", "jobs.batch not found"),
+        ));
+        // stylize: replaced between the lookup and the DELETE: the precondition fails.
+        let (_, send) = expect(&mut h, Method::GET, "/jobs/demo-k8s-stylize").await;
+        send.send_response(respond(StatusCode::OK, &owned("stylize", "uid-3")));
+        let (body, send) = expect(&mut h, Method::DELETE, "/jobs/demo-k8s-stylize").await;
+        assert_eq!(body["preconditions"]["uid"], "uid-3", "{body}");
+        send.send_response(respond(
+            StatusCode::CONFLICT,
+            &status(
+                409,
+                "Conflict",
+                "Precondition failed: UID in precondition: uid-3",
+            ),
+        ));
+    });
+    let e = kubestyle_pipeline::submit::delete(client, NS, "demo-k8s", "demo-k8s-volume", true)
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 7, "{e}");
+    assert!(e.to_string().contains("replaced"), "{e}");
+    finish(server).await;
 }

@@ -274,7 +274,9 @@ async fn open_s3(
             next.map(|r| {
                 (
                     r.map_err(|e| {
-                        aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
+                        kubestyle_s3::scrub(
+                            &aws_smithy_types::error::display::DisplayErrorContext(e).to_string(),
+                        )
                     }),
                     (b, false),
                 )

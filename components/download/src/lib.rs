@@ -13,7 +13,7 @@
 //! 5. write the manifest, last.
 
 pub mod fetch;
-mod lists;
+pub mod lists;
 pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};
@@ -141,13 +141,14 @@ pub async fn run(args: Args) -> Result<Summary, StageError> {
     let previous = previous_records(&manifest_path, &volume);
 
     // 4: transfer.
+    // Sizes come from the server: summed without overflow (the progress bar's total only).
     let total: u64 = plan
         .iter()
         .map(|p| match &p.from {
             Resolved::S3(o) => o.size,
             Resolved::Local { .. } => 0,
         })
-        .sum();
+        .fold(0u64, u64::saturating_add);
     let progress = fetch::progress_bar(total);
     let ctx = Arc::new(fetch::Ctx {
         client,

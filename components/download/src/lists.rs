@@ -2,6 +2,7 @@
 //! parsing it (CSV with a header row, or one entry per line), entries resolved against the
 //! list's own location.
 
+use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
@@ -13,7 +14,7 @@ use crate::sources::special_file;
 /// The text of a local list. The list itself may be a regular file or a pipe
 /// (`--list <(…)`), not a pseudo-file (`/proc/self/environ` would print the environment in the
 /// "does not exist" messages), device, socket or directory.
-pub(crate) fn read_local_list(p: &Path) -> Result<String, StageError> {
+pub(crate) fn read_local_list(p: &Path, max_bytes: u64) -> Result<String, StageError> {
     let meta = std::fs::metadata(p).map_err(|e| StageError::read(p, e))?;
     let refused = if meta.file_type().is_fifo() {
         None
@@ -31,21 +32,34 @@ pub(crate) fn read_local_list(p: &Path) -> Result<String, StageError> {
             p.display()
         )));
     }
-    std::fs::read_to_string(p).map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidData => {
-            StageError::InputInvalid(format!("list {} is not UTF-8 text", p.display()))
-        }
-        _ => StageError::read(p, e),
-    })
+    // At most one byte more than the bound is read (a pipe may say nothing of its length).
+    let mut bytes = Vec::new();
+    std::fs::File::open(p)
+        .and_then(|f| f.take(max_bytes.saturating_add(1)).read_to_end(&mut bytes))
+        .map_err(|e| StageError::read(p, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large(&p.display().to_string(), max_bytes));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| StageError::InputInvalid(format!("list {} is not UTF-8 text", p.display())))
+}
+
+fn too_large(list: &str, max_bytes: u64) -> StageError {
+    StageError::InputInvalid(format!(
+        "list {list} is larger than --max-list-bytes {max_bytes}: refused"
+    ))
 }
 
 /// A list file from S3. Lists are small: the whole body must arrive within `stall` (the SDK's
-/// read timeout stops at the response headers).
+/// read timeout stops at the response headers), and at most `max_bytes` of it is read (a
+/// larger `Content-Length` is refused before the body; a body longer than it says, as soon as
+/// it passes the bound).
 pub(crate) async fn read_s3_text(
     client: &Client,
     bucket: &str,
     key: &str,
     stall: Option<std::time::Duration>,
+    max_bytes: u64,
 ) -> Result<String, StageError> {
     let what = format!("s3://{bucket}/{key}");
     let resp = match client.get_object().bucket(bucket).key(key).send().await {
@@ -57,20 +71,39 @@ pub(crate) async fn read_s3_text(
         }
         Err(e) => return Err(kubestyle_s3::storage_error(&format!("GET {what}"), e).into()),
     };
-    let collect = resp.body.collect();
-    let collected = match stall {
+    if resp
+        .content_length()
+        .is_some_and(|n| u64::try_from(n).map_or(true, |n| n > max_bytes))
+    {
+        return Err(too_large(&what, max_bytes));
+    }
+    let mut body = resp.body;
+    let collect = async {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                StageError::Storage(format!(
+                    "GET {what}: {}",
+                    kubestyle_s3::scrub(&e.to_string())
+                ))
+            })?;
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(too_large(&what, max_bytes));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    };
+    let bytes = match stall {
         Some(d) => tokio::time::timeout(d, collect).await.map_err(|_| {
             StageError::Storage(format!(
                 "GET {what}: the body did not arrive from the S3 endpoint {} within {d:?}",
                 kubestyle_s3::endpoint_for_messages()
             ))
-        })?,
-        None => collect.await,
+        })??,
+        None => collect.await?,
     };
-    let bytes = collected
-        .map_err(|e| StageError::Storage(format!("GET {what}: {e}")))?
-        .into_bytes();
-    String::from_utf8(bytes.to_vec())
+    String::from_utf8(bytes)
         .map_err(|_| StageError::InputInvalid(format!("list {what} is not UTF-8 text")))
 }
 

@@ -5,10 +5,11 @@ use std::time::Duration;
 use clap::Parser;
 use kubestyle_download::{Args, run};
 use kubestyle_manifest::cancel;
-use kubestyle_manifest::telemetry::init_tracing;
+use kubestyle_manifest::telemetry::{Report, init_tracing, install_panic_hook};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    install_panic_hook(Report::Log);
     let args = Args::parse();
     init_tracing();
     // SIGINT/SIGTERM: temp files removed, nothing committed after it, exit 130/143.

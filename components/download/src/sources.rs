@@ -103,7 +103,7 @@ impl Resolver {
             let list_loc: Location = list.parse()?;
             let (text, scope) = match &list_loc {
                 Location::Local(p) => {
-                    let text = read_local_list(p)?;
+                    let text = read_local_list(p, args.max_list_bytes)?;
                     let dir = p
                         .parent()
                         .filter(|d| !d.as_os_str().is_empty())
@@ -120,7 +120,14 @@ impl Resolver {
                 Location::S3 { bucket, key } => {
                     let client = self.ensure_client(args).await?;
                     (
-                        read_s3_text(&client, bucket, key, args.s3.read_timeout()).await?,
+                        read_s3_text(
+                            &client,
+                            bucket,
+                            key,
+                            args.s3.read_timeout(),
+                            args.max_list_bytes,
+                        )
+                        .await?,
                         None,
                     )
                 }
@@ -170,11 +177,15 @@ impl Resolver {
         if !objects.is_empty() || !prefixes.is_empty() {
             let client = self.ensure_client(args).await?;
             for (bucket, prefix) in &prefixes {
-                match kubestyle_s3::list(&client, bucket, prefix).await {
+                match kubestyle_s3::list(&client, bucket, prefix, args.s3.max_listed_objects).await
+                {
                     Ok(listed) => {
                         let before = objects.len();
                         for o in listed {
-                            let below = &o.key[prefix.len()..];
+                            // `list` refuses keys outside the prefix; never slice by length.
+                            let Some(below) = o.key.strip_prefix(prefix.as_str()) else {
+                                continue;
+                            };
                             if below.is_empty() || o.key.ends_with('/') {
                                 continue; // "directory" marker objects
                             }

@@ -83,6 +83,30 @@ pub(crate) fn remove_live_temps() {
     }
 }
 
+/// [`remove_live_temps`] from a panic hook: the panicking thread may hold the list's lock
+/// itself, so wait for it a while (another thread's hold is short) and never block on it.
+pub(crate) fn remove_live_temps_from_panic() {
+    for _ in 0..100 {
+        match LIVE.try_lock() {
+            Ok(live) => {
+                for p in live.iter() {
+                    let _ = std::fs::remove_file(p);
+                }
+                return;
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                for path in p.into_inner().iter() {
+                    let _ = std::fs::remove_file(path);
+                }
+                return;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+        }
+    }
+}
+
 /// A file being written atomically. Write to it, then [`AtomicFile::commit`].
 #[derive(Debug)]
 pub struct AtomicFile {

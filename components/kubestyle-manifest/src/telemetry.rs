@@ -49,3 +49,38 @@ pub fn finish_as<T, E: crate::error::ExitCoded>(
         }
     }
 }
+
+/// Make a panic (a bug) in any thread exit the process with 1 (`internal`) and one line on
+/// stderr, after the usual clean-up (the temp files of atomic writes in flight removed, so no
+/// half-written file stays): never Rust's 101, never an abort, never a thread that dies while
+/// the others go on. Every binary installs it first thing.
+///
+/// The line is the panic's message and place, its line breaks folded, and nothing else: no
+/// backtrace, no values the panicking code did not put in its message. libjpeg's fatal errors
+/// unwind with `resume_unwind`, which runs no hook, and stay the decoder's own to catch.
+pub fn install_panic_hook(report: Report) {
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let line = format!("internal error: bug: {msg}{place}").replace(['\n', '\r'], " ");
+        crate::atomic::remove_live_temps_from_panic();
+        let code = crate::ExitStatus::Internal;
+        // Straight to stderr: the subscriber may be what panicked.
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
+        let _ = match report {
+            Report::Log => writeln!(err, "ERROR {line} (exit {} {})", code.code(), code.name()),
+            Report::Plain => writeln!(err, "error: {line}"),
+        };
+        drop(err);
+        std::process::exit(code.code().into());
+    }));
+}

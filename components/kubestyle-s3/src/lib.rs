@@ -24,6 +24,8 @@ use kubestyle_manifest::{Sha256Hex, StageError};
 
 pub use aws_sdk_s3;
 
+pub mod canned;
+
 /// Metadata key (`x-amz-meta-sha256`) under which kubestyle records an object's SHA-256 (hex).
 /// Multipart objects only have composite S3 checksums, so this is the one digest every object
 /// written by kubestyle carries.
@@ -81,18 +83,8 @@ impl S3ArgsExt for S3Args {
     async fn client(&self) -> Result<Client, StageError> {
         let timeouts = self.timeout_config()?;
         if let Some(ep) = &self.endpoint_url {
-            let u = url::Url::parse(ep).map_err(|e| {
-                StageError::Usage(format!(
-                    "invalid endpoint URL {:?}: {e}",
-                    redact_endpoint(ep)
-                ))
-            })?;
-            if !matches!(u.scheme(), "http" | "https") {
-                return Err(StageError::Usage(format!(
-                    "invalid endpoint URL {:?}: scheme must be http or https",
-                    redact_endpoint(ep)
-                )));
-            }
+            remember_secrets_of(ep);
+            check_endpoint(ep)?;
         }
         let region =
             RegionProviderChain::first_try(self.region.clone().map(aws_config::Region::new))
@@ -128,6 +120,115 @@ impl S3ArgsExt for S3Args {
     }
 }
 
+/// An endpoint the SDK will take as it is, checked before any client holds it: `http` or
+/// `https`, a URI both `url` and `http` (the SDK's two parsers) read, and nothing in it that
+/// could be a credential — no user-info, query or fragment (credentials come from
+/// `AWS_ACCESS_KEY_ID` and friends). A refused one is a usage error (exit 2) whose message
+/// shows the endpoint redacted: the SDK's own refusal ("Custom endpoint `<the raw URL>` was
+/// not a valid URI", at the first request) would carry the whole URL into the logs.
+pub fn check_endpoint(ep: &str) -> Result<(), StageError> {
+    // Shown as its scheme, host and port only: nothing else of a refused endpoint is trusted
+    // to be free of secrets.
+    let shown = url::Url::parse(ep)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "<unparseable endpoint>".into());
+    let bad = |why: &str| StageError::Usage(format!("invalid endpoint URL {shown:?}: {why}"));
+    let u = url::Url::parse(ep).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(bad("scheme must be http or https"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(bad(
+            "it carries user-info (user:password@): give credentials in AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, never in the endpoint",
+        ));
+    }
+    if u.query().is_some() || u.fragment().is_some() || ep.contains(['?', '#']) {
+        return Err(bad("an endpoint has no query string or fragment"));
+    }
+    if ep.parse::<http::Uri>().is_err() {
+        return Err(bad("not a URI the S3 client accepts"));
+    }
+    Ok(())
+}
+
+/// What must never appear in any message: the raw endpoint and its parts that may be secret
+/// (user-info, query), and the credential variables' values.
+static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
+
+fn remember_secrets_of(ep: &str) {
+    let mut add = vec![ep.to_string()];
+    if let Ok(u) = url::Url::parse(ep) {
+        add.extend(
+            [
+                u.username().to_string(),
+                u.password().unwrap_or_default().to_string(),
+                u.query().unwrap_or_default().to_string(),
+            ]
+            .into_iter()
+            .filter(|s| s.len() >= 3),
+        );
+    }
+    // The raw user-info and query, as written (the parsed ones are percent-encoded).
+    if let Some((_, rest)) = ep.split_once("://") {
+        if let Some((info, _)) = rest.split('/').next().unwrap_or_default().rsplit_once('@') {
+            add.extend(info.split(':').map(str::to_string).filter(|s| s.len() >= 3));
+        }
+        if let Some((_, q)) = rest.split_once('?') {
+            add.push(q.to_string());
+        }
+    }
+    for var in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(v) = std::env::var(var)
+            && v.len() >= 3
+        {
+            add.push(v);
+        }
+    }
+    if let Ok(mut g) = SECRETS.write() {
+        for a in add {
+            if !g.contains(&a) {
+                g.push(a);
+            }
+        }
+        // Longest first: a secret inside another is replaced with it.
+        g.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+/// `text` with every secret this process knows of (see [`check_endpoint`]) replaced by
+/// `<redacted>`: what every S3 error message goes through before it is shown.
+pub fn scrub(text: &str) -> String {
+    let mut out = text.to_string();
+    if let Ok(g) = SECRETS.read() {
+        for s in g.iter() {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "<redacted>");
+            }
+        }
+    }
+    out
+}
+
+/// An SDK error as it may be shown: its whole chain, scrubbed ([`scrub`]). The SDK's error
+/// itself is not kept: walking the chain of a [`StageError`] can never reach its raw text.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ScrubbedError(String);
+
+impl ScrubbedError {
+    pub fn new(e: &(dyn std::error::Error + 'static)) -> ScrubbedError {
+        let mut text = e.to_string();
+        let mut src = e.source();
+        while let Some(inner) = src {
+            text.push_str(": ");
+            text.push_str(&inner.to_string());
+            src = inner.source();
+        }
+        ScrubbedError(scrub(&text))
+    }
+}
+
 /// Strip user-info (`user:password@`) and query strings from an endpoint for display.
 pub fn redact_endpoint(ep: &str) -> String {
     match url::Url::parse(ep) {
@@ -135,6 +236,7 @@ pub fn redact_endpoint(ep: &str) -> String {
             let _ = u.set_username("");
             let _ = u.set_password(None);
             u.set_query(None);
+            u.set_fragment(None);
             u.to_string()
         }
         Err(_) => "<unparseable endpoint>".into(),
@@ -322,7 +424,18 @@ pub async fn head(
             Ok(Some(ObjectInfo {
                 bucket: bucket.into(),
                 key: key.into(),
-                size: h.content_length().unwrap_or(0).max(0) as u64,
+                size: match h.content_length().map(u64::try_from) {
+                    Some(Ok(s)) if s <= MAX_OBJECT_SIZE => s,
+                    None => 0,
+                    _ => {
+                        return Err(StageError::Storage(format!(
+                            "HEAD s3://{bucket}/{key}: the S3 endpoint {} reported size {}, \
+                             which no S3 object has: refused",
+                            endpoint_for_messages(),
+                            h.content_length().unwrap_or_default()
+                        )));
+                    }
+                },
                 etag: h.e_tag().map(str::to_string),
                 sha256: meta_sha.or_else(|| checksum_sha256.clone()),
                 checksum_sha256,
@@ -345,11 +458,13 @@ pub async fn bucket_exists(client: &Client, bucket: &str) -> Result<bool, StageE
     }
 }
 
-/// Every object under `prefix` (sizes and ETags; no metadata).
+/// Every object under `prefix` (sizes and ETags; no metadata): at most `max_objects` of them
+/// (`--max-listed-objects`), else an error (exit 4) as soon as a page passes the bound.
 pub async fn list(
     client: &Client,
     bucket: &str,
     prefix: &str,
+    max_objects: u64,
 ) -> Result<Vec<ObjectInfo>, StageError> {
     let mut out = Vec::new();
     let mut pages = client
@@ -372,10 +487,11 @@ pub async fn list(
         };
         for o in page.contents() {
             let Some(key) = o.key() else { continue };
+            let size = listed_size(bucket, prefix, key, o.size())?;
             out.push(ObjectInfo {
                 bucket: bucket.into(),
                 key: key.into(),
-                size: o.size().unwrap_or(0).max(0) as u64,
+                size,
                 etag: o.e_tag().map(str::to_string),
                 sha256: None,
                 checksum_sha256: None,
@@ -384,8 +500,45 @@ pub async fn list(
                 headed: false,
             });
         }
+        if out.len() as u64 > max_objects {
+            return Err(StageError::InputInvalid(format!(
+                "LIST s3://{bucket}/{prefix}: more than --max-listed-objects {max_objects} \
+                 objects: refused (narrow the prefix or raise the bound)"
+            )));
+        }
     }
     Ok(out)
+}
+
+/// The largest object S3 stores (5 TiB): a listed or reported size beyond it is no object's.
+pub const MAX_OBJECT_SIZE: u64 = 5 << 40;
+
+/// A listed entry as the caller may use it: a key below the prefix asked for, and a size an
+/// object can have. Anything else is a hostile or broken server (storage, exit 5): refused
+/// here, before a caller slices the key at the prefix's length or sums the sizes.
+fn listed_size(
+    bucket: &str,
+    prefix: &str,
+    key: &str,
+    size: Option<i64>,
+) -> Result<u64, StageError> {
+    let uri = format!("s3://{bucket}/{prefix}");
+    if !key.starts_with(prefix) {
+        return Err(StageError::Storage(format!(
+            "LIST {uri}: the S3 endpoint {} listed {key:?}, which is not below the prefix: refused",
+            endpoint_for_messages()
+        )));
+    }
+    match size.map(u64::try_from) {
+        Some(Ok(s)) if s <= MAX_OBJECT_SIZE => Ok(s),
+        None => Ok(0),
+        _ => Err(StageError::Storage(format!(
+            "LIST {uri}: the S3 endpoint {} listed {key:?} with size {}, which no S3 object has \
+             (0 to {MAX_OBJECT_SIZE} bytes): refused",
+            endpoint_for_messages(),
+            size.unwrap_or_default()
+        ))),
+    }
 }
 
 fn status_of<E, R: HasStatus>(e: &SdkError<E, R>) -> Option<u16> {
@@ -471,13 +624,13 @@ where
 {
     let status = status_of(&e);
     let code = e.code().map(str::to_string);
-    let detail = match (&code, e.message()) {
+    let detail = scrub(&match (&code, e.message()) {
         (Some(c), Some(m)) => format!("{c}: {m}"),
         (Some(c), None) => c.clone(),
         _ => DisplayErrorContext(&e).to_string(),
-    };
-    let what = what.to_string();
-    let source: BoxError = Box::new(e);
+    });
+    let what = scrub(what);
+    let source: BoxError = Box::new(ScrubbedError::new(&e));
     match (status, code.as_deref()) {
         (Some(404), _) | (_, Some("NoSuchBucket" | "NoSuchKey")) => S3Error::NotFound {
             what,
@@ -650,6 +803,130 @@ mod tests {
             let e = a.timeout_config().unwrap_err();
             assert_eq!(e.exit_status(), kubestyle_manifest::ExitStatus::Usage);
         }
+    }
+
+    /// Promise: credentials never reach any output. An endpoint carrying user-info, a query
+    /// or characters the SDK's resolver refuses is a usage error (exit 2) before any client
+    /// holds it, its message redacted; the SDK would otherwise echo the raw URL ("Custom
+    /// endpoint `…` was not a valid URI") at the first request.
+    #[tokio::test]
+    async fn an_endpoint_with_credentials_is_refused_before_use_and_never_shown() {
+        for ep in [
+            "http://AKIAEXAMPLE:s3cr3t-pw@127.0.0.1:9000",
+            "http://AKIAEXAMPLE:s3cr3t^{|pw@127.0.0.1:9000",
+            "http://127.0.0.1:9000/?X-Amz-Security-Token=s3cr3t-tok",
+            "http://127.0.0.1:9000/#s3cr3t-frag",
+            "http://127.0.0.1:9000/a b s3cr3t",
+        ] {
+            let a = S3Args {
+                endpoint_url: Some(ep.into()),
+                ..S3Args::default()
+            };
+            let e = a.client().await.expect_err(ep);
+            assert_eq!(
+                e.exit_status(),
+                kubestyle_manifest::ExitStatus::Usage,
+                "{ep}: {e}"
+            );
+            assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        }
+        check_endpoint("http://127.0.0.1:9000").unwrap();
+        check_endpoint("https://s3.example.com/base/").unwrap();
+    }
+
+    /// Promise: an SDK error that quotes the endpoint is scrubbed, in the message and in the
+    /// whole source chain a caller may walk.
+    #[test]
+    fn sdk_errors_quoting_the_endpoint_are_scrubbed_through_the_chain() {
+        use aws_sdk_s3::config::http::HttpResponse;
+        use aws_sdk_s3::operation::head_object::HeadObjectError;
+        let ep = "http://AKIAX:pa55-word^{|@h:1/?X-Amz-Security-Token=tok3n-value";
+        remember_secrets_of(ep);
+        let e: SdkError<HeadObjectError, HttpResponse> =
+            SdkError::construction_failure(format!("Custom endpoint `{ep}` was not a valid URI"));
+        let stage = StageError::from(storage_error("HEAD s3://b/k", e));
+        let mut shown = stage.to_string();
+        let mut src = std::error::Error::source(&stage);
+        while let Some(s) = src {
+            shown.push_str(&format!(" / {s} / {s:?}"));
+            src = s.source();
+        }
+        for secret in ["pa55-word", "tok3n-value", "AKIAX"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    /// Promise: a listed entry outside the prefix asked for, or with a size no object has, is
+    /// refused (storage, exit 5) before a caller slices or sums it.
+    #[test]
+    fn listed_entries_outside_the_prefix_or_with_impossible_sizes_are_refused() {
+        assert_eq!(
+            listed_size("b", "photos/", "photos/a", Some(10)).unwrap(),
+            10
+        );
+        assert_eq!(listed_size("b", "", "a", None).unwrap(), 0);
+        for (key, size) in [
+            ("a", Some(1)),
+            ("photo", Some(1)),
+            ("other/photos/a", Some(1)),
+            ("photos/a", Some(-1)),
+            ("photos/a", Some(i64::MAX)),
+            ("photos/a", Some(MAX_OBJECT_SIZE as i64 + 1)),
+        ] {
+            let e = listed_size("b", "photos/", key, size).unwrap_err();
+            assert_eq!(
+                e.exit_status(),
+                kubestyle_manifest::ExitStatus::Storage,
+                "{key}"
+            );
+            assert!(e.to_string().contains("refused"), "{e}");
+        }
+    }
+
+    /// Promise: a hostile listing (as the SDK parses it from the server's XML) is refused by
+    /// `list` (exit 5), never handed on: a key outside the prefix, shorter than it; sizes of
+    /// i64::MAX; a negative size. A sound page is listed.
+    #[tokio::test]
+    async fn list_refuses_a_hostile_page() {
+        let max = i64::MAX.to_string();
+        for entries in [
+            vec![("a", "10")],
+            vec![
+                ("photos/a.jpg", max.as_str()),
+                ("photos/b.jpg", max.as_str()),
+            ],
+            vec![("photos/a.jpg", "-1")],
+        ] {
+            let page = canned::listing("photos/", &entries);
+            let c = canned::client(move |_| (200, page.clone()));
+            let e = list(&c, "bkt", "photos/", 100).await.unwrap_err();
+            assert_eq!(
+                e.exit_status(),
+                kubestyle_manifest::ExitStatus::Storage,
+                "{entries:?}: {e}"
+            );
+        }
+        let page = canned::listing("photos/", &[("photos/a.jpg", "10")]);
+        let c = canned::client(move |_| (200, page.clone()));
+        let l = list(&c, "bkt", "photos/", 100).await.unwrap();
+        assert_eq!((l[0].key.as_str(), l[0].size), ("photos/a.jpg", 10));
+    }
+
+    /// Promise: a listing is bounded by configuration (`--max-listed-objects`): one that goes
+    /// past it is refused (exit 4) at the page that passes it.
+    #[tokio::test]
+    async fn a_listing_past_max_listed_objects_is_refused() {
+        let page = canned::listing("p/", &[("p/a", "1"), ("p/b", "1"), ("p/c", "1")]);
+        let c = canned::client(move |_| (200, page.clone()));
+        let e = list(&c, "bkt", "p/", 2).await.unwrap_err();
+        assert_eq!(
+            e.exit_status(),
+            kubestyle_manifest::ExitStatus::InputInvalid,
+            "{e}"
+        );
+        assert!(e.to_string().contains("--max-listed-objects 2"), "{e}");
+        assert_eq!(list(&c, "bkt", "p/", 3).await.unwrap().len(), 3);
     }
 
     #[tokio::test]

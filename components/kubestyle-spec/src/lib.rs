@@ -11,6 +11,7 @@
 //! `lines` (a field's line in the YAML), `resolve` ([`Loaded`]: paths and URIs against the spec
 //! file) and `error` ([`SpecError`], [`SpecErrors`]).
 
+pub mod bounds;
 mod error;
 mod lines;
 mod load;

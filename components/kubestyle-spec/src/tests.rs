@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::bounds;
 
 const GOOD: &str = "\
 version: 1
@@ -173,7 +174,7 @@ fn model_styles_default_to_the_top_level() {
 
 /// The committed schema is what the types generate (as `pipeline schema` prints it), checked
 /// here too so that it needs no build of `pipeline`. Regenerate with
-/// `KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p pipeline`.
+/// `KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p pipeline` (or `-p kubestyle-spec`).
 #[test]
 fn committed_schema_matches_the_types() {
     let path = concat!(
@@ -184,9 +185,263 @@ fn committed_schema_matches_the_types() {
         "{}\n",
         serde_json::to_string_pretty(&schemars::schema_for!(Spec)).unwrap()
     );
+    if std::env::var_os("KUBESTYLE_UPDATE_SCHEMA").is_some() {
+        std::fs::write(path, &want).unwrap();
+    }
     let have = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
         have == want,
         "{path} is stale: run KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p pipeline"
+    );
+}
+
+/// `field` (`a.b.c`) in the generated JSON Schema: properties followed through `$ref`,
+/// `anyOf` (an optional section) and `allOf`.
+fn schema_field(field: &str) -> serde_json::Value {
+    let root = serde_json::to_value(schemars::schema_for!(Spec)).unwrap();
+    let deref = |mut v: serde_json::Value| loop {
+        if let Some(r) = v.get("$ref").and_then(|r| r.as_str()) {
+            let name = r.rsplit('/').next().unwrap();
+            v = root["$defs"][name].clone();
+        } else if let Some(alts) = v
+            .get("anyOf")
+            .or_else(|| v.get("allOf"))
+            .and_then(|a| a.as_array())
+        {
+            v = alts
+                .iter()
+                .find(|a| a.get("type") != Some(&serde_json::json!("null")))
+                .unwrap()
+                .clone();
+        } else {
+            return v;
+        }
+    };
+    let mut v = root.clone();
+    for part in field.split('.') {
+        v = deref(v)["properties"][part].clone();
+        assert!(!v.is_null(), "{field}: no {part} in the schema");
+    }
+    v
+}
+
+/// A spec with `value` at `field` (`a.b.c`), the sections on the way created.
+fn spec_with(field: &str, value: serde_json::Value) -> String {
+    let mut v: serde_json::Value = serde_yaml_ng::from_str(GOOD).unwrap();
+    let parts: Vec<&str> = field.split('.').collect();
+    let mut at = &mut v;
+    for p in &parts[..parts.len() - 1] {
+        if at.get(*p).is_none() {
+            at[*p] = serde_json::json!({});
+        }
+        at = &mut at[*p];
+    }
+    at[parts[parts.len() - 1]] = value;
+    serde_yaml_ng::to_string(&v).unwrap()
+}
+
+/// Promise: the published JSON Schema and `pipeline validate` bound every number of the spec
+/// alike (one source, `bounds`): each field's schema carries the range, and the validator
+/// refuses one below and one above it.
+#[test]
+fn every_number_is_bounded_alike_by_the_schema_and_the_validator() {
+    let fields = [
+        ("kubernetes.gpu.shards", bounds::SHARDS),
+        ("kubernetes.gpu.parallelism", bounds::GPU_PARALLELISM),
+        ("kubernetes.gpu.per_pod", bounds::GPUS_PER_POD),
+        ("kubernetes.backoff_limit", bounds::BACKOFF_LIMIT),
+        (
+            "kubernetes.active_deadline_seconds",
+            bounds::ACTIVE_DEADLINE_SECONDS,
+        ),
+        ("kubernetes.ttl_seconds_after_finished", bounds::TTL_SECONDS),
+        ("parallelism.transfers", bounds::TRANSFERS),
+        ("parallelism.threads", bounds::THREADS),
+        ("stylize.max_size", bounds::MAX_SIZE),
+        ("stylize.max_pixels", bounds::MAX_PIXELS),
+    ];
+    for (field, r) in fields {
+        let s = deref_numbers(schema_field(field));
+        assert_eq!(s.0, Some(r.min), "{field}: schema minimum");
+        assert_eq!(s.1, Some(r.max), "{field}: schema maximum");
+        for bad in [r.min - 1, r.max + 1] {
+            let text = spec_with(field, bad.into());
+            // Below the type's range (a negative u32) is the typed parse's error, also exit 2.
+            let e = errors(&text);
+            assert!(
+                e.iter().any(|e| e.field == field),
+                "{field} = {bad} passes: {e:?}"
+            );
+        }
+        let at_max = parse(&spec_with(field, r.max.into()))
+            .err()
+            .unwrap_or_default();
+        assert!(
+            !at_max
+                .iter()
+                .any(|e| e.field == field && e.message.contains("out of range")),
+            "{field} = {} (the maximum) refused: {at_max:?}",
+            r.max
+        );
+    }
+}
+
+fn deref_numbers(v: serde_json::Value) -> (Option<i64>, Option<i64>) {
+    (
+        v.get("minimum").and_then(|m| m.as_i64()),
+        v.get("maximum").and_then(|m| m.as_i64()),
+    )
+}
+
+/// Promise: hostile `kubernetes` values are refused by `validate` (exit 2) before `render` or
+/// `submit` allocate for them or meet the API server's 422: the review's list.
+#[test]
+fn hostile_kubernetes_values_are_refused_with_their_field() {
+    let cases: [(&str, serde_json::Value); 14] = [
+        ("kubernetes.gpu.shards", 2_000_000_000u32.into()),
+        ("kubernetes.volume.size", "ten gigs".into()),
+        ("kubernetes.backoff_limit", (-5).into()),
+        ("kubernetes.gpu.per_pod", 0.into()),
+        ("kubernetes.volume.mount_path", "/tmp".into()),
+        ("kubernetes.volume.mount_path", "/tmp/data".into()),
+        ("kubernetes.volume.mount_path", "/".into()),
+        ("kubernetes.volume.mount_path", "/data/../tmp".into()),
+        ("kubernetes.volume.mount_path", "data".into()),
+        ("kubernetes.service_account", "../admin".into()),
+        ("kubernetes.s3_secret", "Not A Name".into()),
+        ("kubernetes.registry", "evil registry".into()),
+        ("kubernetes.tag", "a:b".into()),
+        ("parallelism.transfers", 1000.into()),
+    ];
+    for (field, value) in cases {
+        let e = errors(&spec_with(field, value.clone()));
+        assert!(
+            e.iter().any(|e| e.field == field),
+            "{field} = {value} passes: {e:?}"
+        );
+    }
+    let e = errors(&spec_with(
+        "kubernetes.resources",
+        serde_json::json!({"stylize": {"memory": "lots", "cpu": "2"}}),
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].field, "kubernetes.resources.stylize.memory");
+    let e = errors(&spec_with(
+        "kubernetes.gpu.tolerations",
+        serde_json::json!([{"key": "a b", "operator": "Sometimes", "effect": "Never"}]),
+    ));
+    assert_eq!(e.len(), 3, "{e:?}");
+    // What a cluster takes passes.
+    parse(&spec_with(
+        "kubernetes",
+        serde_json::json!({
+            "registry": "localhost:5000/team/kubestyle", "tag": "v1.2.3-rc.1",
+            "s3_secret": "s3-creds", "service_account": "kubestyle",
+            "volume": {"size": "1.5Ti", "mount_path": "/mnt/data", "storage_class": "gp3"},
+            "resources": {"stylize": {"cpu": "500m", "memory": "8Gi"}},
+            "gpu": {"node_selector": {"nvidia.com/gpu.product": "A100"},
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+        }),
+    ))
+    .unwrap();
+}
+
+/// Promise: a spec whose YAML aliases would expand past `MAX_EXPANDED_BYTES` is refused (exit
+/// 2) without the expansion being allocated: a 64 KiB anchored string aliased 100,000 times
+/// (6.4 GB expanded) used to abort the process.
+#[test]
+fn aliases_expanding_past_the_bound_are_refused_without_allocating_them() {
+    // 512 KiB anchored, aliased 100,000 times in a list of strings: 51 GB once expanded.
+    let big = "x".repeat(512 << 10);
+    let aliases = vec!["*big"; 100_000].join(",");
+    let text = GOOD
+        .replace(
+            "name: demo",
+            &format!("name: demo\ndescription: &big {big}"),
+        )
+        .replace(
+            "styles: [\"7\", \"3:0.5,12:0.5\"]",
+            &format!("styles: [{aliases}]"),
+        );
+    assert!(
+        text.len() as u64 <= bounds::MAX_SPEC_BYTES,
+        "{}",
+        text.len()
+    );
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].message.contains("aliases expand"), "{}", e[0]);
+    // A few aliases of a small anchor are still fine.
+    let s = parse(&GOOD.replace(
+        "styles: [\"7\", \"3:0.5,12:0.5\"]",
+        "styles: [&s \"7\", *s, *s]",
+    ))
+    .unwrap();
+    assert_eq!(s.styles, ["7", "7", "7"]);
+}
+
+/// Promise: a spec file over `MAX_SPEC_BYTES` is refused as such, without being read whole.
+#[test]
+fn a_spec_file_over_the_bound_is_refused_unread() {
+    let dir = tempfile_dir();
+    let path = dir.join("spec.yaml");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(bounds::MAX_SPEC_BYTES * 1024).unwrap();
+    let e = load(&path).unwrap_err();
+    assert!(e.errors[0].message.contains("larger than"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kubestyle-spec-test-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Promise: a source of images never yields a model: a weights file named among the images
+/// is refused, with the way out.
+#[test]
+fn a_weights_file_among_the_images_is_refused() {
+    let e = errors(&GOOD.replace(
+        "    - images/\n",
+        "    - images/\n    - s3://photos/evil.pth\n",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].field, "sources.images[1]");
+    assert!(e[0].message.contains("sources.models"), "{}", e[0]);
+}
+
+/// The specs the repository ships (examples, the cluster and kind specs, the fuzz seeds that
+/// are meant to pass) stay within the bounds.
+#[test]
+fn the_shipped_specs_are_within_the_bounds() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for f in [
+        "examples/demo.yaml",
+        "examples/s3.yaml",
+        "examples/transformer-net.yaml",
+        "manifests/example-spec.yaml",
+        "manifests/ci/kind-spec.yaml",
+        "fuzz/corpus/spec/demo.yaml",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{f}")).unwrap();
+        if let Err(e) = parse(&text) {
+            panic!("{f}: {e:?}");
+        }
+    }
+}
+
+/// Found by the `spec` fuzz target: malformed YAML (an unclosed flow mapping) is refused at
+/// once, not walked for ever by the alias bound's check.
+#[test]
+fn malformed_yaml_is_refused_at_once() {
+    let text = "version: 1\nname: big\nsources:\n  images: [a/]\n  models: [{ud: 0}\n  backoff_limit: -5\n";
+    let t = std::time::Instant::now();
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        t.elapsed()
     );
 }

@@ -38,6 +38,9 @@ pub enum Fault {
     CorruptBody,
     /// Hold the request this long, then forward it untouched.
     Delay(Duration),
+    /// Answer `200 OK` with this XML body instead of forwarding (a hostile or buggy server's
+    /// answer: a listing of keys outside the prefix, sizes no object has).
+    Answer(&'static str),
 }
 
 impl Fault {
@@ -374,6 +377,16 @@ fn serve(st: Arc<State>, client: TcpStream) {
                     )
                 };
                 if w.write_all(&resp).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(Fault::Answer(xml)) => {
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{xml}",
+                    xml.len()
+                );
+                if w.write_all(resp.as_bytes()).is_err() {
                     return;
                 }
                 continue;

@@ -84,7 +84,7 @@ impl S3Server {
 
     /// Every key under `prefix`, sorted.
     pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        kubestyle_s3::list(&self.client, bucket, prefix)
+        kubestyle_s3::list(&self.client, bucket, prefix, u64::MAX)
             .await
             .expect("list")
             .into_iter()

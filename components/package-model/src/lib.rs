@@ -267,6 +267,11 @@ fn gather_inputs(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<Input>,
         return Err(StageError::InputMissing(missing));
     }
     if !args.weights.is_empty() {
+        if !args.sources.is_empty() {
+            return Err(StageError::Usage(
+                "--source selects from a manifest: give it or WEIGHTS, not both".into(),
+            ));
+        }
         return Ok(out);
     }
     let arts = match &args.from_manifest {
@@ -278,6 +283,47 @@ fn gather_inputs(args: &Args, volume: &Path, run_id: &str) -> Result<Vec<Input>,
             ArtifactKind::Model,
             "weight files",
         )?,
+    };
+    // Models come only from where the command line says: with `--source`, only the artifacts
+    // fetched from those sources, each of which must be there.
+    let arts = if args.sources.is_empty() {
+        arts
+    } else {
+        // download records a local source by its canonical path.
+        let wanted: Vec<String> = args
+            .sources
+            .iter()
+            .map(|w| {
+                if w.starts_with("s3://") {
+                    return w.clone();
+                }
+                let p = w.strip_prefix("file://").unwrap_or(w);
+                std::fs::canonicalize(p)
+                    .map(|c| c.display().to_string())
+                    .unwrap_or_else(|_| p.to_string())
+            })
+            .collect();
+        let (kept, left): (Vec<Artifact>, Vec<Artifact>) = arts.into_iter().partition(|a| {
+            a.source
+                .as_ref()
+                .is_some_and(|s| wanted.iter().any(|w| w == s))
+        });
+        for a in &left {
+            tracing::warn!(
+                "{}: a weights file from {}, which no --source names: not packaged",
+                a.path,
+                a.source.as_deref().unwrap_or("an unknown source")
+            );
+        }
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|w| !kept.iter().any(|a| a.source.as_ref() == Some(*w)))
+            .map(|w| format!("no model file from {w} in the download manifest"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StageError::InputMissing(missing));
+        }
+        kept
     };
     for a in arts {
         out.push(Input {

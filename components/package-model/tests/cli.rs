@@ -167,3 +167,54 @@ fn bad_weights_are_refused_and_nothing_is_written() {
         "absent.pth",
     );
 }
+
+/// Promise: models come only from the model sources the command line (the spec, through
+/// `pipeline`) names: with `--source`, a weights file the download manifest lists from any
+/// other source (one that sat among the photos) is not packaged, and a named source missing
+/// from the manifest is exit 3.
+#[test]
+fn only_the_named_model_sources_are_packaged() {
+    use kubestyle_manifest::{Artifact, ArtifactKind, StageRun};
+    let vol = tempfile::tempdir().unwrap();
+    let onnx = std::fs::read(assets().join("multistyle26.onnx")).unwrap();
+    for rel in ["in/models/multistyle26.onnx", "in/photos/evil.onnx"] {
+        let p = vol.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, &onnx).unwrap();
+    }
+    let art = |rel: &str, source: &str| {
+        let mut a = Artifact::from_file(vol.path(), rel, rel, ArtifactKind::Model).unwrap();
+        a.source = Some(source.into());
+        a
+    };
+    let outputs = vec![
+        art(
+            "in/models/multistyle26.onnx",
+            "s3://models/multistyle26.onnx",
+        ),
+        art("in/photos/evil.onnx", "s3://photos/evil.onnx"),
+    ];
+    StageRun::start("download", "0", "t")
+        .finish(serde_json::json!({}), &[], vec![], outputs)
+        .write(&manifest_path(vol.path(), "t", "download"))
+        .unwrap();
+    let out = bin(vol.path())
+        .args(["--source", "s3://models/multistyle26.onnx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let m = Manifest::read(&manifest_path(vol.path(), "t", "package-model"), vol.path()).unwrap();
+    let names: Vec<&str> = m.outputs.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["multistyle26/model.bpk", "multistyle26/model.json"]);
+    assert!(!vol.path().join("runs/t/models/evil").exists());
+
+    let out = bin(vol.path())
+        .args(["--source", "s3://models/candy.pth", "--force"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no model file from s3://models/candy.pth"),
+        "{out:?}"
+    );
+}

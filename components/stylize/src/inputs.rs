@@ -86,23 +86,18 @@ pub(crate) fn load_packages(
     }
     let mut out = Vec::new();
     for (dir, artifact) in dirs {
-        let (card, net) = load_package(&dir, &compute.device)?;
         let dir_name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
-        // (the `--style` value as given, the spec for this package)
-        let mut specs: Vec<(String, String)> = args
-            .styles
-            .iter()
-            .filter_map(|s| match split_package(s) {
-                Some((pkg, spec)) => (pkg == dir_name).then(|| (s.clone(), spec.to_string())),
-                None => Some((s.clone(), s.clone())),
-            })
-            .collect();
-        if specs.is_empty() {
-            specs.push(("0".into(), "0".into()));
-        }
+        let Some(specs) = styles_for(&dir_name, &args.styles) else {
+            tracing::warn!(
+                "package {dir_name}: no --style names it: not run (a package runs only with \
+                 the styles asked for)"
+            );
+            continue;
+        };
+        let (card, net) = load_package(&dir, &compute.device)?;
         // Style errors are input errors; they say which package they concern.
         let in_package = |e: StageError| e.context(format!("package {}", dir.display()));
         let given = specs
@@ -131,7 +126,9 @@ pub(crate) fn load_packages(
         });
     }
     if out.is_empty() {
-        return Err(StageError::InputMissing(vec!["no model packages".into()]));
+        return Err(StageError::InputMissing(vec![
+            "no model packages (or none a --style names)".into(),
+        ]));
     }
     for spec in &args.styles {
         if let Some((pkg, _)) = split_package(spec)
@@ -229,4 +226,45 @@ pub(crate) fn gather_images(
         return Err(StageError::InputMissing(vec!["no input images".into()]));
     }
     Ok(out)
+}
+
+/// The `--style` values that apply to package `dir_name`: (the value as given, the spec for
+/// this package). `None` when `--style` values are given and none applies to it (each names
+/// another package): that package is not run. Without any `--style`, every package runs its
+/// style 0.
+fn styles_for(dir_name: &str, styles: &[String]) -> Option<Vec<(String, String)>> {
+    if styles.is_empty() {
+        return Some(vec![("0".into(), "0".into())]);
+    }
+    let specs: Vec<(String, String)> = styles
+        .iter()
+        .filter_map(|s| match split_package(s) {
+            Some((pkg, spec)) => (pkg == dir_name).then(|| (s.clone(), spec.to_string())),
+            None => Some((s.clone(), s.clone())),
+        })
+        .collect();
+    (!specs.is_empty()).then_some(specs)
+}
+
+#[cfg(test)]
+mod style_selection {
+    use super::styles_for;
+
+    /// Promise: a package runs only with the styles asked for: one that no `--style` names
+    /// (every value qualified with another package) is not run at all, never with style 0.
+    #[test]
+    fn a_package_no_style_names_is_not_run() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(styles_for("evil", &s(&["multistyle26/7", "candy/0"])), None);
+        assert_eq!(
+            styles_for("candy", &s(&["multistyle26/7", "candy/0"])),
+            Some(vec![("candy/0".into(), "0".into())])
+        );
+        // Unqualified values apply to every package; none at all means style 0 of each.
+        assert_eq!(
+            styles_for("any", &s(&["3"])),
+            Some(vec![("3".into(), "3".into())])
+        );
+        assert_eq!(styles_for("any", &[]), Some(vec![("0".into(), "0".into())]));
+    }
 }

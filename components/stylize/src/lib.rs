@@ -403,35 +403,18 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         },
     )?;
     // Decode every image a computed output needs and let it go: all of them are checked before
-    // the first forward pass, so a bad one fails the stage before anything is written, while
-    // memory holds one decoded image per core, not all of them (100 photos of 12 MP would take
-    // 14 GB). Each is decoded again for its forward passes (at 96² 0.1 ms against 7 ms, for a
-    // 3 MP photo 40 ms against seconds). The first failure in input order is reported.
+    // the first forward pass, so a bad one fails the stage before anything is written. Memory
+    // is bounded as for the forward passes (the README's "one decoded image per lane"): images
+    // that run in lanes (at most `LANE_MAX_PIXELS` after `--max-size`) are decoded `lanes` at
+    // a time, larger ones one at a time (a 100 MP photo without `--max-size` is 1.5 GB
+    // decoded: all cores at once would be cores × that). Each is decoded again for its forward
+    // passes (at 96² 0.1 ms against 7 ms, for a 3 MP photo 40 ms against seconds). The first
+    // failure in input order is reported.
     let mut needed = vec![false; images.len()];
     for job in jobs.iter().filter(|j| j.reuse.is_none()) {
         needed[job.img] = true;
     }
-    {
-        use rayon::prelude::*;
-        let to_check: Vec<&inputs::ImageInput> = images
-            .iter()
-            .zip(&needed)
-            .filter(|(_, n)| **n)
-            .map(|(i, _)| i)
-            .collect();
-        let failures: Vec<(usize, StageError)> = to_check
-            .par_iter()
-            .enumerate()
-            .filter_map(|(k, img)| {
-                image_io::load(&img.abs, args.max_pixels, args.max_size)
-                    .err()
-                    .map(|e| (k, e.into()))
-            })
-            .collect();
-        if let Some((_, e)) = failures.into_iter().min_by_key(|(k, _)| *k) {
-            return Err(e);
-        }
-    }
+    precheck_decode(&images, &needed, &pixels, &args)?;
     // Exact tiling's scratch: the volume unless told otherwise (sized for the images, where a
     // container's own /tmp often is not).
     let mut args_with_scratch = args.clone();
@@ -493,4 +476,42 @@ pub use kubestyle_manifest::command::naming::shard_manifest_path;
 fn dedupe(arts: &mut Vec<Artifact>) {
     let mut seen = std::collections::BTreeSet::new();
     arts.retain(|a| seen.insert(a.name.clone()));
+}
+
+/// Decode every `needed` image once (and let it go), within the memory bound of the forward
+/// passes: images of at most `LANE_MAX_PIXELS` (after `--max-size`) `lanes` at a time, larger
+/// ones one at a time. The first failure in input order is returned.
+fn precheck_decode(
+    images: &[inputs::ImageInput],
+    needed: &[bool],
+    pixels: &[u64],
+    args: &Args,
+) -> Result<(), StageError> {
+    use rayon::prelude::*;
+    let lanes = args.lanes.unwrap_or_else(rayon::current_num_threads).max(1);
+    let check = |k: usize| -> Option<(usize, StageError)> {
+        image_io::load(&images[k].abs, args.max_pixels, args.max_size)
+            .err()
+            .map(|e| (k, e.into()))
+    };
+    let (small, large): (Vec<usize>, Vec<usize>) = (0..images.len())
+        .filter(|&k| needed[k])
+        .partition(|&k| pixels[k] <= stream::LANE_MAX_PIXELS);
+    let mut failures: Vec<(usize, StageError)> = Vec::new();
+    // `lanes` at a time: each chunk in parallel, one after the other.
+    for chunk in small.chunks(lanes) {
+        failures.extend(
+            chunk
+                .par_iter()
+                .filter_map(|&k| check(k))
+                .collect::<Vec<_>>(),
+        );
+    }
+    for &k in &large {
+        failures.extend(check(k));
+    }
+    match failures.into_iter().min_by_key(|(k, _)| *k) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use kubestyle_manifest::cancel;
-use kubestyle_manifest::telemetry::init_tracing;
+use kubestyle_manifest::telemetry::{Report, init_tracing, install_panic_hook};
 use kubestyle_stylize::{Args, run};
 
 fn main() -> ExitCode {
+    install_panic_hook(Report::Log);
     let args = Args::parse();
     init_tracing();
     // SIGINT/SIGTERM: temp files removed, nothing committed after it, exit 130/143.

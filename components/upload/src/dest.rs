@@ -7,6 +7,7 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use kubestyle_manifest::atomic::{AtomicFile, Clobber};
+use kubestyle_manifest::cancel;
 use kubestyle_manifest::{Location, Sha256Hex, StageError, sha256_file};
 use kubestyle_s3::{S3Args, S3ArgsExt, SHA256_METADATA, hex_to_checksum, storage_error};
 
@@ -57,6 +58,8 @@ pub enum Dest {
         client: Client,
         bucket: String,
         prefix: String,
+        /// `--max-listed-objects`: the most objects a listing of the prefix may hold.
+        max_listed: u64,
     },
     Local {
         root: PathBuf,
@@ -87,6 +90,7 @@ impl Dest {
                     client,
                     bucket,
                     prefix,
+                    max_listed: s3.max_listed_objects,
                 })
             }
             Location::Local(root) => Ok(Dest::Local { root }),
@@ -106,16 +110,19 @@ impl Dest {
                 client,
                 bucket,
                 prefix,
-            } => Ok(
-                kubestyle_s3::head(client, bucket, &format!("{prefix}{key}"))
-                    .await?
-                    .map(|o| Remote {
-                        size: o.size,
-                        sha256: o.sha256,
-                        checksum_sha256: o.checksum_sha256,
-                        etag: o.etag,
-                    }),
-            ),
+                ..
+            } => Ok(unless_cancelled(kubestyle_s3::head(
+                client,
+                bucket,
+                &format!("{prefix}{key}"),
+            ))
+            .await?
+            .map(|o| Remote {
+                size: o.size,
+                sha256: o.sha256,
+                checksum_sha256: o.checksum_sha256,
+                etag: o.etag,
+            })),
             Dest::Local { root } => {
                 let p = root.join(key);
                 match std::fs::metadata(&p) {
@@ -149,8 +156,9 @@ impl Dest {
                 client,
                 bucket,
                 prefix,
+                max_listed,
             } => Ok(Some(
-                kubestyle_s3::list(client, bucket, prefix)
+                unless_cancelled(kubestyle_s3::list(client, bucket, prefix, *max_listed))
                     .await?
                     .into_iter()
                     .filter_map(|o| o.key.strip_prefix(prefix.as_str()).map(str::to_string))
@@ -168,13 +176,13 @@ impl Dest {
                 client,
                 bucket,
                 prefix,
+                ..
             } => {
                 let key = format!("{prefix}{}", item.key);
                 if item.bytes >= t.multipart_threshold {
-                    Ok(Put {
-                        etag: put_multipart(client, bucket, &key, item, t.part_size).await?,
-                        confirmed: false,
-                    })
+                    let (etag, confirmed) =
+                        put_multipart(client, bucket, &key, item, t.part_size).await?;
+                    Ok(Put { etag, confirmed })
                 } else {
                     put_single(client, bucket, &key, item).await
                 }
@@ -215,21 +223,25 @@ async fn put_single(
     item: &Item,
 ) -> Result<Put, StageError> {
     let uri = format!("s3://{bucket}/{key}");
+    cancel::check()?;
     let body = ByteStream::from_path(&item.local)
         .await
         .map_err(|e| StageError::Internal(format!("{}: {e}", item.local.display())))?;
-    let r = client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(body)
-        .content_type(&item.media_type)
-        .metadata(SHA256_METADATA, item.sha256.as_str())
-        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .checksum_sha256(hex_to_checksum(&item.sha256))
-        .send()
-        .await
-        .map_err(|e| storage_error(&format!("PUT {uri}"), e))?;
+    let r = unless_cancelled(async {
+        client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .content_type(&item.media_type)
+            .metadata(SHA256_METADATA, item.sha256.as_str())
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(hex_to_checksum(&item.sha256))
+            .send()
+            .await
+            .map_err(|e| storage_error(&format!("PUT {uri}"), e).into())
+    })
+    .await?;
     Ok(Put {
         etag: r.e_tag().map(str::to_string),
         confirmed: r.checksum_sha256() == Some(hex_to_checksum(&item.sha256).as_str()),
@@ -237,27 +249,32 @@ async fn put_single(
 }
 
 /// Multipart upload; on any failure the upload is aborted so no parts are left behind.
+/// Returns the ETag, and whether the server's own composite checksum confirmed the data (the
+/// parts sent, whose whole SHA-256 is the manifest's).
 pub async fn put_multipart(
     client: &Client,
     bucket: &str,
     key: &str,
     item: &Item,
     part_size: u64,
-) -> Result<Option<String>, StageError> {
+) -> Result<(Option<String>, bool), StageError> {
     let uri = format!("s3://{bucket}/{key}");
     // Aborted by the SIGINT/SIGTERM handler if the process is stopped meanwhile.
     let slot = crate::abort::Slot::begin(client, bucket, key)?;
-    let created = client
-        .create_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .content_type(&item.media_type)
-        .metadata(SHA256_METADATA, item.sha256.as_str())
-        .checksum_algorithm(ChecksumAlgorithm::Sha256)
-        .checksum_type(ChecksumType::Composite)
-        .send()
-        .await
-        .map_err(|e| storage_error(&format!("CreateMultipartUpload {uri}"), e))?;
+    let created = unless_cancelled(async {
+        client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .content_type(&item.media_type)
+            .metadata(SHA256_METADATA, item.sha256.as_str())
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_type(ChecksumType::Composite)
+            .send()
+            .await
+            .map_err(|e| storage_error(&format!("CreateMultipartUpload {uri}"), e).into())
+    })
+    .await?;
     let upload_id = created
         .upload_id()
         .ok_or_else(|| StageError::Storage(format!("{uri}: server returned no upload id")))?
@@ -266,6 +283,8 @@ pub async fn put_multipart(
     let result = upload_parts(client, bucket, key, &upload_id, item, part_size, &uri).await;
     match result {
         Ok(etag) => Ok(etag),
+        // Stopped by a signal: the signal handler aborts the upload (`abort_in_flight`).
+        Err(e) if cancel::is_cancelled() => Err(e),
         Err(e) => {
             tracing::warn!("{uri}: multipart upload failed, aborting it: {e}");
             if let Err(abort) = client
@@ -294,9 +313,13 @@ async fn upload_parts(
     item: &Item,
     part_size: u64,
     uri: &str,
-) -> Result<Option<String>, StageError> {
+) -> Result<(Option<String>, bool), StageError> {
     let mut parts = Vec::new();
     let mut digests = Vec::new();
+    // The whole object's SHA-256 over the bytes actually sent, compared with the one the
+    // manifest recorded before the upload is completed: a file rewritten since (even at the
+    // same size) is never published under the recorded digest.
+    let mut whole = kubestyle_manifest::digest::Hasher::new();
     let mut offset = 0u64;
     let mut number = 1i32;
     while offset < item.bytes {
@@ -306,17 +329,21 @@ async fn upload_parts(
             .await
             .map_err(|e| StageError::Internal(format!("read task: {e}")))??;
         digests.push(kubestyle_manifest::sha256_bytes(&chunk));
-        let r = client
-            .upload_part()
-            .bucket(bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .part_number(number)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .body(ByteStream::from(chunk))
-            .send()
-            .await
-            .map_err(|e| storage_error(&format!("UploadPart {number} of {uri}"), e))?;
+        whole.update(&chunk);
+        let r = unless_cancelled(async {
+            client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .body(ByteStream::from(chunk))
+                .send()
+                .await
+                .map_err(|e| storage_error(&format!("UploadPart {number} of {uri}"), e).into())
+        })
+        .await?;
         parts.push(
             CompletedPart::builder()
                 .part_number(number)
@@ -327,44 +354,60 @@ async fn upload_parts(
         offset += len;
         number += 1;
     }
-    let done = client
-        .complete_multipart_upload()
-        .bucket(bucket)
-        .key(key)
-        .upload_id(upload_id)
-        .multipart_upload(
-            CompletedMultipartUpload::builder()
-                .set_parts(Some(parts))
-                .build(),
-        )
-        .send()
-        .await
-        .map_err(|e| storage_error(&format!("CompleteMultipartUpload {uri}"), e))?;
+    let (sent, _) = whole.finish();
+    if sent != item.sha256 {
+        return Err(StageError::Integrity(format!(
+            "{}: the data sent has SHA-256 {sent}, the manifest records {}: the file changed \
+             after it was recorded; not published",
+            item.local.display(),
+            item.sha256
+        )));
+    }
+    let done = unless_cancelled(async {
+        client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| storage_error(&format!("CompleteMultipartUpload {uri}"), e).into())
+    })
+    .await?;
     // The object exists now. Check what the server made of the bytes it received against what
     // we sent: its composite checksum (SHA-256 over the SHA-256 of each part, which S3 computes
     // from the data of each part) against the same over our file. A mismatch deletes the
     // object: no corrupted object stays behind carrying our (correct) `x-amz-meta-sha256`.
-    if let Err(e) = verify_composite(client, bucket, key, &digests, uri).await {
-        tracing::error!("{uri}: {e}; deleting the object");
-        if let Err(d) = client.delete_object().bucket(bucket).key(key).send().await {
-            tracing::error!("{}", storage_error(&format!("DELETE {uri}"), d));
+    let confirmed = match verify_composite(client, bucket, key, &digests, uri).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{uri}: {e}; deleting the object");
+            if let Err(d) = client.delete_object().bucket(bucket).key(key).send().await {
+                tracing::error!("{}", storage_error(&format!("DELETE {uri}"), d));
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
-    Ok(done.e_tag().map(str::to_string))
+    };
+    Ok((done.e_tag().map(str::to_string), confirmed))
 }
 
 /// Compare the composite SHA-256 checksum the server reports for a completed multipart object
-/// with the one of `parts` (our parts' digests, in order).
+/// with the one of `parts` (our parts' digests, in order). `Ok(true)` when the server's own
+/// value matched, `Ok(false)` when it reports none (only the size can be checked then).
 async fn verify_composite(
     client: &Client,
     bucket: &str,
     key: &str,
     parts: &[Sha256Hex],
     uri: &str,
-) -> Result<(), StageError> {
+) -> Result<bool, StageError> {
     let expected = kubestyle_s3::composite_sha256(parts);
-    let info = kubestyle_s3::head(client, bucket, key)
+    let info = unless_cancelled(kubestyle_s3::head(client, bucket, key))
         .await?
         .ok_or_else(|| StageError::Integrity(format!("{uri} is missing right after upload")))?;
     match info.checksum.as_ref().filter(|c| c.algorithm == "sha256") {
@@ -378,7 +421,7 @@ async fn verify_composite(
                     parts.len()
                 )));
             }
-            Ok(())
+            Ok(true)
         }
         Some(c) => Err(StageError::Integrity(format!(
             "{uri}: the server's composite SHA-256 of the {} parts is {}, the data sent has {expected}: \
@@ -392,8 +435,31 @@ async fn verify_composite(
                  only its size could be checked",
                 kubestyle_s3::endpoint_for_messages()
             );
-            Ok(())
+            Ok(false)
         }
+    }
+}
+
+/// Run one request unless the process is cancelled (SIGINT/SIGTERM): one not yet sent is never
+/// sent, and one in flight is dropped at the signal (its connection closed, a body cut short:
+/// S3 stores nothing of a request whose body did not arrive whole). Every S3 request of a
+/// transfer goes through here, so nothing is sent after the signal but the handler's aborts.
+pub(crate) async fn unless_cancelled<T>(
+    request: impl std::future::Future<Output = Result<T, StageError>>,
+) -> Result<T, StageError> {
+    cancel::check()?;
+    let signalled = async {
+        loop {
+            if let Some(s) = cancel::signal() {
+                return s;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        biased;
+        s = signalled => Err(cancel::interrupted(s)),
+        r = request => r,
     }
 }
 

@@ -5,13 +5,14 @@ use std::time::Duration;
 use clap::Parser;
 use kubestyle_manifest::StageError;
 use kubestyle_manifest::cancel;
-use kubestyle_manifest::telemetry::{finish, init_tracing};
+use kubestyle_manifest::telemetry::{Report, finish, init_tracing, install_panic_hook};
 use kubestyle_upload::{Cli, run};
 
 /// How long the multipart aborts may take (Kubernetes allows 30 s after SIGTERM by default).
 const ABORT_WITHIN: Duration = Duration::from_secs(20);
 
 fn main() -> ExitCode {
+    install_panic_hook(Report::Log);
     let cli = Cli::parse();
     init_tracing();
     let rt = match tokio::runtime::Runtime::new() {

@@ -40,7 +40,13 @@ async fn volume(run_id: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn upload(endpoint: &str, vol: &Path, m: &Path, to: &str) -> Command {
-    let mut c = Command::cargo_bin("upload").unwrap();
+    let mut c = Command::from_std(upload_std(endpoint, vol, m, to));
+    c.timeout(Duration::from_secs(120));
+    c
+}
+
+fn upload_std(endpoint: &str, vol: &Path, m: &Path, to: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("upload"));
     c.env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
@@ -54,8 +60,7 @@ fn upload(endpoint: &str, vol: &Path, m: &Path, to: &str) -> Command {
         .arg(m)
         .args(["--to", to, "--endpoint-url", endpoint])
         .args(["--multipart-threshold", "5MiB", "--part-size", "5MiB"])
-        .args(["--max-attempts", "3"])
-        .timeout(Duration::from_secs(120));
+        .args(["--max-attempts", "3"]);
     c
 }
 
@@ -338,4 +343,112 @@ async fn a_fresh_prefix_is_listed_once_and_confirmed_puts_are_not_looked_up_agai
         0,
         "all unchanged: {seen2:?}"
     );
+}
+
+/// Promise: after SIGTERM nothing more is sent but the aborts of the multipart uploads in
+/// flight: no further part, no CompleteMultipartUpload, no further single PUT; exit 143 and no
+/// upload left open. (Before #21, parts 2–3, a completion and every remaining PUT went out.)
+#[tokio::test]
+async fn nothing_is_sent_after_sigterm_but_the_aborts() {
+    let s3 = S3Server::get().await;
+    let b = s3.bucket("upsigterm").await;
+    let vol = tempfile::tempdir().unwrap();
+    let d = vol.path().join("res");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("big.bin"), bytes(BIG + 5 * 1024 * 1024, 2)).unwrap();
+    for i in 0..30 {
+        std::fs::write(d.join(format!("small-{i:02}.png")), bytes(1000, i)).unwrap();
+    }
+    use clap::Parser;
+    kubestyle_download::run(kubestyle_download::Args::parse_from([
+        "download",
+        "--volume",
+        vol.path().to_str().unwrap(),
+        "--run-id",
+        "sig",
+        d.to_str().unwrap(),
+    ]))
+    .await
+    .unwrap();
+    let m = manifest_path(vol.path(), "sig", "download");
+    // Every PUT (parts and single objects) is held 2 s: the lanes are all busy when the signal
+    // comes, so what the proxy sees after it was sent after it.
+    let proxy = FaultProxy::start(&s3.endpoint);
+    proxy.add(Rule::always(Fault::Delay(Duration::from_secs(2)), |r| {
+        r.method == "PUT"
+    }));
+    let child = upload_std(&proxy.endpoint, vol.path(), &m, &format!("s3://{b}/out"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !proxy.seen().iter().any(|l| l.contains("partNumber=1")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", proxy.seen());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proxy.seen().len();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    let seen = proxy.seen();
+    let after: Vec<&String> = seen[before..]
+        .iter()
+        .filter(|l| !l.starts_with("DELETE"))
+        .collect();
+    assert!(
+        after.is_empty(),
+        "sent after SIGTERM: {after:?} (all: {seen:#?})"
+    );
+    // The proxy forwards the held part 1 late; give it time, then nothing is open.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(open_uploads(&s3, &b).await, Vec::<String>::new());
+}
+
+/// Promise: a multipart upload is published only when the bytes sent are the ones the
+/// manifest recorded: a file rewritten at the same size after upload verified it (here while
+/// CreateMultipartUpload is held) is refused with exit 6, no object, no open upload, no
+/// receipt. (Before #21 the part digests came from the bytes read and the final check compared
+/// our own `x-amz-meta-sha256` with itself: published, exit 0, a wrong SHA256SUMS.)
+#[tokio::test]
+async fn a_file_rewritten_during_a_multipart_upload_is_not_published() {
+    let s3 = S3Server::get().await;
+    let b = s3.bucket("uprewrite").await;
+    let proxy = FaultProxy::start(&s3.endpoint);
+    // Held 1 s (within the 2 s read timeout), long enough to rewrite the file.
+    proxy.add(Rule::always(Fault::Delay(Duration::from_secs(1)), |r| {
+        r.method == "POST" && r.query().contains("uploads")
+    }));
+    let (vol, m) = volume("rw").await;
+    let child = upload_std(&proxy.endpoint, vol.path(), &m, &format!("s3://{b}/out"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !proxy.seen().iter().any(|l| l.contains("?uploads")) {
+        assert!(std::time::Instant::now() < deadline, "{:?}", proxy.seen());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Same size, other bytes.
+    std::fs::write(vol.path().join("res/big.bin"), bytes(BIG, 99)).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("the manifest records"), "{err}");
+    assert!(
+        !s3.keys(&b, "out/rw/")
+            .await
+            .iter()
+            .any(|k| k.ends_with("big.bin")),
+        "published"
+    );
+    assert_eq!(open_uploads(&s3, &b).await, Vec::<String>::new());
+    assert!(!manifest_path(vol.path(), "rw", "upload").exists());
 }

@@ -10,6 +10,7 @@ use super::kube_err;
 use super::pods::{exit_code, job_pods, log_of, shard_of};
 use crate::render::job_name;
 use crate::{PipelineError, Stage};
+use kubestyle_manifest::StageError;
 
 /// One line per stage Job of a run: `stage job state`.
 pub async fn status(client: Client, ns: &str, run: &str) -> Result<String, PipelineError> {
@@ -78,7 +79,10 @@ pub async fn logs(
     Ok(out)
 }
 
-/// Delete a run's Jobs (and their pods); the claim only with `with_data`.
+/// Delete a run's Jobs (and their pods); the claim only with `with_data`. Each object is
+/// deleted only as the one looked up and found to be the run's: the DELETE carries its uid as
+/// a precondition, so an object replaced in between (someone else's of the same name) is left
+/// alone (the API server answers 409), and nothing is deleted where the lookup found nothing.
 pub async fn delete(
     client: Client,
     ns: &str,
@@ -87,41 +91,71 @@ pub async fn delete(
     with_data: bool,
 ) -> Result<Vec<String>, PipelineError> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..DeleteParams::default()
-    };
     let mut deleted = Vec::new();
     for stage in Stage::ALL {
         let name = job_name(run, stage);
-        match jobs.get_opt(&name).await {
+        let uid = match jobs.get_opt(&name).await {
             Ok(Some(j)) if !owned_by_run(&j.metadata, run) => {
                 return Err(not_ours("job", &name, run).into());
             }
-            Ok(_) => {}
+            Ok(Some(j)) => j.metadata.uid,
+            Ok(None) => continue,
             Err(e) => return Err(kube_err(&name, e).into()),
-        }
+        };
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            preconditions: Some(precondition(uid)),
+            ..DeleteParams::default()
+        };
         match jobs.delete(&name, &dp).await {
             Ok(_) => deleted.push(format!("job/{name}")),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Err(replaced("job", &name).into());
+            }
             Err(e) => return Err(kube_err(&format!("deleting {name}"), e).into()),
         }
     }
     if with_data {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, ns);
         // Only the run's own claim: never a claim someone else named like it.
-        match claims.get_opt(claim).await {
+        let uid = match claims.get_opt(claim).await {
             Ok(Some(c)) if !owned_by_run(&c.metadata, run) => {
                 return Err(not_ours("persistentvolumeclaim", claim, run).into());
             }
-            Ok(_) => {}
+            Ok(Some(c)) => Some(c.metadata.uid),
+            Ok(None) => None,
             Err(e) => return Err(kube_err(claim, e).into()),
-        }
-        match claims.delete(claim, &DeleteParams::default()).await {
-            Ok(_) => deleted.push(format!("persistentvolumeclaim/{claim}")),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(kube_err(&format!("deleting {claim}"), e).into()),
+        };
+        if let Some(uid) = uid {
+            let dp = DeleteParams {
+                preconditions: Some(precondition(uid)),
+                ..DeleteParams::default()
+            };
+            match claims.delete(claim, &dp).await {
+                Ok(_) => deleted.push(format!("persistentvolumeclaim/{claim}")),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {
+                    return Err(replaced("persistentvolumeclaim", claim).into());
+                }
+                Err(e) => return Err(kube_err(&format!("deleting {claim}"), e).into()),
+            }
         }
     }
     Ok(deleted)
+}
+
+/// Delete only the object with this uid (an object without one is never deleted: a uid that
+/// no object has).
+fn precondition(uid: Option<String>) -> kube::api::Preconditions {
+    kube::api::Preconditions {
+        uid: Some(uid.unwrap_or_else(|| "kubestyle-no-uid".into())),
+        resource_version: None,
+    }
+}
+
+fn replaced(kind: &str, name: &str) -> StageError {
+    StageError::Conflict(vec![format!(
+        "{kind} {name} was replaced between its lookup and its deletion: left alone"
+    )])
 }

@@ -156,21 +156,32 @@ pub fn other_spec(name: &str, theirs: Option<String>, ours: &str) -> StageError 
 }
 
 /// Delete a Job and its pods (foreground: the Job goes only after its pods), and wait until
-/// the name is free again so the Job can be created anew.
+/// the name is free again so the Job can be created anew. Only the Job looked up (`uid`, a
+/// precondition of the DELETE): one replaced in between by someone else's is left alone.
 pub async fn delete_and_wait(
     api: &Api<Job>,
     name: &str,
+    uid: Option<String>,
     deadline: Instant,
     limit: Duration,
 ) -> Result<(), StageError> {
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Foreground),
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some(uid.unwrap_or_else(|| "kubestyle-no-uid".into())),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
     let what = format!("deleting job {name}");
     match within(limit, &what, api.delete(name, &dp)).await? {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Err(StageError::Conflict(vec![format!(
+                "job {name} was replaced between its lookup and its deletion: left alone"
+            )]));
+        }
         Err(e) => return Err(kube_err(&what, e)),
     }
     let mut pause = Duration::from_millis(100);

@@ -238,7 +238,8 @@ pub async fn submit(
                 match why {
                     Some(why) => {
                         note(format!("==> job {name}: replacing it: {why}"));
-                        delete_and_wait(&jobs, &name, deadline, limit).await?;
+                        let uid = existing.metadata.uid.clone();
+                        delete_and_wait(&jobs, &name, uid, deadline, limit).await?;
                         match create_or_get(&jobs, &j, &name, limit).await? {
                             Placed::Created => (true, true),
                             Placed::Exists(_) => {

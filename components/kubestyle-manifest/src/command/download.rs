@@ -11,6 +11,8 @@ pub const NAME: &str = Stage::Download.as_str();
 pub const DEFAULT_JOBS: u16 = 4;
 /// Default `--max-resumes`.
 pub const DEFAULT_MAX_RESUMES: u32 = 5;
+/// Default `--max-list-bytes`: 64 MiB (about a million entries).
+pub const DEFAULT_MAX_LIST_BYTES: u64 = 64 << 20;
 
 /// Fetch inputs from S3 or local paths onto the shared volume and record them in a manifest.
 #[derive(Debug, Clone, PartialEq, clap::Parser)]
@@ -75,6 +77,10 @@ pub struct Args {
     /// normalisation (NFC/NFD), which some volumes (APFS) also treat as one.
     #[arg(long)]
     pub allow_case_clash: bool,
+    /// Largest `--list` file read (local or `s3://`), in bytes: a larger one is refused (exit 4)
+    /// before more than this is read, whatever the server or the file claims.
+    #[arg(long, env = "KUBESTYLE_MAX_LIST_BYTES", default_value_t = DEFAULT_MAX_LIST_BYTES, value_name = "BYTES")]
+    pub max_list_bytes: u64,
     #[command(flatten)]
     pub s3: S3Args,
 }
@@ -96,6 +102,7 @@ impl Args {
             force: false,
             max_resumes: DEFAULT_MAX_RESUMES,
             allow_case_clash: false,
+            max_list_bytes: DEFAULT_MAX_LIST_BYTES,
             s3: S3Args::default(),
         }
     }
@@ -117,6 +124,7 @@ impl Args {
             force,
             max_resumes,
             allow_case_clash,
+            max_list_bytes,
             s3,
         } = self;
         let mut a = Argv::new();
@@ -134,6 +142,7 @@ impl Args {
         a.opt_some("--manifest", &manifest.as_deref().map(path_arg));
         a.opt_unless("--max-resumes", max_resumes, &DEFAULT_MAX_RESUMES);
         a.switch("--allow-case-clash", *allow_case_clash);
+        a.opt_unless("--max-list-bytes", max_list_bytes, &DEFAULT_MAX_LIST_BYTES);
         a.extend(s3.to_args());
         a.switch("--force", *force);
         a.finish()
@@ -161,6 +170,7 @@ mod tests {
             force: true,
             max_resumes: 1,
             allow_case_clash: true,
+            max_list_bytes: 1000,
             s3: crate::command::s3::tests::full(),
         };
         round_trips(NAME, &c, Args::to_args);

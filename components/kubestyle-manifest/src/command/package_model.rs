@@ -27,6 +27,13 @@ pub struct Args {
     /// Take the weight files from this manifest's model outputs.
     #[arg(long, value_name = "FILE")]
     pub from_manifest: Option<PathBuf>,
+    /// Package only the manifest's model files fetched from these sources (an artifact's
+    /// `source`: the `s3://` URI or local path download read it from), each of which must be
+    /// there; every other model file of the manifest is left alone. `pipeline` gives the
+    /// spec's `sources.models`: a weights file that reached the volume any other way (from
+    /// an image prefix, directory or list) never becomes a model.
+    #[arg(long = "source", value_name = "URI")]
+    pub sources: Vec<String>,
     /// Architecture; `auto` recognises it from the tensor names.
     #[arg(
         long,
@@ -73,6 +80,7 @@ impl Args {
         Args {
             weights: Vec::new(),
             from_manifest: None,
+            sources: Vec::new(),
             architecture: AUTO.into(),
             style_names: Vec::new(),
             force: false,
@@ -90,6 +98,7 @@ impl Args {
         let Args {
             weights,
             from_manifest,
+            sources,
             architecture,
             style_names,
             force,
@@ -107,6 +116,7 @@ impl Args {
             a.word(w);
         }
         a.opt_some("--from-manifest", &from_manifest.as_deref().map(path_arg));
+        a.opt_each("--source", sources);
         if !style_names.is_empty() {
             a.opt("--style-names", style_names.join(","));
         }
@@ -132,6 +142,7 @@ mod tests {
         let c = Args {
             weights: vec!["/w/candy.pth".into(), "m.onnx".into()],
             from_manifest: Some("/vol/d.json".into()),
+            sources: vec!["s3://m/candy.pth".into(), "/w/x.onnx".into()],
             architecture: "transformer-net".into(),
             style_names: vec!["candy".into(), "mosaic".into()],
             force: true,

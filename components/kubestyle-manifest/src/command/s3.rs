@@ -27,6 +27,8 @@ pub const DEFAULT_READ_TIMEOUT: f64 = 120.0;
 pub const DEFAULT_ATTEMPT_TIMEOUT: f64 = 0.0;
 /// Default `--operation-timeout`, seconds.
 pub const DEFAULT_OPERATION_TIMEOUT: f64 = 600.0;
+/// Default `--max-listed-objects`: a million (a few hundred MiB of keys in memory).
+pub const DEFAULT_MAX_LISTED_OBJECTS: u64 = 1_000_000;
 
 /// S3 connection options shared by every stage's command line.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
@@ -66,6 +68,10 @@ pub struct S3Args {
     /// within it. 0 disables.
     #[arg(long, env = "KUBESTYLE_S3_OPERATION_TIMEOUT", default_value_t = DEFAULT_OPERATION_TIMEOUT, value_name = "SECONDS")]
     pub operation_timeout: f64,
+    /// Most objects one listed prefix may hold: a listing that goes on past it (a huge prefix,
+    /// or a server that never stops paging) is refused (exit 4) before it fills memory.
+    #[arg(long, env = "KUBESTYLE_S3_MAX_LISTED_OBJECTS", default_value_t = DEFAULT_MAX_LISTED_OBJECTS, value_name = "N")]
+    pub max_listed_objects: u64,
 }
 
 impl Default for S3Args {
@@ -79,6 +85,7 @@ impl Default for S3Args {
             read_timeout: DEFAULT_READ_TIMEOUT,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            max_listed_objects: DEFAULT_MAX_LISTED_OBJECTS,
         }
     }
 }
@@ -137,6 +144,7 @@ impl S3Args {
             read_timeout,
             attempt_timeout,
             operation_timeout,
+            max_listed_objects,
         } = self;
         let mut a = Argv::new();
         a.opt_some("--endpoint-url", endpoint_url);
@@ -160,6 +168,11 @@ impl S3Args {
             "--operation-timeout",
             operation_timeout,
             &DEFAULT_OPERATION_TIMEOUT,
+        );
+        a.opt_unless(
+            "--max-listed-objects",
+            max_listed_objects,
+            &DEFAULT_MAX_LISTED_OBJECTS,
         );
         a.finish()
     }
@@ -197,6 +210,7 @@ pub(crate) mod tests {
             read_timeout: 0.0,
             attempt_timeout: 30.0,
             operation_timeout: 1e-3,
+            max_listed_objects: 7,
         }
     }
 

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, Device};
+use crate::bounds;
 
 /// `stylize.format`: the stage's `--format` values.
 pub use kubestyle_manifest::command::stylize::OutFormat as OutputFormat;
@@ -15,7 +16,7 @@ pub use kubestyle_manifest::command::stylize::OutFormat as OutputFormat;
 pub struct StylizeOptions {
     /// Longest edge in pixels; larger images are scaled down first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 4))]
+    #[schemars(range(min = bounds::MAX_SIZE.min, max = bounds::MAX_SIZE.max))]
     pub max_size: Option<u32>,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "auto")]
@@ -27,6 +28,7 @@ pub struct StylizeOptions {
     pub format: OutputFormat,
     /// Refuse images with more pixels than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = bounds::MAX_PIXELS.min, max = bounds::MAX_PIXELS.max))]
     pub max_pixels: Option<u64>,
 }
 

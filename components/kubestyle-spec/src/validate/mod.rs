@@ -10,6 +10,7 @@ mod stylize;
 use kubestyle_manifest::Location;
 use kubestyle_manifest::manifest::validate_run_id;
 
+use crate::bounds::{self, Range};
 use crate::{SPEC_VERSION, Spec};
 
 /// The problems found so far, in the order found: `(field, message)`, the field a path like
@@ -20,6 +21,29 @@ struct Diagnostics(Vec<(String, String)>);
 impl Diagnostics {
     fn push(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.0.push((field.into(), message.into()));
+    }
+
+    /// A number within its [`Range`] (the schema's `minimum`/`maximum`).
+    fn range(&mut self, field: &str, value: i64, r: Range) {
+        if !r.contains(value) {
+            self.push(
+                field,
+                format!("{value} is out of range: {} to {}", r.min, r.max),
+            );
+        }
+    }
+
+    /// A string matching its pattern and length bound (the schema's `pattern`/`maxLength`);
+    /// `what` says what it should be.
+    fn pattern(&mut self, field: &str, value: &str, pattern: &str, max_len: usize, what: &str) {
+        if value.len() > max_len {
+            self.push(
+                field,
+                format!("{} bytes long: at most {max_len}", value.len()),
+            );
+        } else if !bounds::matches(pattern, value) {
+            self.push(field, format!("{value:?} is not {what}"));
+        }
     }
 }
 

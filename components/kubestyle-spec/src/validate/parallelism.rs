@@ -2,12 +2,11 @@
 
 use super::Diagnostics;
 use crate::Parallelism;
+use crate::bounds::{THREADS, TRANSFERS};
 
 pub(super) fn validate(p: &Parallelism, d: &mut Diagnostics) {
-    if p.transfers == 0 {
-        d.push("parallelism.transfers", "must be at least 1");
-    }
-    if p.threads == Some(0) {
-        d.push("parallelism.threads", "must be at least 1");
+    d.range("parallelism.transfers", p.transfers.into(), TRANSFERS);
+    if let Some(t) = p.threads {
+        d.range("parallelism.threads", t.into(), THREADS);
     }
 }

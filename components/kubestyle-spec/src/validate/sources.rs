@@ -17,6 +17,13 @@ pub(super) fn validate(sources: &Sources, styles: &[String], d: &mut Diagnostics
         for (i, u) in list.iter().enumerate() {
             if let Err(m) = check_uri(u) {
                 d.push(format!("{field}[{i}]"), m);
+            } else if field == "sources.images" && is_weights(u) {
+                // A source of images never yields a model: a weights file is named where
+                // models are (`sources.models`), with the styles it runs with.
+                d.push(
+                    format!("{field}[{i}]"),
+                    format!("{u:?} is a weights file, not an image: models go in sources.models"),
+                );
             }
         }
     }
@@ -36,11 +43,7 @@ pub(super) fn validate(sources: &Sources, styles: &[String], d: &mut Diagnostics
             continue;
         }
         let lower = m.uri.to_ascii_lowercase();
-        if !(lower.ends_with(".pth")
-            || lower.ends_with(".pt")
-            || lower.ends_with(".onnx")
-            || lower.ends_with(".safetensors"))
-        {
+        if !is_weights(&m.uri) {
             d.push(
                 format!("{f}.uri"),
                 format!(
@@ -78,4 +81,12 @@ pub(super) fn validate(sources: &Sources, styles: &[String], d: &mut Diagnostics
             }
         }
     }
+}
+
+/// A weights file by its name: `.pth`, `.pt`, `.onnx` or `.safetensors`.
+fn is_weights(uri: &str) -> bool {
+    let lower = uri.to_ascii_lowercase();
+    [".pth", ".pt", ".onnx", ".safetensors"]
+        .iter()
+        .any(|e| lower.ends_with(e))
 }

@@ -1,6 +1,7 @@
 //! `stylize`: backend, device and sizes.
 
 use super::Diagnostics;
+use crate::bounds::{MAX_PIXELS, MAX_SIZE};
 use crate::{Backend, StylizeOptions};
 
 pub(super) fn validate(st: &StylizeOptions, d: &mut Diagnostics) {
@@ -15,7 +16,14 @@ pub(super) fn validate(st: &StylizeOptions, d: &mut Diagnostics) {
     if backend == Ok(Backend::Flex) && st.device.starts_with("cuda") {
         d.push("stylize.device", "the flex backend runs on the CPU only");
     }
-    if st.max_size.is_some_and(|m| m < 4) {
-        d.push("stylize.max_size", "must be at least 4");
+    if let Some(m) = st.max_size {
+        d.range("stylize.max_size", m.into(), MAX_SIZE);
+    }
+    if let Some(m) = st.max_pixels {
+        d.range(
+            "stylize.max_pixels",
+            i64::try_from(m).unwrap_or(i64::MAX),
+            MAX_PIXELS,
+        );
     }
 }
