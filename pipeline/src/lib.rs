@@ -115,7 +115,8 @@ pub struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Run every stage locally, as separate processes, skipping stages whose step cache holds.
+    /// Run every stage locally, as separate processes or each in its container image (`--runner
+    /// docker`), skipping stages whose step cache holds.
     Run {
         /// The pipeline spec (YAML).
         spec: PathBuf,
