@@ -243,28 +243,13 @@ async fn s3_in_containers_is_byte_identical_to_processes() {
     let models = s3.bucket("models").await;
     let env = s3.env();
     let env_ref: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
-    let bins = bin_dir();
     let w = Workdir::new();
-    for (paths, to) in [
-        (vec![w.path().join("images")], format!("s3://{inputs}/")),
-        (
-            vec![assets().join("multistyle26.onnx")],
-            format!("s3://{models}/"),
-        ),
-    ] {
-        let out = Command::new(bins.join("upload"))
-            .arg("push")
-            .args(&paths)
-            .args(["--to", &to])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    push(&[w.path().join("images")], &format!("s3://{inputs}/"), &env);
+    push(
+        &[assets().join("multistyle26.onnx")],
+        &format!("s3://{models}/"),
+        &env,
+    );
     let mut published = Vec::new();
     for runner in ["process", "docker"] {
         let results = s3.bucket(&format!("results-{runner}")).await;

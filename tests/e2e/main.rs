@@ -143,6 +143,22 @@ pub fn pipeline(args: &[&str], env: &[(&str, String)]) -> Output {
     out
 }
 
+/// `upload push PATHS --to TO` with `env`: how the README fills a bucket; must succeed.
+pub fn push(paths: &[PathBuf], to: &str, env: &[(&str, String)]) {
+    let out = Command::new(bin_dir().join("upload"))
+        .arg("push")
+        .args(paths)
+        .args(["--to", to])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn run_ok(spec: &Path, extra: &[&str], env: &[(&str, String)]) -> String {
     let mut args = vec!["run", spec.to_str().expect("utf-8 path")];
     args.extend(extra);

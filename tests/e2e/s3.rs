@@ -2,8 +2,6 @@
 //! run, then every published object downloaded and checked against the published SHA256SUMS;
 //! the results table matches the manifests; a second run runs no stage.
 
-use std::process::Command;
-
 use kubestyle_testkit::S3Server;
 
 use crate::*;
@@ -18,25 +16,11 @@ async fn s3_spec_against_moto() {
     let env = s3.env();
 
     // Fill the buckets the way the README says: `upload push`.
-    let bins = bin_dir();
-    let push = |paths: &[std::path::PathBuf], to: String| {
-        let out = Command::new(bins.join("upload"))
-            .arg("push")
-            .args(paths)
-            .args(["--to", &to])
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    push(&[w.path().join("images")], format!("s3://{inputs}/"));
+    push(&[w.path().join("images")], &format!("s3://{inputs}/"), &env);
     push(
         &[assets().join("multistyle26.onnx")],
-        format!("s3://{models}/"),
+        &format!("s3://{models}/"),
+        &env,
     );
     let spec = w.spec_from_example(
         "s3.yaml",
