@@ -3,8 +3,13 @@
 //!
 //! [`dest::put_multipart`](crate::dest::put_multipart) takes a [`Slot`] before
 //! `CreateMultipartUpload` (refused once the process is cancelled) and records the upload id
-//! in it; the slot is released when the upload is completed or aborted. The signal handler
-//! calls [`abort_in_flight`].
+//! in it; the slot is released ([`Slot::finish`]) when the upload is completed or aborted by
+//! the transfer itself. The signal handler calls [`abort_in_flight`].
+//!
+//! A `CreateMultipartUpload` already sent when the signal comes is not dropped: the server may
+//! have made the upload, and only its answer names it. The transfer waits for the answer and
+//! records the id; the handler waits (within its bound) for creations under way. A slot
+//! dropped after the signal with an upload id is left for the handler, never forgotten.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,10 +66,34 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
-    fn drop(&mut self) {
+impl Slot {
+    /// The upload was completed or aborted by the transfer: nothing for the handler to do.
+    pub fn finish(self) {
         in_flight().remove(&self.0);
     }
+}
+
+impl Drop for Slot {
+    /// Released without [`Slot::finish`]: forgotten when no upload was made (creation failed);
+    /// an upload made but neither completed nor aborted is left for [`abort_in_flight`] once
+    /// the process is cancelled.
+    fn drop(&mut self) {
+        let mut m = in_flight();
+        let made = m.get(&self.0).is_some_and(|u| u.upload_id.is_some());
+        if !(made && cancel::is_cancelled()) {
+            m.remove(&self.0);
+        }
+    }
+}
+
+/// The multipart uploads the signal handler would abort now, as `(bucket, key, upload id)`
+/// (`None` while being created). For tests.
+#[doc(hidden)]
+pub fn pending() -> Vec<(String, String, Option<String>)> {
+    in_flight()
+        .values()
+        .map(|u| (u.bucket.clone(), u.key.clone(), u.upload_id.clone()))
+        .collect()
 }
 
 /// Abort every multipart upload in flight (waiting, up to `within`, for those still being

@@ -261,20 +261,20 @@ pub async fn put_multipart(
     let uri = format!("s3://{bucket}/{key}");
     // Aborted by the SIGINT/SIGTERM handler if the process is stopped meanwhile.
     let slot = crate::abort::Slot::begin(client, bucket, key)?;
-    let created = unless_cancelled(async {
-        client
-            .create_multipart_upload()
-            .bucket(bucket)
-            .key(key)
-            .content_type(&item.media_type)
-            .metadata(SHA256_METADATA, item.sha256.as_str())
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_type(ChecksumType::Composite)
-            .send()
-            .await
-            .map_err(|e| storage_error(&format!("CreateMultipartUpload {uri}"), e).into())
-    })
-    .await?;
+    // Not `unless_cancelled`: once sent, the server may make the upload whether or not we
+    // wait, and only its answer names it; dropped, it would stay open (billed) for good. The
+    // signal handler waits for this answer and aborts what it names.
+    let created = client
+        .create_multipart_upload()
+        .bucket(bucket)
+        .key(key)
+        .content_type(&item.media_type)
+        .metadata(SHA256_METADATA, item.sha256.as_str())
+        .checksum_algorithm(ChecksumAlgorithm::Sha256)
+        .checksum_type(ChecksumType::Composite)
+        .send()
+        .await
+        .map_err(|e| storage_error(&format!("CreateMultipartUpload {uri}"), e))?;
     let upload_id = created
         .upload_id()
         .ok_or_else(|| StageError::Storage(format!("{uri}: server returned no upload id")))?
@@ -282,8 +282,12 @@ pub async fn put_multipart(
     slot.started(&upload_id);
     let result = upload_parts(client, bucket, key, &upload_id, item, part_size, &uri).await;
     match result {
-        Ok(etag) => Ok(etag),
-        // Stopped by a signal: the signal handler aborts the upload (`abort_in_flight`).
+        Ok(etag) => {
+            slot.finish();
+            Ok(etag)
+        }
+        // Stopped by a signal: the signal handler aborts the upload (`abort_in_flight`); the
+        // slot, dropped here, stays for it.
         Err(e) if cancel::is_cancelled() => Err(e),
         Err(e) => {
             tracing::warn!("{uri}: multipart upload failed, aborting it: {e}");
@@ -300,6 +304,7 @@ pub async fn put_multipart(
                     storage_error("AbortMultipartUpload", abort)
                 );
             }
+            slot.finish();
             Err(e)
         }
     }
@@ -443,7 +448,8 @@ async fn verify_composite(
 /// Run one request unless the process is cancelled (SIGINT/SIGTERM): one not yet sent is never
 /// sent, and one in flight is dropped at the signal (its connection closed, a body cut short:
 /// S3 stores nothing of a request whose body did not arrive whole). Every S3 request of a
-/// transfer goes through here, so nothing is sent after the signal but the handler's aborts.
+/// transfer goes through here but `CreateMultipartUpload` (see `put_multipart`), so nothing is
+/// sent after the signal but the handler's aborts.
 pub(crate) async fn unless_cancelled<T>(
     request: impl std::future::Future<Output = Result<T, StageError>>,
 ) -> Result<T, StageError> {
