@@ -42,6 +42,13 @@ cargo build --workspace --locked
 log "cargo test (default build: burn-flex)"
 cargo test --workspace --locked --no-fail-fast "$@"
 
+# The README's benchmark (scripts/bench.py: kubestyle beside PyTorch and onnxruntime), tiny, so
+# that a broken benchmark fails the suite: not a timing, only that every implementation runs.
+log "benchmark smoke run: scripts/bench.py at 64², one round, one rep, whole job and roofline"
+cargo build --locked -p package-model -p stylize --bins --example bench_forward
+KUBESTYLE_BENCH_PROFILE=debug "$venv/bin/python" scripts/bench.py --sizes 64 --rounds 1 --reps 1 \
+  --job-size 64 --roofline-size 64
+
 # The libtorch backend, against the venv's torch 2.9.0 (what burn-tch 0.22 needs). The build
 # bakes an rpath to torch/lib, so the binaries run without LD_LIBRARY_PATH.
 log "cargo test --features tch (burn-tch on libtorch 2.9.0)"

@@ -3,6 +3,11 @@
 //! the times and the process's peak RSS.
 //!
 //!   cargo run --release -p stylize --example bench_forward -- PACKAGE_DIR SIZE REPS [fused|flex|tch]
+//!   cargo run --release -p stylize --example bench_forward -- --packages VOLUME RUN_ID
+//!
+//! `--packages` prints, as one JSON object, the package directory of each architecture that
+//! `package-model` wrote for run `RUN_ID` on `VOLUME`, read from its manifest through the
+//! contract crate: the benchmark never copies the volume's layout.
 //!
 //! `fused`: kubestyle's fused CPU kernels (stylize's default on the CPU); `flex`: burn-flex's
 //! tensor ops; `tch`: libtorch (build with `--features tch`).
@@ -25,12 +30,44 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `{"<architecture>": "<absolute package dir>", …}` from the package-model manifest of `run_id`.
+fn print_packages(volume: &std::path::Path, run_id: &str) {
+    use kubestyle_manifest::Manifest;
+    use kubestyle_manifest::command::package_model::NAME;
+    use kubestyle_manifest::manifest::manifest_path;
+    let path = manifest_path(volume, run_id, NAME);
+    let m = match Manifest::read(&path, volume) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(4);
+        }
+    };
+    let mut out = serde_json::Map::new();
+    for o in &m.outputs {
+        let (Some(arch), Some(pkg)) = (
+            o.attributes.get("architecture").and_then(|v| v.as_str()),
+            o.attributes.get("package").and_then(|v| v.as_str()),
+        ) else {
+            continue;
+        };
+        let dir = volume.join(pkg);
+        out.insert(arch.to_string(), dir.to_string_lossy().into_owned().into());
+    }
+    println!("{}", serde_json::Value::Object(out));
+}
+
 fn main() {
     // `RUST_LOG=kubestyle_models=trace` prints per-layer timings of the fused kernels.
     kubestyle_manifest::telemetry::init_tracing();
     let a: Vec<String> = std::env::args().collect();
+    if a.len() == 4 && a[1] == "--packages" {
+        return print_packages(std::path::Path::new(&a[2]), &a[3]);
+    }
     if a.len() < 4 {
-        eprintln!("usage: bench_forward PACKAGE_DIR SIZE REPS [fused|flex|tch]");
+        eprintln!(
+            "usage: bench_forward PACKAGE_DIR SIZE REPS [fused|flex|tch] | --packages VOLUME RUN_ID"
+        );
         std::process::exit(2);
     }
     let (dir, size, reps) = (
