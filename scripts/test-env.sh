@@ -49,6 +49,8 @@ export KUBESTYLE_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
 export KUBESTYLE_ACTIONLINT="$venv/bin/actionlint"
 # The engines' definitions for `pipeline compile` output (kfp, kfp-kubernetes, hera-workflows).
 export KUBESTYLE_ENGINES_PYTHON="$venv/bin/python"
+# The venv's Python (numpy, PIL, pyarrow, pandas) for the references some tests compare with.
+export KUBESTYLE_PYTHON="$venv/bin/python"
 # Dummy credentials for moto; keep the developer's real AWS config out of the tests.
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null

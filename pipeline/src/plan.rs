@@ -112,6 +112,8 @@ pub fn stage_commands(l: &Loaded, layout: &Layout, force: [bool; 4]) -> Vec<Stag
             .into_iter()
             .flat_map(|(pkg, styles)| styles.into_iter().map(move |s| qualified(&pkg, &s)))
             .collect(),
+        preserve_colour: st.preserve_colour,
+        strength: st.strength,
         max_size: st.max_size,
         max_pixels: st.max_pixels.unwrap_or(stylize::DEFAULT_MAX_PIXELS),
         format: st.format,
@@ -195,9 +197,9 @@ sources:
     - uri: ../weights/candy.pth
       architecture: transformer-net
       styles: ['0']
-styles: ['7', '3:0.5,12:0.5']
+styles: ['7', '3:0.5,12:0.5~preserve-colour=false']
 output: out
-stylize: {max_size: 256}
+stylize: {max_size: 256, preserve_colour: true, strength: 0.75}
 parallelism: {transfers: 8, threads: 2}
 ";
         let l = Loaded {
@@ -226,7 +228,7 @@ parallelism: {transfers: 8, threads: 2}
         );
         assert_eq!(
             line(2),
-            "--volume /vol --run-id demo --style multistyle26/7 --style multistyle26/3:0.5,12:0.5 --style candy/0 --max-size 256 --format keep --device auto --backend auto --force"
+            "--volume /vol --run-id demo --style multistyle26/7 --style multistyle26/3:0.5,12:0.5~preserve-colour=false --style candy/0 --preserve-colour --strength 0.75 --max-size 256 --format keep --device auto --backend auto --force"
         );
         assert_eq!(
             cmds[2].env,

@@ -29,7 +29,7 @@ fn spec_errors_name_field_and_line_and_write_nothing() {
     expect_failure(
         &spec,
         2,
-        &["stylize.maxsize", "line 24", "unknown field `maxsize`"],
+        &["stylize.maxsize", "line 27", "unknown field `maxsize`"],
         &[],
     );
     let out = pipeline(&["validate", spec.to_str().unwrap()], &[]);

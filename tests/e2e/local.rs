@@ -4,11 +4,13 @@
 
 use crate::*;
 
-const STYLES: [&str; 4] = [
+const STYLES: [&str; 6] = [
     "style-07",
     "style-19",
     "style-23",
     "style-03@0.50+style-12@0.50",
+    "style-07~preserve-colour",
+    "style-07~strength=0.50",
 ];
 const PHOTOS: [&str; 3] = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"];
 
@@ -58,18 +60,18 @@ fn demo_spec_end_to_end_then_the_step_cache() {
         assert!(keys.iter().any(|x| x == k), "{k} not published: {keys:?}");
     }
     let stylize = manifest(&vol, "demo", "stylize");
-    assert_eq!(stylize.outputs.len(), 12);
+    assert_eq!(stylize.outputs.len(), 18);
     check_results_match_manifest(
         &std::fs::read(published.join("results.csv")).unwrap(),
         &stylize,
     );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(published.join("results.json")).unwrap()).unwrap();
-    assert_eq!(json["rows"].as_array().unwrap().len(), 12);
+    assert_eq!(json["rows"].as_array().unwrap().len(), 18);
     assert_eq!(json["rows"][0]["backend"], "flex");
-    // Contact sheet: 3 inputs down, input + 4 styles across.
+    // Contact sheet: 3 inputs down, input + 6 styles across.
     let sheet = image::open(published.join("contact-sheet.jpg")).unwrap();
-    assert_eq!(sheet.width(), 8 + 5 * 200);
+    assert_eq!(sheet.width(), 8 + 7 * 200);
     assert!(sheet.height() > 3 * 200);
     // Every styled output keeps its input's size (max_size 320) and format.
     let astro = image::open(published.join(styled_key("style-07", "astronaut.jpg"))).unwrap();
@@ -91,7 +93,7 @@ fn demo_spec_end_to_end_then_the_step_cache() {
     );
     let log = std::fs::read_to_string(vol.join("runs/demo/stylize.log")).unwrap();
     assert!(
-        log.contains("12 computed, 0 reused"),
+        log.contains("18 computed, 0 reused"),
         "a cached run must keep the log of the run that made the outputs: {log}"
     );
 
@@ -108,7 +110,7 @@ fn demo_spec_end_to_end_then_the_step_cache() {
     assert_eq!(st["stylize"], "ran");
     assert_eq!(sha(&victim), good, "recomputed output differs");
     let log = std::fs::read_to_string(vol.join("runs/demo/stylize.log")).unwrap();
-    assert!(log.contains("1 computed, 11 reused"), "{log}");
+    assert!(log.contains("1 computed, 17 reused"), "{log}");
     verify_sums(&published);
 
     // 4. One input changed under the same name: only its outputs are redone.
@@ -128,7 +130,7 @@ fn demo_spec_end_to_end_then_the_step_cache() {
     assert_eq!(st["stylize"], "ran");
     assert_eq!(st["upload"], "ran");
     let log = std::fs::read_to_string(vol.join("runs/demo/stylize.log")).unwrap();
-    assert!(log.contains("4 computed, 8 reused"), "{log}");
+    assert!(log.contains("6 computed, 12 reused"), "{log}");
     assert_eq!(
         std::fs::metadata(&untouched).unwrap().modified().unwrap(),
         untouched_mtime,

@@ -32,7 +32,7 @@ fn sigkill_during_stylize_then_rerun_resumes() {
     let spec = reference.spec_from_example("demo.yaml", &[images(&reference)]);
     run_ok(&spec, &[], &[]);
     let want = styled_digests(&reference.out().join("demo"));
-    assert_eq!(want.len(), 12);
+    assert_eq!(want.len(), 18);
 
     // The same spec elsewhere, killed once the first stylized image is written.
     let w = Workdir::new();

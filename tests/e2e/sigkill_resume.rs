@@ -94,7 +94,7 @@ fn sigkill_at_random_moments_then_resume_loses_nothing() {
     run_ok(&spec_for(&reference), &[], &[]);
     let full = t0.elapsed();
     let want = outputs(&reference);
-    assert!(want.keys().filter(|k| k.contains("/styled/")).count() == 12);
+    assert!(want.keys().filter(|k| k.contains("/styled/")).count() == 18);
 
     let w = Workdir::new();
     let spec = spec_for(&w);

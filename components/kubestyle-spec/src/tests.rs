@@ -226,6 +226,41 @@ fn schema_field(field: &str) -> serde_json::Value {
 }
 
 /// A spec with `value` at `field` (`a.b.c`), the sections on the way created.
+#[test]
+fn style_controls_are_checked_per_style_and_globally() {
+    let s = parse(
+        &GOOD
+            .replace("\"7\", ", "\"7~preserve-colour~strength=0.6\", ")
+            .replace(
+                "  max_size: 512",
+                "  max_size: 512\n  preserve_colour: true\n  strength: 0.5",
+            ),
+    )
+    .unwrap();
+    assert!(s.stylize.preserve_colour);
+    assert_eq!(s.stylize.strength, Some(0.5));
+    assert_eq!(s.styles[0], "7~preserve-colour~strength=0.6");
+    let bad = GOOD
+        .replace("\"7\", ", "\"7~strength=2\", \"7~sepia\", ")
+        .replace("  max_size: 512", "  max_size: 512\n  strength: 1.5");
+    let e = errors(&bad);
+    let shown: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+    for needle in [
+        "styles[0]: \"7~strength=2\": strength=\"2\" must be a number from 0 to 1",
+        "styles[1]: \"7~sepia\": unknown control \"sepia\"",
+        "stylize.strength: 1.5 must be a number from 0 to 1",
+    ] {
+        assert!(
+            shown.iter().any(|s| s.contains(needle)),
+            "{needle} in {shown:#?}"
+        );
+    }
+    // The schema bounds the strength as the validator does.
+    let f = schema_field("stylize.strength");
+    assert_eq!(f["minimum"], 0.0, "{f}");
+    assert_eq!(f["maximum"], 1.0, "{f}");
+}
+
 fn spec_with(field: &str, value: serde_json::Value) -> String {
     let mut v: serde_json::Value = serde_yaml_ng::from_str(GOOD).unwrap();
     let parts: Vec<&str> = field.split('.').collect();

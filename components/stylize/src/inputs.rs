@@ -43,6 +43,11 @@ pub(crate) fn load_packages(
     compute: &Compute,
 ) -> Result<Vec<Loaded>, StageError> {
     let mut dirs: Vec<(PathBuf, Vec<Artifact>)> = Vec::new();
+    // `--preserve-colour` / `--strength`: for every style that does not set its own.
+    let defaults = kubestyle_manifest::vocab::style::Controls {
+        preserve_colour: args.preserve_colour.then_some(true),
+        strength: args.strength,
+    };
     if args.packages.is_empty() {
         let mpath = manifest_path(
             volume,
@@ -102,7 +107,9 @@ pub(crate) fn load_packages(
         let in_package = |e: StageError| e.context(format!("package {}", dir.display()));
         let given = specs
             .iter()
-            .map(|(given, s)| parse_style(s, &card.styles).map(|st| (given.clone(), st)))
+            .map(|(given, s)| {
+                parse_style_with(s, &card.styles, defaults).map(|st| (given.clone(), st))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(in_package)?;
         // The same style twice would be computed twice and written to one place (or, under

@@ -8,6 +8,7 @@
 
 /// Decoding and encoding (the `kubestyle-imageio` crate).
 pub use kubestyle_imageio as image_io;
+pub mod colour;
 mod compute;
 mod inputs;
 pub mod plan;
@@ -40,7 +41,7 @@ use kubestyle_models::{
 use serde_json::{Map, Value, json};
 
 pub use image_io::OutFormat;
-pub use style::{Style, parse_style};
+pub use style::{Style, parse_style, parse_style_with};
 
 pub const STAGE: &str = kubestyle_manifest::command::stylize::NAME;
 
@@ -314,6 +315,14 @@ pub fn run(args: Args) -> Result<Summary, StageError> {
         "device": compute.name,
         "kernels": compute.kernels(),
     });
+    // The style controls' defaults, only when set (the keys of runs without them unchanged).
+    let mut params = params;
+    if args.preserve_colour {
+        params["preserve_colour"] = json!(true);
+    }
+    if let Some(s) = args.strength {
+        params["strength"] = json!(s);
+    }
     let mut input_keys: Vec<String> = packages
         .iter()
         .map(|p| format!("package {}@{}", p.dir_name, p.card.weights.sha256))

@@ -134,17 +134,19 @@ pub fn plan(
                     continue;
                 }
                 planned.insert(rel.clone(), jobs.len());
-                let item_key = sha256_bytes(
-                    json!({
-                        "version": kubestyle_manifest::manifest::code_version(env!("CARGO_PKG_VERSION")),
-                        "weights": pkg.weights_sha256,
-                        "style": style.weights,
-                        "image": img.sha256,
-                        "params": opts.params,
-                    })
-                    .to_string()
-                    .as_bytes(),
-                );
+                let mut key = json!({
+                    "version": kubestyle_manifest::manifest::code_version(env!("CARGO_PKG_VERSION")),
+                    "weights": pkg.weights_sha256,
+                    "style": style.weights,
+                    "image": img.sha256,
+                    "params": opts.params,
+                });
+                // The controls, when they change the output (plain outputs keep their keys).
+                if !style.is_plain() {
+                    key["preserve_colour"] = json!(style.preserve_colour);
+                    key["strength"] = json!(style.strength);
+                }
+                let item_key = sha256_bytes(key.to_string().as_bytes());
                 let reuse = previous
                     .get(&rel)
                     .filter(|a| {
@@ -214,6 +216,8 @@ mod tests {
             label: label.into(),
             weights,
             parts: vec![(label.into(), 1.0)],
+            preserve_colour: false,
+            strength: 1.0,
         }
     }
 

@@ -252,7 +252,7 @@ fn run_image(
         let pkg = &ctx.packages[job.pkg];
         let (style, rel) = (&pkg.styles[job.style], &job.rel);
         let t0 = Instant::now();
-        let (rgb, tiles) = stylize_planar(
+        let (mut rgb, tiles) = stylize_planar(
             &pkg.net,
             pkg.fused.as_ref(),
             planar,
@@ -261,6 +261,9 @@ fn run_image(
             args,
         )?;
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if !style.is_plain() {
+            crate::colour::apply(&mut rgb, &planar.rgb, style.preserve_colour, style.strength);
+        }
         let log = format!(
             "{} × {} → {rel} ({}x{}, {ms:.0} ms{}{})",
             img.abs.display(),
@@ -286,6 +289,8 @@ fn run_image(
             architecture: pkg.card.architecture.name(),
             style: &style.label,
             style_weights: &style.parts,
+            preserve_colour: style.preserve_colour,
+            strength: style.strength,
             width: planar.width,
             height: planar.height,
             backend: compute.backend,

@@ -1,18 +1,33 @@
 //! `--style` specs: an index (`7`), a name (`style-07`, `candy`), or a blend
 //! (`3:0.5,12:0.5`, names allowed) of a package's styles. The grammar is the spec's
 //! (`kubestyle_manifest::vocab::style`); here a spec is resolved against a package's style
-//! names, and a blend may give a style weight 0 as long as one weight is positive.
+//! names, and a blend may give a style weight 0 as long as one weight is positive. A style's
+//! controls (`~preserve-colour`, `~strength=S`) are applied after the forward pass
+//! (`colour.rs`) and named in its label.
 
 use kubestyle_manifest::StageError;
-use kubestyle_manifest::vocab::style::{StyleRef, blend_items, is_blend, weight};
+use kubestyle_manifest::vocab::style::{
+    Controls, StyleRef, blend_items, controls_label, is_blend, split_controls, weight,
+};
 
-/// A resolved style: weights over the package's styles and a path-safe label.
+/// A resolved style: weights over the package's styles, its controls and a path-safe label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Style {
     pub label: String,
     pub weights: Vec<f32>,
     /// (style name, weight) as given, for the manifest.
     pub parts: Vec<(String, f32)>,
+    /// Keep the photo's colours (its chrominance with the stylised luminance).
+    pub preserve_colour: bool,
+    /// 0 = the photo, 1 = the network's output.
+    pub strength: f32,
+}
+
+impl Style {
+    /// Whether the output is the network's own (no control changes it).
+    pub fn is_plain(&self) -> bool {
+        !self.preserve_colour && self.strength == 1.0
+    }
 }
 
 fn resolve_one(token: &str, names: &[String]) -> Result<usize, String> {
@@ -33,10 +48,38 @@ fn resolve_one(token: &str, names: &[String]) -> Result<usize, String> {
     }
 }
 
-/// Parse one `--style` value against a package's style names.
+/// Parse one `--style` value against a package's style names (no default controls).
 pub fn parse_style(spec: &str, names: &[String]) -> Result<Style, StageError> {
+    parse_style_with(spec, names, Controls::default())
+}
+
+/// Parse one `--style` value against a package's style names; the controls it does not set
+/// come from `defaults` (`--preserve-colour`, `--strength`).
+pub fn parse_style_with(
+    spec: &str,
+    names: &[String],
+    defaults: Controls,
+) -> Result<Style, StageError> {
     let bad = |m: String| StageError::InputInvalid(format!("--style {spec:?}: {m}"));
-    let spec_t = spec.trim();
+    let (base, controls) = split_controls(spec.trim()).map_err(bad)?;
+    let controls = controls.or(defaults);
+    let (preserve_colour, strength) = (
+        controls.preserve_colour.unwrap_or(false),
+        controls.strength.unwrap_or(1.0),
+    );
+    let mut style = parse_base(spec, base, names)?;
+    style.preserve_colour = preserve_colour;
+    style.strength = strength;
+    style
+        .label
+        .push_str(&controls_label(preserve_colour, strength));
+    Ok(style)
+}
+
+/// The style before its controls: `base` is `spec` without them.
+fn parse_base(spec: &str, base: &str, names: &[String]) -> Result<Style, StageError> {
+    let bad = |m: String| StageError::InputInvalid(format!("--style {spec:?}: {m}"));
+    let spec_t = base.trim();
     if spec_t.is_empty() {
         return Err(bad("empty".into()));
     }
@@ -49,6 +92,8 @@ pub fn parse_style(spec: &str, names: &[String]) -> Result<Style, StageError> {
             label: names[i].clone(),
             weights,
             parts: vec![(names[i].clone(), 1.0)],
+            preserve_colour: false,
+            strength: 1.0,
         });
     }
     for item in blend_items(spec_t) {
@@ -74,11 +119,17 @@ pub fn parse_style(spec: &str, names: &[String]) -> Result<Style, StageError> {
         label,
         weights,
         parts,
+        preserve_colour: false,
+        strength: 1.0,
     })
 }
 
-/// Whether two styles are the same blend: equal weights once normalised (to within rounding).
+/// Whether two styles are the same blend with the same controls: equal weights once normalised
+/// (to within rounding).
 pub fn same_blend(a: &Style, b: &Style) -> bool {
+    if (a.preserve_colour, a.strength) != (b.preserve_colour, b.strength) {
+        return false;
+    }
     let norm = |w: &[f32]| {
         let sum: f32 = w.iter().sum();
         w.iter().map(|x| x / sum).collect::<Vec<_>>()
@@ -141,6 +192,29 @@ mod tests {
     }
 
     #[test]
+    fn controls_and_defaults() {
+        let n = names();
+        let on = Controls {
+            preserve_colour: Some(true),
+            strength: Some(0.25),
+        };
+        let s = parse_style_with("3:0.5,12:0.5~strength=0.6", &n, on).unwrap();
+        assert_eq!((s.preserve_colour, s.strength), (true, 0.6));
+        assert_eq!(
+            s.label,
+            "style-03@0.50+style-12@0.50~preserve-colour~strength=0.60"
+        );
+        let s = parse_style_with("7~preserve-colour=false", &n, on).unwrap();
+        assert_eq!(s.label, "style-07~strength=0.25");
+        let s = parse_style("7", &n).unwrap();
+        assert!(s.is_plain() && s.label == "style-07");
+        for bad in ["7~strength=2", "7~nope", "~strength=0.5"] {
+            let e = parse_style(bad, &n).unwrap_err();
+            assert_eq!(e.exit_status().code(), 4, "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_are_input_invalid() {
         let n = names();
         for bad in [
@@ -188,6 +262,26 @@ mod tests {
                 ("12:1,style-03:1".to_string(), "3:0.5,12:0.5".to_string()),
             ]
         );
+        let (styles, repeats) = distinct_styles(given(&[
+            "7",
+            "7~strength=0.5",
+            "style-07~ strength=0.5",
+            "7~preserve-colour",
+            "7~preserve-colour=false~strength=1",
+        ]))
+        .unwrap();
+        let labels: Vec<&str> = styles.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            vec![
+                "style-07",
+                "style-07~strength=0.50",
+                "style-07~preserve-colour"
+            ]
+        );
+        assert_eq!(repeats.len(), 2, "{repeats:?}");
+        let e = distinct_styles(given(&["7~strength=0.5", "7~strength=0.501"])).unwrap_err();
+        assert!(e.to_string().contains("style-07~strength=0.50"), "{e}");
         let e = distinct_styles(given(&["3:0.5,12:0.5", "3:0.501,12:0.499"])).unwrap_err();
         assert_eq!(e.exit_status().code(), 4);
         assert!(e.to_string().contains("style-03@0.50+style-12@0.50"), "{e}");

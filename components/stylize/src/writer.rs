@@ -19,6 +19,9 @@ pub(crate) struct OutputAttributes<'a> {
     pub(crate) architecture: &'static str,
     pub(crate) style: &'a str,
     pub(crate) style_weights: &'a [(String, f32)],
+    /// The style's controls (`colour.rs`).
+    pub(crate) preserve_colour: bool,
+    pub(crate) strength: f32,
     pub(crate) width: usize,
     pub(crate) height: usize,
     pub(crate) backend: &'static str,

@@ -88,6 +88,15 @@ pub struct Args {
     /// Repeatable. Default: style 0 of each package no style applies to.
     #[arg(long = "style", value_name = "SPEC")]
     pub styles: Vec<String>,
+    /// Keep the photo's colours in every style that does not say otherwise
+    /// (`SPEC~preserve-colour=false` opts one out): the stylised luminance with the photo's
+    /// chrominance (YIQ).
+    #[arg(long)]
+    pub preserve_colour: bool,
+    /// Style strength of every style that does not set its own (`SPEC~strength=S`): 0 = the
+    /// photo, 1 = the network's output (the default), blended on the sRGB values.
+    #[arg(long, value_name = "S", value_parser = parse_strength)]
+    pub strength: Option<f32>,
     /// Longest edge in pixels; larger images are scaled down (aspect kept).
     #[arg(long, value_name = "N")]
     pub max_size: Option<u32>,
@@ -164,6 +173,14 @@ pub struct Args {
     pub manifest: Option<PathBuf>,
 }
 
+/// `--strength`: a number from 0 to 1.
+fn parse_strength(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(x) if crate::vocab::style::valid_strength(x) => Ok(x),
+        _ => Err(format!("{s:?} must be a number from 0 to 1")),
+    }
+}
+
 impl Args {
     /// The run's manifests' packages and images, every option at its default, on `volume`.
     pub fn new(volume: impl Into<PathBuf>) -> Self {
@@ -171,6 +188,8 @@ impl Args {
             images: Vec::new(),
             packages: Vec::new(),
             styles: Vec::new(),
+            preserve_colour: false,
+            strength: None,
             max_size: None,
             max_pixels: DEFAULT_MAX_PIXELS,
             tile_above: DEFAULT_TILE_ABOVE,
@@ -203,6 +222,8 @@ impl Args {
             images,
             packages,
             styles,
+            preserve_colour,
+            strength,
             max_size,
             max_pixels,
             tile_above,
@@ -228,6 +249,8 @@ impl Args {
         a.opt("--volume", path_arg(volume));
         a.opt_some("--run-id", run_id);
         a.opt_each("--style", styles);
+        a.switch("--preserve-colour", *preserve_colour);
+        a.opt_some("--strength", strength);
         a.opt_some("--max-size", max_size);
         a.opt_unless("--max-pixels", max_pixels, &DEFAULT_MAX_PIXELS);
         a.opt("--format", enum_arg(format));
@@ -266,7 +289,9 @@ mod tests {
         let c = Args {
             images: vec!["/vol/a.jpg".into(), "dir".into()],
             packages: vec!["/vol/pkgs/candy".into()],
-            styles: vec!["candy/0".into(), "3:0.5,12:0.5".into()],
+            styles: vec!["candy/0".into(), "3:0.5,12:0.5~strength=0.5".into()],
+            preserve_colour: true,
+            strength: Some(0.25),
             max_size: Some(256),
             max_pixels: 1_000,
             tile_above: 5_000,

@@ -36,7 +36,8 @@ pub struct Spec {
     pub volume: Option<String>,
     pub sources: Sources,
     /// Styles applied to every model without its own `styles`: an index (`7`), a name
-    /// (`style-07`) or a blend (`3:0.5,12:0.5`). Default: `["0"]`.
+    /// (`style-07`) or a blend (`3:0.5,12:0.5`), each with optional controls after `~`:
+    /// `7~preserve-colour`, `7~strength=0.6`. Default: `["0"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub styles: Vec<String>,
     /// Where results are published: `s3://bucket/prefix` or a local directory (relative to the

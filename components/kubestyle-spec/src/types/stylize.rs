@@ -30,6 +30,16 @@ pub struct StylizeOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = bounds::MAX_PIXELS.min, max = bounds::MAX_PIXELS.max))]
     pub max_pixels: Option<u64>,
+    /// Keep the photos' own colours in every style that does not say otherwise (a style opts
+    /// out with `~preserve-colour=false`): the stylised luminance with the photo's chrominance
+    /// (YIQ). Per style: `7~preserve-colour`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_colour: bool,
+    /// Style strength, 0 (the photo) to 1 (the network's output, the default), of every style
+    /// that does not set its own (`7~strength=0.6`); blended on the sRGB values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub strength: Option<f32>,
 }
 
 fn auto() -> String {
@@ -44,6 +54,8 @@ impl Default for StylizeOptions {
             backend: auto(),
             format: OutputFormat::Keep,
             max_pixels: None,
+            preserve_colour: false,
+            strength: None,
         }
     }
 }

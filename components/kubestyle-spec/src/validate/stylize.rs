@@ -19,6 +19,14 @@ pub(super) fn validate(st: &StylizeOptions, d: &mut Diagnostics) {
     if let Some(m) = st.max_size {
         d.range("stylize.max_size", m.into(), MAX_SIZE);
     }
+    if let Some(s) = st.strength
+        && !kubestyle_manifest::vocab::style::valid_strength(s)
+    {
+        d.push(
+            "stylize.strength",
+            format!("{s} must be a number from 0 to 1"),
+        );
+    }
     if let Some(m) = st.max_pixels {
         d.range(
             "stylize.max_pixels",
