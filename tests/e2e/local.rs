@@ -49,6 +49,7 @@ fn demo_spec_end_to_end_then_the_step_cache() {
     for k in [
         "results.csv",
         "results.json",
+        "results.parquet",
         "contact-sheet.jpg",
         "manifests/download.manifest.json",
         "manifests/package-model.manifest.json",
@@ -64,6 +65,10 @@ fn demo_spec_end_to_end_then_the_step_cache() {
     check_results_match_manifest(
         &std::fs::read(published.join("results.csv")).unwrap(),
         &stylize,
+    );
+    check_parquet_matches_csv(
+        &published.join("results.parquet"),
+        &published.join("results.csv"),
     );
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(published.join("results.json")).unwrap()).unwrap();

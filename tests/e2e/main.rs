@@ -232,6 +232,52 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `results.parquet` read back as a user reads it (pandas over pyarrow, the test venv's
+/// `KUBESTYLE_PYTHON`) holds the CSV's rows and columns with their types: sizes as integers,
+/// times as floats, the digest as 32 bytes, the timestamp as a UTC timestamp.
+pub fn check_parquet_matches_csv(parquet: &Path, csv: &Path) {
+    let python = std::env::var_os("KUBESTYLE_PYTHON")
+        .expect("KUBESTYLE_PYTHON (the test venv's Python with pandas and pyarrow) is not set: run scripts/test.sh");
+    let script = r#"
+import sys
+import pandas as pd
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+types = {f.name: str(f.type) for f in t.schema}
+want = {"width": "uint32", "height": "uint32", "milliseconds": "double",
+        "sha256": "fixed_size_binary[32]", "stylized_at": "timestamp[us, tz=UTC]",
+        "input": "string", "style": "string", "output_key": "string"}
+for k, v in want.items():
+    assert types[k] == v, (k, types[k], v)
+p = t.to_pandas()
+c = pd.read_csv(sys.argv[2], dtype=str, keep_default_na=False)
+assert list(p.columns) == list(c.columns), (list(p.columns), list(c.columns))
+assert len(p) == len(c) > 0, (len(p), len(c))
+for col in c.columns:
+    if col == "sha256":
+        got = [b.hex() for b in p[col]]
+    elif col == "milliseconds":
+        got = [f"{x:.1f}" for x in p[col]]
+    elif col == "stylized_at":
+        got = [x.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for x in p[col]]
+    else:
+        got = [str(x) for x in p[col]]
+    assert got == list(c[col]), (col, got[:3], list(c[col])[:3])
+print(len(p))
+"#;
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(parquet)
+        .arg(csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "results.parquet differs from results.csv: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The results table's rows must be exactly the stylize manifest's outputs.
 pub fn check_results_match_manifest(results_csv: &[u8], m: &Manifest) {
     let mut rdr = csv::Reader::from_reader(results_csv);

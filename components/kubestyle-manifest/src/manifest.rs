@@ -75,7 +75,7 @@ impl ArtifactKind {
             "png" | "jpg" | "jpeg" | "webp" | "bmp" | "gif" | "tif" | "tiff" | "tga" | "pnm"
             | "ppm" | "pgm" => ArtifactKind::Image,
             "pth" | "pt" | "onnx" | "safetensors" | "bpk" | "model" => ArtifactKind::Model,
-            "csv" | "tsv" => ArtifactKind::Table,
+            "csv" | "tsv" | "parquet" => ArtifactKind::Table,
             "log" => ArtifactKind::Log,
             _ => ArtifactKind::Other,
         }
@@ -105,6 +105,10 @@ pub struct Artifact {
 pub fn media_type_for(path: &str) -> String {
     if path.ends_with(".json") {
         return "application/json".into();
+    }
+    // Not in mime_guess's table; the type Apache Parquet registered with IANA (2024).
+    if path.ends_with(".parquet") {
+        return "application/vnd.apache.parquet".into();
     }
     mime_guess::from_path(path)
         .first_raw()

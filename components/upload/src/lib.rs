@@ -14,6 +14,7 @@
 
 pub mod abort;
 pub mod dest;
+pub mod parquet;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -212,12 +213,13 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     // Results table and contact sheet, beside the manifests on the volume.
     if with_report {
         let rows = report::rows(&styled_manifests, |k| destination.join(k).to_string());
-        let files: [(&str, Vec<u8>); 3] = [
+        let files: [(&str, Vec<u8>); 4] = [
             ("results.csv", report::to_csv(&rows)?),
             (
                 "results.json",
                 report::to_json(&run_id, &destination.to_string(), &rows),
             ),
+            ("results.parquet", crate::parquet::to_parquet(&rows)?),
             ("contact-sheet.jpg", report::contact_sheet(&volume, &rows)?),
         ];
         for (name, bytes) in files {

@@ -1,5 +1,6 @@
-//! The results of a run for people and for tools: `results.csv` and `results.json` (one row per
-//! input × style) and a contact sheet (inputs down, styles across, labelled).
+//! The results of a run for people and for tools: `results.csv`, `results.json` and
+//! `results.parquet` (`parquet.rs`; one row per input × style) and a contact sheet (inputs down,
+//! styles across, labelled).
 //!
 //! Both are built from the stylize manifests alone (every styled output carries its input,
 //! package, style, size, backend, device and forward-pass time), so they merge the manifests
@@ -38,6 +39,10 @@ pub struct Row {
     pub device: String,
     /// Forward-pass time in milliseconds.
     pub milliseconds: f64,
+    /// When the stylize stage that made it finished (its manifest's `finished_at`, UTC; kept
+    /// to the microsecond, as every table stores it).
+    #[serde(serialize_with = "rfc3339")]
+    pub stylized_at: chrono::DateTime<chrono::Utc>,
     /// The input's SHA-256 as stylize recorded it: the contact sheet shows the input only when
     /// the file at `input` still has it.
     #[serde(skip)]
@@ -58,7 +63,7 @@ fn attr_thumb(a: &Artifact, k: &str) -> Option<(String, String)> {
 }
 
 /// The CSV columns, in order.
-pub const COLUMNS: [&str; 12] = [
+pub const COLUMNS: [&str; 13] = [
     "input_source",
     "input",
     "package",
@@ -71,7 +76,20 @@ pub const COLUMNS: [&str; 12] = [
     "backend",
     "device",
     "milliseconds",
+    "stylized_at",
 ];
+
+/// A timestamp as the tables write it: RFC 3339, UTC, microseconds.
+pub fn timestamp(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn rfc3339<S: serde::Serializer>(
+    t: &chrono::DateTime<chrono::Utc>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&timestamp(t))
+}
 
 fn attr_str(a: &Artifact, k: &str) -> String {
     match a.attributes.get(k) {
@@ -114,6 +132,7 @@ pub fn rows(manifests: &[Manifest], uri_of: impl Fn(&str) -> String) -> Vec<Row>
                 backend: attr_str(a, "backend"),
                 device: attr_str(a, "device"),
                 milliseconds: attr_num(a, "forward_ms").unwrap_or(0.0),
+                stylized_at: m.finished_at,
                 input_sha256: attr_str(a, "input_sha256"),
                 thumbnail: attr_thumb(a, sheet::THUMBNAIL),
                 input_thumbnail: attr_thumb(a, sheet::INPUT_THUMBNAIL),
@@ -144,6 +163,7 @@ pub fn to_csv(rows: &[Row]) -> Result<Vec<u8>, StageError> {
             &r.backend,
             &r.device,
             &format!("{:.1}", r.milliseconds),
+            &timestamp(&r.stylized_at),
         ])
         .map_err(internal)?;
     }
@@ -468,11 +488,18 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines[0], COLUMNS.join(","));
         assert_eq!(lines.len(), 4);
-        assert!(lines[1].ends_with(",40,30,flex,cpu,12.3"), "{}", lines[1]);
+        let stamp = timestamp(&m.finished_at);
+        assert!(
+            lines[1].ends_with(&format!(",40,30,flex,cpu,12.3,{stamp}")),
+            "{}",
+            lines[1]
+        );
+        assert!(stamp.ends_with('Z') && stamp.len() == "2026-12-07T13:00:10.091465Z".len());
 
         let j: Value = serde_json::from_slice(&to_json("r", "s3://out/r/", &rows)).unwrap();
         assert_eq!(j["rows"].as_array().unwrap().len(), 3);
         assert_eq!(j["rows"][1]["style"], "style-19");
+        assert_eq!(j["rows"][1]["stylized_at"], stamp.as_str());
 
         let sheet = contact_sheet(vol, &rows).unwrap();
         let img = image::load_from_memory(&sheet).unwrap().to_rgb8();
@@ -550,6 +577,7 @@ mod tests {
             backend: String::new(),
             device: String::new(),
             milliseconds: 0.0,
+            stylized_at: chrono::DateTime::UNIX_EPOCH,
             input_sha256: String::new(),
             thumbnail: None,
             input_thumbnail: None,
