@@ -206,9 +206,16 @@ pub fn run_args(
         a.push(format!("{k}={v}"));
     }
     let s3 = matches!(stage, Stage::Download | Stage::Upload);
+    // The anonymize salt reaches upload only (by name: its value never on a command line).
+    let salt: &[&str] = if stage == Stage::Upload {
+        &[kubestyle_manifest::command::upload::ANONYMIZE_SALT_ENV]
+    } else {
+        &[]
+    };
     let names = STAGE_ENV
         .iter()
         .chain(if s3 { S3_ENV } else { &[] })
+        .chain(salt)
         .filter(|n| is_set(n));
     for n in names {
         a.push("-e".into());

@@ -150,6 +150,7 @@ pub fn stage_commands(l: &Loaded, layout: &Layout, force: [bool; 4]) -> Vec<Stag
     publish.transfer.overwrite = true;
     publish.transfer.jobs = transfers;
     publish.force = forced(Stage::Upload);
+    publish.anonymize = spec.anonymize;
 
     vec![
         StageCmd {

@@ -23,11 +23,11 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    Affinity, Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource,
     PodAffinity, PodAffinityTerm, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext, Toleration, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext,
+    Toleration, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -342,6 +342,37 @@ pub fn s3_secret(k: &Kubernetes, stage: Stage) -> Option<&str> {
     k.s3_secret.as_deref().filter(|_| talks_to_s3(stage))
 }
 
+/// The Secret whose key [`ANONYMIZE_SALT_KEY`] is `anonymize`'s salt, for `stage`: upload
+/// only, and only when the spec anonymizes. Referenced, never inlined.
+pub fn anonymize_secret<'a>(l: &Loaded, k: &'a Kubernetes, stage: Stage) -> Option<&'a str> {
+    (l.spec.anonymize && stage == Stage::Upload).then(|| {
+        k.anonymize_secret
+            .as_deref()
+            .unwrap_or(DEFAULT_ANONYMIZE_SECRET)
+    })
+}
+
+/// The Secret `anonymize_secret` names by default.
+pub const DEFAULT_ANONYMIZE_SECRET: &str = "kubestyle-anonymize";
+/// Its key holding the salt.
+pub const ANONYMIZE_SALT_KEY: &str = "salt";
+
+/// The salt from `secret`, as the upload container's `KUBESTYLE_ANONYMIZE_SALT`.
+pub fn salt_env(secret: &str) -> EnvVar {
+    EnvVar {
+        name: kubestyle_manifest::command::upload::ANONYMIZE_SALT_ENV.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_string(),
+                key: ANONYMIZE_SALT_KEY.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Every container: no privilege escalation, a read-only root filesystem, non-root, every
 /// capability dropped.
 pub fn container_security_context() -> SecurityContext {
@@ -430,7 +461,7 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
     let gpu = on_gpu(k, stage);
     let indexed = stage == Stage::Stylize && shards > 1;
 
-    let env_vars: Vec<EnvVar> = env(cmd)
+    let mut env_vars: Vec<EnvVar> = env(cmd)
         .into_iter()
         .map(|(name, value)| EnvVar {
             name,
@@ -438,6 +469,7 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
             ..Default::default()
         })
         .collect();
+    env_vars.extend(anonymize_secret(l, k, stage).map(salt_env));
     let env_from = s3_secret(k, stage).map(|name| {
         vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
@@ -590,6 +622,53 @@ mod tests {
     fn example_spec_renders_claim_and_jobs() {
         let yaml = render_yaml(&example()).unwrap();
         insta::assert_snapshot!("example_spec", yaml);
+    }
+
+    /// `anonymize`: the salt reaches the upload container only, from its Secret by reference
+    /// (never inlined), and upload is told to anonymize.
+    #[test]
+    fn the_anonymize_salt_reaches_upload_only_by_reference() {
+        let mut l = example();
+        l.spec.anonymize = true;
+        let salt_of = |objs: &[Object]| -> Vec<(String, Option<String>)> {
+            objs.iter()
+                .filter(|o| matches!(o, Object::Job(_)))
+                .flat_map(|o| {
+                    let c = &pod(o).containers[0];
+                    c.env.iter().flatten().filter_map(move |e| {
+                        (e.name == "KUBESTYLE_ANONYMIZE_SALT").then(|| {
+                            assert_eq!(e.value, None, "inlined");
+                            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                            assert_eq!(r.key, "salt");
+                            Some((c.name.clone(), Some(r.name.clone())))
+                        })?
+                    })
+                })
+                .collect()
+        };
+        let objs = render(&l).unwrap();
+        assert_eq!(
+            salt_of(&objs),
+            [(
+                "upload".to_string(),
+                Some("kubestyle-anonymize".to_string())
+            )]
+        );
+        let upload = objs.iter().find(|o| o.name() == "demo-k8s-upload").unwrap();
+        assert!(
+            pod(upload).containers[0]
+                .args
+                .iter()
+                .flatten()
+                .any(|a| a == "--anonymize")
+        );
+        l.spec.kubernetes.as_mut().unwrap().anonymize_secret = Some("salts".into());
+        assert_eq!(
+            salt_of(&render(&l).unwrap()),
+            [("upload".to_string(), Some("salts".to_string()))]
+        );
+        l.spec.anonymize = false;
+        assert!(salt_of(&render(&l).unwrap()).is_empty());
     }
 
     #[test]

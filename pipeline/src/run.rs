@@ -163,6 +163,12 @@ async fn identify_with(
 
 /// Everything that can be checked before the first stage starts.
 pub async fn preflight(l: &Loaded, cmds: &[StageCmd]) -> Result<(), StageError> {
+    // `anonymize` needs its salt in the environment upload inherits: said now, not after the
+    // forward passes.
+    if l.spec.anonymize {
+        use kubestyle_manifest::command::upload::{ANONYMIZE_SALT_ENV, check_salt};
+        check_salt(std::env::var_os(ANONYMIZE_SALT_ENV)).map_err(StageError::Usage)?;
+    }
     // Sources: exactly what download will resolve, with download's own code: its command, and
     // the S3 settings it will take from the environment it inherits from this process.
     let mut args = download_command(cmds)

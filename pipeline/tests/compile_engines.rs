@@ -63,10 +63,12 @@ fn example_specs() -> Vec<PathBuf> {
 }
 
 /// Variants of the example spec that take the other branches: CPU with one shard, an existing
-/// claim and no Secret; a runtime class with shards on one node; no retries.
+/// claim, no S3 Secret and anonymized (the salt's Secret alone); a runtime class with shards on
+/// one node, no retries, anonymized beside the S3 Secret.
 fn variants() -> Vec<(String, Loaded)> {
     let base = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
     let mut cpu = base.clone();
+    cpu.spec.anonymize = true;
     let k = cpu.spec.kubernetes.as_mut().unwrap();
     k.gpu.enabled = false;
     k.gpu.shards = 1;
@@ -78,6 +80,8 @@ fn variants() -> Vec<(String, Loaded)> {
     k.gpu.runtime_class_name = Some("nvidia".into());
     k.gpu.same_node = true;
     k.gpu.shards = 4;
+    k.anonymize_secret = Some("run-salts".into());
+    gpu.spec.anonymize = true;
     k.volume.storage_class = Some("efs-sc".into());
     k.backoff_limit = 0;
     vec![("cpu-claim".into(), cpu), ("gpu-same-node".into(), gpu)]

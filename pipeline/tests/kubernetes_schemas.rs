@@ -54,8 +54,10 @@ fn rendered_objects_validate() {
     let example = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
     validate(&render_yaml(&example).unwrap(), "example").unwrap();
 
-    // CPU only, one shard, an existing claim, no Secret, no resources.
+    // CPU only, one shard, an existing claim, no S3 Secret, no resources; anonymized (the
+    // salt from its Secret, upload only).
     let mut cpu = example.clone();
+    cpu.spec.anonymize = true;
     let k = cpu.spec.kubernetes.as_mut().unwrap();
     k.gpu.enabled = false;
     k.gpu.shards = 1;

@@ -173,3 +173,147 @@ fn validate_accepts_the_examples() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("valid"));
     }
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Promise (#23): with `anonymize: true` nothing published names an input — no file name, no
+/// path, no source, in any published file (tables, manifest copies, logs, SHA256SUMS, keys) —
+/// while the outputs still verify; the IDs are HMAC-SHA-256 of each source with the salt
+/// (recomputed here with Python's hmac); another salt gives other IDs; a missing or short salt
+/// is a usage error before any stage, with nothing written.
+#[test]
+fn anonymized_demo_publishes_ids_and_no_input_names() {
+    let w = Workdir::new();
+    let images = w.path().join("images");
+    let spec = w.spec_from_example(
+        "demo.yaml",
+        &[
+            ("- images/", format!("- {}/", images.display())),
+            ("output:", "anonymize: true\noutput:".into()),
+        ],
+    );
+    let salt = "kubestyle-test-salt-0123456789".to_string();
+
+    // No salt, then a short one: exit 2, no stage, nothing written.
+    for env in [
+        vec![],
+        vec![("KUBESTYLE_ANONYMIZE_SALT", "short".to_string())],
+    ] {
+        let out = pipeline(&["run", spec.to_str().unwrap()], &env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("KUBESTYLE_ANONYMIZE_SALT"), "{err}");
+        assert!(!err.contains("==> [1/4]"), "a stage started: {err}");
+        assert!(!w.out().exists());
+    }
+
+    let env = [("KUBESTYLE_ANONYMIZE_SALT", salt.clone())];
+    run_ok(&spec, &[], &env);
+    let published = w.out().join("demo");
+    let keys = verify_sums(&published);
+    assert!(keys.iter().any(|k| k == "results.parquet"), "{keys:?}");
+    let secrets: Vec<String> = PHOTOS
+        .iter()
+        .flat_map(|p| {
+            let stem = p.split('.').next().unwrap().to_string();
+            [p.to_string(), stem]
+        })
+        .chain([images.display().to_string(), "local/images".into()])
+        .collect();
+    let files = files_under(&published);
+    assert!(files.len() > 20, "{files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for s in &secrets {
+            assert!(
+                !bytes.windows(s.len()).any(|x| x == s.as_bytes()),
+                "{} names {s:?}",
+                f.display()
+            );
+        }
+        assert!(
+            !f.display().to_string().contains("local/images"),
+            "{}",
+            f.display()
+        );
+    }
+    // The salt itself is nowhere on the volume or in what was published.
+    for f in files.iter().chain(&files_under(&w.volume())) {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes.windows(salt.len()).any(|x| x == salt.as_bytes()),
+            "{} holds the salt",
+            f.display()
+        );
+    }
+    check_parquet_matches_csv(
+        &published.join("results.parquet"),
+        &published.join("results.csv"),
+    );
+    // Each row's input is HMAC-SHA-256(salt, its source), as Python computes it.
+    let stylize = manifest(&w.volume(), "demo", "stylize");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(published.join("results.json")).unwrap()).unwrap();
+    let rows = json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 18);
+    let source_of_id = |id: &str| -> Option<String> {
+        stylize.outputs.iter().find_map(|a| {
+            let src = a.attributes["input_source"].as_str()?.to_string();
+            let py = std::process::Command::new(std::env::var_os("KUBESTYLE_PYTHON").unwrap())
+                .args([
+                    "-c",
+                    "import hmac,hashlib,sys; print('anon-' + hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest()[:32])",
+                    &salt,
+                    &src,
+                ])
+                .output()
+                .unwrap();
+            (String::from_utf8_lossy(&py.stdout).trim() == id).then_some(src)
+        })
+    };
+    let first_id = rows[0]["input"].as_str().unwrap().to_string();
+    assert!(first_id.starts_with("anon-"), "{first_id}");
+    assert_eq!(rows[0]["input_source"], first_id);
+    let src = source_of_id(&first_id).expect("the ID is the HMAC of one input's source");
+    assert!(src.contains("/images/"), "{src}");
+    assert!(
+        rows[0]["output_key"].as_str().unwrap().contains(&first_id),
+        "{}",
+        rows[0]
+    );
+
+    // Another salt: other IDs (only upload runs again: its key names the salt).
+    let out = run_ok(
+        &spec,
+        &[],
+        &[("KUBESTYLE_ANONYMIZE_SALT", format!("{salt}-other"))],
+    );
+    let st = statuses(&out);
+    assert_eq!(st["stylize"], "cached");
+    assert_eq!(st["upload"], "ran");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(published.join("results.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["input"].as_str().unwrap())
+        .collect();
+    assert!(!ids.contains(&first_id.as_str()), "{ids:?}");
+    assert!(ids.iter().all(|i| i.starts_with("anon-")), "{ids:?}");
+}

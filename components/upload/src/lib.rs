@@ -13,6 +13,7 @@
 //! checksum.
 
 pub mod abort;
+pub mod anonymize;
 pub mod dest;
 pub mod parquet;
 pub mod report;
@@ -97,6 +98,12 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     let transfer = transfer_of(&args.transfer)?;
     args.to.parse::<Location>()?;
     let volume = open_volume(&args.volume)?;
+    // `--anonymize` without a usable salt stops here, before anything is read.
+    let mut anon = if args.anonymize {
+        Some(anonymize::Anonymizer::from_env()?)
+    } else {
+        None
+    };
 
     // Read and check everything local first.
     let mut run_id: Option<String> = None;
@@ -110,8 +117,18 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         .iter()
         .map(|p| (p, true))
         .chain(args.records.iter().map(|p| (p, false)));
+    let mut read: Vec<(&PathBuf, bool, Manifest)> = Vec::new();
     for (mpath, with_outputs) in all {
-        let m = Manifest::read(mpath, &volume)?;
+        read.push((mpath, with_outputs, Manifest::read(mpath, &volume)?));
+    }
+    // What names an input, hidden in everything published (see `anonymize.rs`).
+    if let Some(a) = anon.as_mut() {
+        for (_, _, m) in &read {
+            hide_inputs(a, m);
+        }
+        a.seal();
+    }
+    for (mpath, with_outputs, m) in read {
         match &run_id {
             None => run_id = Some(m.run_id.clone()),
             Some(r) if *r != m.run_id => {
@@ -125,11 +142,14 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         }
         let outputs: &[Artifact] = if with_outputs { &m.outputs } else { &[] };
         for a in outputs {
+            let key = kubestyle_manifest::manifest::published_key(&m.run_id, &a.path);
             add_item(
                 &mut items,
                 Item {
-                    key: kubestyle_manifest::manifest::published_key(&m.run_id, &a.path)
-                        .to_string(),
+                    key: match &anon {
+                        Some(an) => an.scrub(key),
+                        None => key.to_string(),
+                    },
                     local: a.abs_path(&volume),
                     sha256: a.sha256.clone(),
                     bytes: a.bytes,
@@ -139,8 +159,14 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         }
         let rel = relative_to(&volume, mpath)?;
         let key = format!("manifests/{}", file_name_of(&rel));
-        let (item, art) = volume_item(&volume, &rel, key, ArtifactKind::Other)?;
-        add_item(&mut items, item)?;
+        let (item, art) = volume_item(&volume, &rel, key.clone(), ArtifactKind::Other)?;
+        match &anon {
+            Some(an) => add_item(
+                &mut items,
+                anonymized_copy(an, &volume, &m.run_id, &rel, key, ArtifactKind::Other)?,
+            )?,
+            None => add_item(&mut items, item)?,
+        }
         inputs.push(art);
         if with_outputs {
             with_outputs_read.push((mpath.clone(), m));
@@ -155,10 +181,11 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     for log in &args.logs {
         let rel = relative_to(&volume, log)?;
         let key = format!("logs/{}", file_name_of(&rel));
-        add_item(
-            &mut items,
-            volume_item(&volume, &rel, key, ArtifactKind::Log)?.0,
-        )?;
+        let item = match &anon {
+            Some(an) => anonymized_copy(an, &volume, &run_id, &rel, key, ArtifactKind::Log)?,
+            None => volume_item(&volume, &rel, key, ArtifactKind::Log)?.0,
+        };
+        add_item(&mut items, item)?;
     }
 
     // The step cache: the same files to the same destination as the receipt records.
@@ -174,6 +201,9 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         "overwrite": args.transfer.overwrite,
         "endpoint": destination_endpoint(&args.to, &args.s3),
         "report": with_report,
+        // Which salt (a keyed hash of a fixed text, never the salt): another salt publishes
+        // other IDs.
+        "anonymize": anon.as_ref().map(anonymize::Anonymizer::fingerprint),
     });
     let item_keys: Vec<String> = items
         .values()
@@ -213,6 +243,15 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
     // Results table and contact sheet, beside the manifests on the volume.
     if with_report {
         let rows = report::rows(&styled_manifests, |k| destination.join(k).to_string());
+        // The sheet reads the inputs under their real paths; it shows IDs when anonymized.
+        let sheet = match &anon {
+            Some(an) => report::contact_sheet_named(&volume, &rows, &|input| an.scrub(input))?,
+            None => report::contact_sheet(&volume, &rows)?,
+        };
+        let rows = match &anon {
+            Some(an) => anonymized_rows(an, rows, |k| destination.join(k).to_string())?,
+            None => rows,
+        };
         let files: [(&str, Vec<u8>); 4] = [
             ("results.csv", report::to_csv(&rows)?),
             (
@@ -220,9 +259,15 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
                 report::to_json(&run_id, &destination.to_string(), &rows),
             ),
             ("results.parquet", crate::parquet::to_parquet(&rows)?),
-            ("contact-sheet.jpg", report::contact_sheet(&volume, &rows)?),
+            ("contact-sheet.jpg", sheet),
         ];
         for (name, bytes) in files {
+            if let Some(an) = &anon
+                && name != "contact-sheet.jpg"
+                && let Some(leak) = an.leak(&bytes)
+            {
+                return Err(leaked(name, leak));
+            }
             let rel = format!("{}/{name}", run_dir(&run_id));
             write_atomic(volume.join(&rel), &bytes, Clobber::Replace)?;
             let kind = ArtifactKind::guess(name);
@@ -244,6 +289,11 @@ pub async fn publish(args: PublishArgs) -> Result<Report, StageError> {
         .values()
         .map(|i| format!("{}  {}\n", i.sha256, i.key))
         .collect();
+    if let Some(an) = &anon
+        && let Some(leak) = an.leak(sums.as_bytes())
+    {
+        return Err(leaked("SHA256SUMS", leak));
+    }
     write_atomic(volume.join(&sums_rel), sums.as_bytes(), Clobber::Replace)?;
     let (sums_item, _) = volume_item(&volume, &sums_rel, "SHA256SUMS".into(), ArtifactKind::Other)?;
     add_item(&mut items, sums_item)?;
@@ -414,6 +464,117 @@ fn file_name_of(rel: &str) -> String {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| rel.to_string())
+}
+
+/// Register with `a` every string of `m` that names an input: each input's ID comes from its
+/// source (an `s3://` URI, or its path as given).
+fn hide_inputs(a: &mut anonymize::Anonymizer, m: &Manifest) {
+    use kubestyle_manifest::command::{download, stylize};
+    // The sources and lists a stage was given (`download`'s prefixes, `package-model`'s
+    // `--source`s).
+    for k in ["sources", "source", "lists"] {
+        if let Some(Value::Array(v)) = m.params.get(k) {
+            for s in v.iter().filter_map(Value::as_str) {
+                a.hide_as_id(s);
+            }
+        }
+    }
+    for o in &m.outputs {
+        if m.stage == download::NAME {
+            let source = o.source.clone().unwrap_or_else(|| o.path.clone());
+            let id = a.id(&source);
+            a.hide(&source, id.clone());
+            a.hide(&o.path, id.clone());
+            a.hide(&o.name, id.clone());
+            // Its name below the run (`inputs/<where>/<path>`), and below `inputs/`: what
+            // the styled outputs' and the thumbnails' paths are made of.
+            let key = kubestyle_manifest::manifest::published_key(&m.run_id, &o.path);
+            a.hide(key, id.clone());
+            if let Some((_, rel)) = key.split_once('/') {
+                a.hide(rel, id);
+            }
+        } else if m.stage == stylize::NAME && o.kind == ArtifactKind::Styled {
+            let attr = |k: &str| o.attributes.get(k).and_then(Value::as_str).unwrap_or("");
+            let input = attr("input");
+            let source = Some(attr("input_source"))
+                .filter(|s| !s.is_empty())
+                .unwrap_or(input);
+            let id = a.id(source);
+            a.hide(source, id.clone());
+            a.hide(input, id.clone());
+            // The output's key (inside its path and its thumbnail's) names the input:
+            // `styled/<package>/<style>/<id>.<ext>` instead.
+            let key = kubestyle_manifest::manifest::published_key(&m.run_id, &o.path);
+            let ext = o.path.rsplit_once('.').map(|(_, e)| e).unwrap_or("bin");
+            a.hide(
+                key,
+                format!("styled/{}/{}/{id}.{ext}", attr("package"), attr("style")),
+            );
+        }
+    }
+}
+
+/// The anonymized copy of the text file `rel` (a manifest or a log), written under
+/// `runs/<run>/anonymized/`, as the item published under `key`. Refused if it still names an
+/// input.
+fn anonymized_copy(
+    a: &anonymize::Anonymizer,
+    volume: &Path,
+    run_id: &str,
+    rel: &str,
+    key: String,
+    kind: ArtifactKind,
+) -> Result<Item, StageError> {
+    let path = volume.join(rel);
+    let text = std::fs::read_to_string(&path).map_err(|e| StageError::read(&path, e))?;
+    let scrubbed = a.scrub(&text);
+    if let Some(leak) = a.leak(scrubbed.as_bytes()) {
+        return Err(leaked(&key, leak));
+    }
+    let copy = format!("{}/anonymized/{key}", run_dir(run_id));
+    write_atomic(volume.join(&copy), scrubbed.as_bytes(), Clobber::Replace)?;
+    Ok(volume_item(volume, &copy, key, kind)?.0)
+}
+
+/// The results rows with every input named by its ID (`uri_of` makes the published URI of
+/// an output's key).
+fn anonymized_rows(
+    a: &anonymize::Anonymizer,
+    rows: Vec<report::Row>,
+    uri_of: impl Fn(&str) -> String,
+) -> Result<Vec<report::Row>, StageError> {
+    rows.into_iter()
+        .map(|mut r| {
+            for f in [
+                &mut r.input_source,
+                &mut r.input,
+                &mut r.package,
+                &mut r.style,
+                &mut r.output_key,
+                &mut r.backend,
+                &mut r.device,
+            ] {
+                *f = a.scrub(f);
+            }
+            r.output_uri = uri_of(&r.output_key);
+            for f in [&r.input_source, &r.input, &r.output_key, &r.output_uri] {
+                if let Some(leak) = a.leak(f.as_bytes()) {
+                    return Err(leaked("results", leak));
+                }
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
+/// A published file would still name an input: refused, never published. The message says
+/// which file, not what it would have named.
+fn leaked(file: &str, what: &str) -> StageError {
+    StageError::Internal(format!(
+        "--anonymize: {file} would still name an input ({} characters hidden in it); nothing \
+         was published",
+        what.len()
+    ))
 }
 
 fn add_item(items: &mut BTreeMap<String, Item>, item: Item) -> Result<(), StageError> {

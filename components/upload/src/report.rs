@@ -335,6 +335,21 @@ fn paste_thumb(sheet: &mut RgbImage, x: u32, y: u32, t: Option<&RgbImage>) {
 /// (the input first, then each style), each cell captioned. `volume` resolves the manifests'
 /// relative paths.
 pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError> {
+    contact_sheet_named(volume, rows, &|input: &str| {
+        Path::new(input)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| input.to_string())
+    })
+}
+
+/// [`contact_sheet`] with each input's caption from `name_of` (its path on the volume → the
+/// text under its cell: its file name, or its ID when anonymized).
+pub fn contact_sheet_named(
+    volume: &Path,
+    rows: &[Row],
+    name_of: &dyn Fn(&str) -> String,
+) -> Result<Vec<u8>, StageError> {
     // Columns: (package, style) in order of first appearance; rows: inputs.
     let multi_package = {
         let mut p: Vec<&str> = rows.iter().map(|r| r.package.as_str()).collect();
@@ -394,10 +409,7 @@ pub fn contact_sheet(volume: &Path, rows: &[Row]) -> Result<Vec<u8>, StageError>
         let input_cell = thumbnail_file(volume, first.and_then(|r| r.input_thumbnail.as_ref()))
             .or_else(|| input_file(volume, input, sha.unwrap_or("")));
         cells_at.push((PAD, y, input_cell));
-        let name = Path::new(input)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| input.to_string());
+        let name = name_of(input);
         draw_text(&mut sheet, PAD, y + THUMB + 4, THUMB, &name, 1, DIM);
         for (c, col) in columns.iter().enumerate() {
             let x = PAD + (c as u32 + 1) * cell_w;

@@ -150,6 +150,7 @@ fn template(l: &Loaded, k: &Kubernetes, s: &Step, sharded: bool) -> Value {
             ..Default::default()
         })
         .collect();
+    env.extend(s.salt_secret.as_deref().map(render::salt_env));
     if shard_input {
         env.push(EnvVar {
             name: shard_option().1,

@@ -399,6 +399,21 @@ fn executor_config(l: &Loaded, k: &Kubernetes, step: &Step, volume: &Volume) -> 
             },
         ]);
     }
+    if let Some(secret) = &step.salt_secret {
+        let salt = json!({
+            "secretName": secret,
+            "secretNameParameter": { "runtimeValue": { "constant": secret } },
+            "keyToEnv": [{
+                "secretKey": render::ANONYMIZE_SALT_KEY,
+                "envVar": kubestyle_manifest::command::upload::ANONYMIZE_SALT_ENV,
+            }],
+            "optional": false,
+        });
+        match c.get_mut("secretAsEnv").and_then(Value::as_array_mut) {
+            Some(list) => list.push(salt),
+            None => c["secretAsEnv"] = json!([salt]),
+        }
+    }
     if step.gpu {
         if !k.gpu.node_selector.is_empty() {
             c["nodeSelector"] = json!({ "labels": k.gpu.node_selector });

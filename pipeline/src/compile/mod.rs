@@ -82,6 +82,8 @@ pub(crate) struct Step {
     pub resources: ResourceRequirements,
     /// The S3 credentials Secret (download and upload only).
     pub secret: Option<String>,
+    /// The Secret holding `anonymize`'s salt (upload only, when the spec anonymizes).
+    pub salt_secret: Option<String>,
     /// On GPU nodes (node selector, tolerations, runtime class).
     pub gpu: bool,
 }
@@ -111,6 +113,7 @@ pub(crate) fn steps(l: &Loaded, k: &Kubernetes, volume: &str) -> Vec<Step> {
                 env: render::env(&cmd),
                 resources: render::resources(k, stage),
                 secret: render::s3_secret(k, stage).map(str::to_string),
+                salt_secret: render::anonymize_secret(l, k, stage).map(str::to_string),
                 gpu: render::on_gpu(k, stage),
                 cmd,
             }

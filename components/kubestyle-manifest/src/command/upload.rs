@@ -16,6 +16,30 @@ pub const DEFAULT_MULTIPART_THRESHOLD: &str = "64MiB";
 pub const DEFAULT_PART_SIZE: &str = "16MiB";
 /// Default `--jobs`.
 pub const DEFAULT_JOBS: u16 = 4;
+/// Where `upload --anonymize` reads its salt (never from a flag or the spec: a flag would show
+/// in process listings and rendered YAML).
+pub const ANONYMIZE_SALT_ENV: &str = "KUBESTYLE_ANONYMIZE_SALT";
+/// The shortest salt accepted: 16 bytes (a constant or a guessable word is not a salt).
+pub const MIN_SALT_BYTES: usize = 16;
+
+/// The salt in `value` (the environment's `KUBESTYLE_ANONYMIZE_SALT`), or why it is refused.
+/// The message never contains the salt.
+pub fn check_salt(value: Option<std::ffi::OsString>) -> Result<Vec<u8>, String> {
+    use std::os::unix::ffi::OsStringExt;
+    match value.map(OsStringExt::into_vec) {
+        None => Err(format!(
+            "anonymize is on but {ANONYMIZE_SALT_ENV} is not set: give a secret salt of at least \
+             {MIN_SALT_BYTES} bytes (e.g. `openssl rand -hex 32`), from a Kubernetes Secret in a \
+             cluster; keep it to get the same IDs in later runs"
+        )),
+        Some(s) if s.len() < MIN_SALT_BYTES => Err(format!(
+            "{ANONYMIZE_SALT_ENV} is {} bytes: a salt needs at least {MIN_SALT_BYTES} secret \
+             bytes (e.g. `openssl rand -hex 32`)",
+            s.len()
+        )),
+        Some(s) => Ok(s),
+    }
+}
 
 fn size(s: &str) -> ByteSize {
     s.parse().unwrap_or_default()
@@ -70,6 +94,12 @@ pub struct PublishArgs {
     /// when a manifest has styled images).
     #[arg(long)]
     pub no_report: bool,
+    /// Publish keyed hashes (HMAC-SHA-256 with the secret salt in `KUBESTYLE_ANONYMIZE_SALT`)
+    /// in place of the inputs' sources, paths and keys: in the results tables, the manifest
+    /// copies, the logs, SHA256SUMS, the contact sheet's captions and the styled outputs' keys.
+    /// The images themselves are still published.
+    #[arg(long)]
+    pub anonymize: bool,
     /// Publish again even when the receipt shows the same files went to the same destination
     /// (the step cache). Objects already there and identical are still skipped.
     #[arg(long)]
@@ -143,6 +173,7 @@ impl PublishArgs {
             records: Vec::new(),
             logs: Vec::new(),
             no_report: false,
+            anonymize: false,
             force: false,
             volume: volume.into(),
             receipt: None,
@@ -160,6 +191,7 @@ impl PublishArgs {
             records,
             logs,
             no_report,
+            anonymize,
             force,
             volume,
             receipt,
@@ -174,6 +206,7 @@ impl PublishArgs {
         a.opt("--to", to);
         a.extend(transfer.to_args());
         a.switch("--no-report", *no_report);
+        a.switch("--anonymize", *anonymize);
         a.opt_some("--receipt", &receipt.as_deref().map(path_arg));
         a.extend(s3.to_args());
         a.switch("--force", *force);
@@ -230,6 +263,18 @@ impl Cli {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_salt_is_required_long_enough_and_never_echoed() {
+        let e = check_salt(None).unwrap_err();
+        assert!(e.contains(ANONYMIZE_SALT_ENV), "{e}");
+        let e = check_salt(Some("hunter2".into())).unwrap_err();
+        assert!(e.contains("7 bytes") && !e.contains("hunter2"), "{e}");
+        assert_eq!(
+            check_salt(Some("0123456789abcdef".into())).unwrap(),
+            b"0123456789abcdef"
+        );
+    }
     use crate::command::testutil::round_trips;
 
     fn transfer() -> TransferArgs {
@@ -252,6 +297,7 @@ mod tests {
             records: vec!["/vol/runs/r/download.manifest.json".into()],
             logs: vec!["/vol/runs/r/stylize.log".into(), "x.log".into()],
             no_report: true,
+            anonymize: true,
             force: true,
             volume: "/vol".into(),
             receipt: Some("/vol/receipt.json".into()),

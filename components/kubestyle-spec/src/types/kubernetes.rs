@@ -32,6 +32,12 @@ pub struct Kubernetes {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = bounds::DNS_SUBDOMAIN_LEN), regex(pattern = bounds::DNS_SUBDOMAIN))]
     pub s3_secret: Option<String>,
+    /// Name of a Secret whose key `salt` is the salt of `anonymize` (given to the upload stage
+    /// only, as `KUBESTYLE_ANONYMIZE_SALT`). Default `kubestyle-anonymize`; used only when
+    /// `anonymize` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = bounds::DNS_SUBDOMAIN_LEN), regex(pattern = bounds::DNS_SUBDOMAIN))]
+    pub anonymize_secret: Option<String>,
     #[serde(default)]
     pub volume: ClaimSpec,
     /// CPU/memory requests and limits per stage (`download`, `package-model`, `stylize`,

@@ -47,6 +47,13 @@ pub struct Spec {
     pub stylize: StylizeOptions,
     #[serde(default)]
     pub parallelism: Parallelism,
+    /// Publish keyed hashes (HMAC-SHA-256 with a secret salt) in place of the inputs'
+    /// sources, paths and keys in every published table, manifest copy, log, SHA256SUMS and
+    /// contact-sheet caption. The salt comes from `KUBESTYLE_ANONYMIZE_SALT` (at least 16
+    /// bytes; in a cluster from the Secret `kubernetes.anonymize_secret`), never from the
+    /// spec. The styled images themselves are still published.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymize: bool,
     /// How the run is laid out as Kubernetes objects (`pipeline render` / `submit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<Kubernetes>,

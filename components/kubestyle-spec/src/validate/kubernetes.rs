@@ -144,6 +144,7 @@ fn names(k: &Kubernetes, d: &mut Diagnostics) {
     dns(d, "kubernetes.service_account", &k.service_account);
     for (field, v) in [
         ("kubernetes.s3_secret", &k.s3_secret),
+        ("kubernetes.anonymize_secret", &k.anonymize_secret),
         ("kubernetes.volume.claim", &k.volume.claim),
         (
             "kubernetes.gpu.runtime_class_name",
