@@ -11,6 +11,7 @@ pub use kubestyle_imageio as image_io;
 mod compute;
 mod inputs;
 pub mod plan;
+pub mod serve;
 mod stream;
 pub mod style;
 pub mod tiles;
