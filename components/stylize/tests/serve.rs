@@ -821,3 +821,39 @@ fn the_readme_serving_commands_work() {
     assert!(image::load_from_memory(&blend).is_ok());
     drop(server);
 }
+
+/// The command line `pipeline render --serve` gives the serving pods (its committed snapshots)
+/// parses in `stylize serve`, with the package where package-model puts it: a flag renamed here
+/// and not there fails this test.
+#[test]
+fn the_rendered_serving_command_line_parses() {
+    use clap::Parser;
+    use kubestyle_stylize::serve::ServeArgs;
+    let dir = repo().join("pipeline/src/snapshots");
+    for snap in [
+        "kubestyle_pipeline__serve__tests__serve_deployment.snap",
+        "kubestyle_pipeline__serve__tests__serve_kserve.snap",
+    ] {
+        let text = std::fs::read_to_string(dir.join(snap)).unwrap();
+        let args: Vec<String> = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("- args:"))
+            .skip(1)
+            .take_while(|l| l.trim_start().starts_with("- "))
+            .map(|l| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .trim_matches('\'')
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(args.first().map(String::as_str), Some("serve"), "{snap}");
+        let parsed = ServeArgs::try_parse_from(&args).unwrap_or_else(|e| panic!("{snap}: {e}"));
+        assert_eq!(
+            parsed.packages,
+            vec![PathBuf::from("/data/runs/demo-k8s/models/multistyle26")]
+        );
+        assert_eq!(parsed.listen.port(), 8080);
+        assert_eq!(parsed.max_size, Some(1024));
+    }
+}
