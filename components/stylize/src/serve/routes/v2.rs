@@ -60,8 +60,12 @@ fn images(req: &InferRequest) -> Result<(Vec<Vec<u8>>, Option<String>), ServeErr
             input.name, input.datatype
         )));
     }
-    let n: i64 = input.shape.iter().product();
-    if input.shape.is_empty() || n != input.data.len() as i64 || n < 1 {
+    // Checked: a client's shape must not overflow (a panic) nor wrap into a match.
+    let n = input.shape.iter().try_fold(
+        1i64,
+        |acc, &d| if d < 0 { None } else { acc.checked_mul(d) },
+    );
+    if input.shape.is_empty() || n != i64::try_from(input.data.len()).ok() || n < Some(1) {
         return Err(ServeError::BadRequest(format!(
             "input {:?}: shape {:?} does not match its {} data element(s)",
             input.name,
@@ -147,6 +151,9 @@ mod tests {
             json!({"inputs": []}),
             json!({"inputs": [{"name": "i", "shape": [1], "datatype": "FP32", "data": [1.0]}]}),
             json!({"inputs": [{"name": "i", "shape": [2], "datatype": "BYTES", "data": ["aGk="]}]}),
+            json!({"inputs": [{"name": "i", "shape": [i64::MAX, 2], "datatype": "BYTES", "data": ["aGk="]}]}),
+            json!({"inputs": [{"name": "i", "shape": [-1, -1], "datatype": "BYTES", "data": ["aGk="]}]}),
+            json!({"inputs": [{"name": "i", "shape": [], "datatype": "BYTES", "data": ["aGk="]}]}),
             json!({"inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": ["***"]}]}),
             json!({"inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": [3]}]}),
             json!({"parameters": {"style": [1]}, "inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}),
