@@ -7,8 +7,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use super::auth;
 use super::error::ServeError;
@@ -34,8 +35,16 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
             state.clone(),
             auth::require_token,
         ))
+        // Last resort: a panic in a handler answers 500 (counted and logged by `observe`,
+        // outside it) instead of dropping the connection.
+        .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The answer to a request whose handler panicked (the panic hook has logged where).
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ServeError::Internal("a bug: the request's handler panicked".into()).into_response()
 }
 
 async fn not_found(method: Method, req: Request) -> ServeError {
@@ -82,4 +91,17 @@ async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Respons
         "request"
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Promise: a handler's panic is answered 500 with the `{"error": …}` shape.
+    #[test]
+    fn a_panic_is_a_500_with_an_error_body() {
+        let r = panic_response(Box::new("boom"));
+        assert_eq!(r.status().as_u16(), 500);
+        assert_eq!(r.headers()["content-type"], "application/json");
+    }
 }
