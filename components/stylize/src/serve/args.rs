@@ -28,6 +28,7 @@ pub const DEFAULT_DRAIN_S: u64 = 30;
 #[derive(Debug, Clone, PartialEq, clap::Parser)]
 #[command(
     name = "stylize serve",
+    bin_name = "stylize serve",
     version,
     about = "Serve packaged style-transfer networks over HTTP (Open Inference Protocol V2, KServe V1, plain image bytes)",
     long_about = None
