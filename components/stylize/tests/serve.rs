@@ -67,11 +67,14 @@ fn volume() -> (tempfile::TempDir, PathBuf) {
         .to_rgb8()
         .save(img.join("photo.jpg"))
         .unwrap();
-    chelsea
-        .resize_exact(512, 512, image::imageops::FilterType::Triangle)
-        .to_rgb8()
-        .save(big.join("big.jpg"))
-        .unwrap();
+    for side in [512, 1024] {
+        let name = if side == 512 { "big.jpg" } else { "huge.jpg" };
+        chelsea
+            .resize_exact(side, side, image::imageops::FilterType::Triangle)
+            .to_rgb8()
+            .save(big.join(name))
+            .unwrap();
+    }
     let pkg = vol.path().join("runs/t/models/multistyle26");
     assert!(pkg.join("model.json").exists());
     (vol, pkg)
@@ -572,7 +575,8 @@ fn in_flight(server: &Server) -> i64 {
 #[test]
 fn a_full_queue_answers_503_with_retry_after_and_timeouts_504() {
     let (vol, pkg) = volume();
-    let big = std::fs::read(vol.path().join("big/big.jpg")).unwrap();
+    // 1024²: each forward pass long enough that all six requests arrive while the first runs.
+    let big = std::fs::read(vol.path().join("big/huge.jpg")).unwrap();
     let server = Server::start(&pkg, &["--lanes", "1", "--queue", "1"]);
     let url = server.url("/stylize?style=7");
     let n = 6;
