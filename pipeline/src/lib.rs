@@ -4,6 +4,7 @@
 //!   JSON Schema.
 //! * [`plan`]: spec → the four stage command lines (pure).
 //! * [`render`]: spec → Kubernetes objects (`pipeline render`).
+//! * [`serve`]: spec → the objects serving the run's packages (`pipeline render --serve`).
 //! * [`run`]: `pipeline run`, the stages as local processes with a step cache and resume.
 //! * [`docker`]: `pipeline run --runner docker`, each stage in its container image.
 //! * [`compile`]: spec → a Kubeflow Pipelines pipeline or an Argo Workflow (`pipeline compile`).
@@ -13,6 +14,7 @@ pub mod docker;
 pub mod plan;
 pub mod render;
 pub mod run;
+pub mod serve;
 /// The spec (the `kubestyle-spec` crate).
 pub use kubestyle_spec as spec;
 pub mod submit;
@@ -145,6 +147,11 @@ pub enum Command {
         /// Namespace of the objects (default: the spec's; none: left out, for `kubectl apply -n`).
         #[arg(long, short = 'n')]
         namespace: Option<String>,
+        /// Instead, the objects that serve the run's packages over HTTP (`stylize serve` on the
+        /// run's claim): `deployment` (a Deployment and a Service, the default) or `kserve` (a
+        /// KServe InferenceService).
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "deployment", value_name = "FORM")]
+        serve: Option<serve::ServeForm>,
     },
     /// Create the run's claim and Jobs on a cluster, each Job after the previous one completed,
     /// and follow them to the end (re-submitting adopts the run).
@@ -335,11 +342,18 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             );
             Ok(())
         }
-        Command::Render { spec, namespace } => {
+        Command::Render {
+            spec,
+            namespace,
+            serve: form,
+        } => {
             let l = spec::load(&spec)?;
             let mut opts = render::RenderOptions::of_spec(&l);
             opts.namespace = namespace.or(opts.namespace);
-            out!("{}", render::render_yaml_with(&l, &opts)?);
+            match form {
+                Some(form) => out!("{}", serve::render_serve_yaml(&l, &opts, form)?),
+                None => out!("{}", render::render_yaml_with(&l, &opts)?),
+            }
             Ok(())
         }
         Command::Submit {
@@ -474,6 +488,29 @@ mod tests {
             have == want,
             "{path} is stale: run KUBESTYLE_UPDATE_SCHEMA=1 cargo test -p pipeline"
         );
+    }
+
+    /// `pipeline render SPEC --serve [deployment|kserve]` (the README's command; what it prints
+    /// is `serve::render_serve_yaml`, snapshot-tested in `serve.rs`).
+    #[test]
+    fn render_serve_takes_an_optional_form() {
+        use clap::Parser;
+        let form = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Render { serve, .. }) => Ok(serve),
+            Ok(_) => panic!("not render"),
+            Err(e) => Err(e.to_string()),
+        };
+        let spec = "manifests/example-spec.yaml";
+        assert_eq!(form(&["pipeline", "render", spec]), Ok(None));
+        assert_eq!(
+            form(&["pipeline", "render", spec, "--serve"]),
+            Ok(Some(serve::ServeForm::Deployment))
+        );
+        assert_eq!(
+            form(&["pipeline", "render", "--serve", "kserve", spec]),
+            Ok(Some(serve::ServeForm::Kserve))
+        );
+        assert!(form(&["pipeline", "render", spec, "--serve", "helm"]).is_err());
     }
 
     #[test]

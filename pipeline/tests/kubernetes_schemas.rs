@@ -125,3 +125,46 @@ fn manifests_admin_validates_and_binds_the_base_namespace() {
         "manifests/base/namespace.yaml lacks the label the policy binding selects"
     );
 }
+
+/// `pipeline render --serve`: the Deployment and Service validate (GPU and CPU specs). The
+/// InferenceService is a KServe CRD the validator has no schema for: what can be validated is —
+/// its predictor, which KServe inlines as a PodSpec, is validated as the spec of a Pod with the
+/// same metadata; its `apiVersion`, `kind` and `kserve-container` are checked by the unit tests
+/// and the snapshot (`pipeline/src/serve.rs`).
+#[test]
+fn serving_objects_validate() {
+    use kubestyle_pipeline::render::RenderOptions;
+    use kubestyle_pipeline::serve::{ServeForm, ServeObject, render_serve, render_serve_yaml};
+    let example = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
+    let mut cpu = example.clone();
+    let k = cpu.spec.kubernetes.as_mut().unwrap();
+    k.gpu.enabled = false;
+    k.volume.claim = Some("shared".into());
+    k.resources.clear();
+    for (l, name) in [(&example, "gpu"), (&cpu, "cpu")] {
+        let opts = RenderOptions::of_spec(l);
+        let yaml = render_serve_yaml(l, &opts, ServeForm::Deployment).unwrap();
+        assert!(yaml.contains("kind: Deployment") && yaml.contains("kind: Service"));
+        validate(&yaml, &format!("serve-{name}")).unwrap();
+        // The validator is strict on these too.
+        let wrong = yaml.replacen("  replicas: 1", "  replicas: one", 1);
+        assert_ne!(wrong, yaml);
+        assert!(validate(&wrong, "serve-wrong-type").is_err());
+
+        let objs = render_serve(l, &opts, ServeForm::Kserve).unwrap();
+        let [ServeObject::InferenceService(isvc)] = objs.as_slice() else {
+            panic!("{objs:?}")
+        };
+        let pod = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": isvc.metadata,
+            "spec": isvc.spec.predictor.pod,
+        });
+        validate(
+            &serde_yaml_ng::to_string(&pod).unwrap(),
+            &format!("kserve-predictor-{name}"),
+        )
+        .unwrap();
+    }
+}

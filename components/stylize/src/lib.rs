@@ -12,6 +12,7 @@ pub mod colour;
 mod compute;
 mod inputs;
 pub mod plan;
+pub mod serve;
 mod stream;
 pub mod style;
 pub mod tiles;

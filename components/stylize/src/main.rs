@@ -8,6 +8,11 @@ use kubestyle_manifest::telemetry::{Report, init_tracing, install_panic_hook};
 use kubestyle_stylize::{Args, run};
 
 fn main() -> ExitCode {
+    // `stylize serve …`: the HTTP server (its own command line; the batch one is unchanged).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if kubestyle_stylize::serve::is_serve(&argv) {
+        return kubestyle_stylize::serve::main(argv);
+    }
     install_panic_hook(Report::Log);
     let args = Args::parse();
     init_tracing();
