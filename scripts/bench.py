@@ -19,6 +19,8 @@ load on the machine hits all of them alike. Medians over rounds x reps.
     thread count).
 
 Usage: scripts/bench.py [--sizes 512 1024] [--rounds 3] [--reps 3] [--threads 2]
+  KUBESTYLE_BENCH_PROFILE=release|debug     which build is "kubestyle-fused" (default release)
+  KUBESTYLE_BENCH_ALSO_PROFILE=debug        add the fused kernels of another profile's build
                         [--job-size 1024] [--roofline-size 1024] [--markdown FILE]
 Needs: the venv of scripts/test.sh, the fixtures, and
        cargo build --release -p package-model -p stylize --bins --example bench_forward
@@ -226,6 +228,12 @@ def main():
         }
         for name, pkg in (("TransformerNet", tn_pkg), ("MultiStyle26", ms_pkg)):
             groups[name].append(("kubestyle-fused", [flex_bin, pkg, "{size}", "{reps}", "fused"]))
+            # The same kernels built in another profile (the images ship release; the tests
+            # and the demo run dev), interleaved with the rest.
+            other = os.environ.get("KUBESTYLE_BENCH_ALSO_PROFILE")
+            if other:
+                groups[name].append((f"kubestyle-fused ({other})", [
+                    os.path.join(target, other, "examples/bench_forward"), pkg, "{size}", "{reps}", "fused"]))
             if not os.environ.get("KUBESTYLE_BENCH_SKIP_BURN_FLEX"):
                 groups[name].append(("burn-flex", [flex_bin, pkg, "{size}", "{reps}", "flex"]))
             if tch_bin:

@@ -3,6 +3,12 @@
 # server on a free 127.0.0.1 port (stopped by `cleanup`, trapped on EXIT) and the environment
 # the tests read.
 
+# --- Command-line tools the README's commands use (its serve examples: curl, jq) ---------------
+if ! command -v curl >/dev/null || ! command -v jq >/dev/null; then
+  log "installing curl and jq (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl jq >/dev/null
+fi
+
 # --- Python tools (moto) --------------------------------------------------------------------
 # Outside the clone, at a stable path: torch-sys (burn-tch) records where libtorch is when it is
 # built, so a cached target dir stays valid across clones. ~7 GB.

@@ -28,6 +28,7 @@ fn outputs(w: &Workdir) -> BTreeMap<String, String> {
                 "SHA256SUMS",
                 "results.csv",
                 "results.json",
+                "results.parquet",
                 "contact-sheet.jpg",
             ]
             .contains(&f.as_str())
