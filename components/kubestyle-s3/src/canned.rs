@@ -14,7 +14,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
 
-type Answer = dyn Fn(&HttpRequest) -> (u16, Vec<u8>) + Send + Sync;
+type Answer = dyn Fn(&HttpRequest) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync;
 
 #[derive(Clone)]
 struct Canned(Arc<Answer>);
@@ -27,10 +27,14 @@ impl std::fmt::Debug for Canned {
 
 impl HttpConnector for Canned {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let (status, body) = (self.0)(&request);
+        let (status, headers, body) = (self.0)(&request);
         let status = StatusCode::try_from(status)
             .unwrap_or_else(|_| StatusCode::try_from(500).expect("500 is a status code"));
-        HttpConnectorFuture::ready(Ok(HttpResponse::new(status, SdkBody::from(body))))
+        let mut r = HttpResponse::new(status, SdkBody::from(body));
+        for (k, v) in headers {
+            r.headers_mut().insert(k, v);
+        }
+        HttpConnectorFuture::ready(Ok(r))
     }
 }
 
@@ -47,6 +51,16 @@ impl HttpClient for Canned {
 /// A client for `http://canned.invalid` (path-style, one attempt, dummy credentials) whose
 /// every request gets `answer(request)`: (HTTP status, body).
 pub fn client(answer: impl Fn(&HttpRequest) -> (u16, Vec<u8>) + Send + Sync + 'static) -> Client {
+    client_with_headers(move |r| {
+        let (status, body) = answer(r);
+        (status, Vec::new(), body)
+    })
+}
+
+/// [`client`] whose answers also carry headers (a HEAD's `Content-Length`, say).
+pub fn client_with_headers(
+    answer: impl Fn(&HttpRequest) -> (u16, Vec<(String, String)>, Vec<u8>) + Send + Sync + 'static,
+) -> Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version_latest()
         .region(Region::new("us-east-1"))

@@ -857,6 +857,40 @@ mod tests {
         assert!(shown.contains("<redacted>"), "{shown}");
     }
 
+    /// Promise: a HEAD answer whose size no S3 object has (over 5 TiB, or not a number the SDK
+    /// reads as a length) is refused (storage, exit 5) naming the object, not taken as a size
+    /// to allocate or sum; a possible size passes.
+    #[tokio::test]
+    async fn a_head_with_an_impossible_size_is_refused() {
+        let answer = |len: &'static str| {
+            canned::client_with_headers(move |_| {
+                (200, vec![("content-length".into(), len.into())], Vec::new())
+            })
+        };
+        let ok = head(&answer("1234"), "bkt", "a.jpg")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.size, 1234);
+        let huge = (MAX_OBJECT_SIZE + 1).to_string().leak();
+        for len in [&*huge, "-1"] {
+            match head(&answer(len), "bkt", "a.jpg").await {
+                Err(e) => {
+                    assert_eq!(
+                        e.exit_status(),
+                        kubestyle_manifest::ExitStatus::Storage,
+                        "{e}"
+                    );
+                    assert!(e.to_string().contains("s3://bkt/a.jpg"), "{e}");
+                    if len == huge {
+                        assert!(e.to_string().contains("which no S3 object has"), "{e}");
+                    }
+                }
+                Ok(r) => panic!("Content-Length {len} taken: {r:?}"),
+            }
+        }
+    }
+
     /// Promise: a listed entry outside the prefix asked for, or with a size no object has, is
     /// refused (storage, exit 5) before a caller slices or sums it.
     #[test]
