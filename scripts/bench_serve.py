@@ -15,11 +15,13 @@ and the peak RSS.
 Usage: scripts/bench_serve.py [--sizes 512 1024] [--clients 1 4 16] [--seconds 20]
                               [--threads 2] [--overload 64]
 Needs: the venv of scripts/test.sh plus Flask (`$venv/bin/pip install flask`), the fixtures,
-       cargo build --release -p stylize -p package-model (KUBESTYLE_BENCH_PROFILE=debug to use
+       cargo build --release -p stylize -p package-model --bins --example bench_forward
+       (KUBESTYLE_BENCH_PROFILE=debug to use
        the dev build, whose own hot loops and dependencies are optimised too)
 """
 
 import argparse
+import json
 import http.client
 import io
 import os
@@ -167,9 +169,10 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     profile = os.environ.get("KUBESTYLE_BENCH_PROFILE", "release")
     bins = os.path.join(target, profile)
-    for b in ("stylize", "package-model"):
+    for b in ("stylize", "package-model", "examples/bench_forward"):
         if not os.path.exists(os.path.join(bins, b)):
-            raise SystemExit(f"{bins}/{b} missing: cargo build --release -p stylize -p package-model")
+            raise SystemExit(f"{bins}/{b} missing: cargo build --release -p stylize -p package-model "
+                             "--bins --example bench_forward")
     env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads), OMP_NUM_THREADS=str(a.threads),
                RUST_LOG="warn")
     procs = []
@@ -177,7 +180,11 @@ def main():
         with tempfile.TemporaryDirectory() as vol:
             subprocess.run([os.path.join(bins, "package-model"), "--volume", vol, "--run-id", "bench",
                             TN_PTH], check=True, capture_output=True, env=env)
-            pkg = os.path.join(vol, "runs/bench/models/tn_zip")
+            # Where package-model put it, from its manifest through the contract crate (as
+            # scripts/bench.py does: no copy of the volume's layout here).
+            pkgs = subprocess.run([os.path.join(bins, "examples/bench_forward"), "--packages", vol, "bench"],
+                                  check=True, capture_output=True, text=True, env=env)
+            pkg = json.loads(pkgs.stdout.strip().splitlines()[-1])["transformer-net"]
             kport, rport = free_port(), free_port()
             ks = subprocess.Popen([os.path.join(bins, "stylize"), "serve", "--package", pkg,
                                    "--listen", f"127.0.0.1:{kport}", "--max-body-bytes", str(64 << 20)],
@@ -221,6 +228,10 @@ def main():
           f"{over[2]} answered 200 (p50 {over[5]:.0f} ms, p99 {over[6]:.0f} ms), {over[3]} answered 503 "
           f"(p50 {over[7]:.1f} ms, p99 {over[8]:.1f} ms), {over[4]} lost or other; peak RSS "
           f"{over[9]:.0f} MB")
+    # A run with failed requests is not a benchmark (and fails scripts/test.sh's smoke run).
+    failed = [r for r in rows if r[7] or r[3] == 0] + ([over] if over[4] or not over[2] else [])
+    if failed:
+        raise SystemExit(f"requests failed or none answered: {failed}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ log "benchmark smoke run: scripts/bench.py at 64², one round, one rep, whole jo
 cargo build --locked -p package-model -p stylize --bins --example bench_forward
 KUBESTYLE_BENCH_PROFILE=debug "$venv/bin/python" scripts/bench.py --sizes 64 --rounds 1 --reps 1 \
   --job-size 64 --roofline-size 64
+# The same for the serving benchmark (stylize serve against Flask + PyTorch, then an overload).
+log "serving benchmark smoke run: scripts/bench_serve.py at 64², 1 client, 1 s"
+KUBESTYLE_BENCH_PROFILE=debug "$venv/bin/python" scripts/bench_serve.py --sizes 64 --clients 1 \
+  --seconds 1 --overload 4 --threads 2
 
 # The libtorch backend, against the venv's torch 2.9.0 (what burn-tch 0.22 needs). The build
 # bakes an rpath to torch/lib, so the binaries run without LD_LIBRARY_PATH.

@@ -39,11 +39,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn assets() -> PathBuf {
-    std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".cache/assets"))
-}
+use kubestyle_testkit::assets;
 
 async fn admin() -> (Client, kube::Config) {
     kubestyle_pipeline::submit::install_crypto_provider();

@@ -49,17 +49,7 @@ pub fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-pub fn assets() -> PathBuf {
-    let d = std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".cache/assets"));
-    assert!(
-        d.join("multistyle26.onnx").exists(),
-        "assets missing in {}: run scripts/test.sh (or scripts/fetch_assets.py)",
-        d.display()
-    );
-    d
-}
+pub use kubestyle_testkit::assets;
 
 /// A working directory with a copy of the example photos (`images/`), to change at will.
 #[derive(Debug)]

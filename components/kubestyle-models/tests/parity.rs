@@ -25,17 +25,7 @@ fn generated(name: &str) -> PathBuf {
     d
 }
 
-fn assets() -> PathBuf {
-    let d = std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"));
-    assert!(
-        d.join("multistyle26.onnx").exists(),
-        "assets missing in {}: run scripts/fetch_assets.py",
-        d.display()
-    );
-    d
-}
+use kubestyle_testkit::assets;
 
 /// Exact tiling with bands as small as they go (7 rows: odd, so bands start at odd and even
 /// rows of stride-2 and upsampling layers), every stored activation in a scratch file in a

@@ -13,6 +13,24 @@ use kubestyle_s3::{S3Args, S3ArgsExt};
 
 pub const ENDPOINT_VAR: &str = "KUBESTYLE_TEST_S3_ENDPOINT";
 
+/// The test assets (the trained MultiStyle26 network and public-domain photos, fetched by
+/// `scripts/fetch_assets.py`, which `scripts/test.sh` runs): `KUBESTYLE_ASSETS`, else the
+/// repository's `.cache/assets`. Panics, naming the fix, when they are missing: a test never
+/// passes without them.
+pub fn assets() -> std::path::PathBuf {
+    let d = std::env::var_os("KUBESTYLE_ASSETS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets")
+        });
+    assert!(
+        d.join("multistyle26.onnx").exists(),
+        "assets missing in {}: run scripts/test.sh (or scripts/fetch_assets.py)",
+        d.display()
+    );
+    d
+}
+
 #[derive(Debug, Clone)]
 pub struct S3Server {
     pub endpoint: String,

@@ -9,11 +9,7 @@ use kubestyle_manifest::manifest::manifest_path;
 use kubestyle_models::package::read_card;
 use kubestyle_testkit::files;
 
-fn assets() -> PathBuf {
-    std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"))
-}
+use kubestyle_testkit::assets;
 
 fn tn_fixture(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,12 +8,13 @@ use kubestyle_manifest::telemetry::{Report, init_tracing, install_panic_hook};
 use kubestyle_stylize::{Args, run};
 
 fn main() -> ExitCode {
-    // `stylize serve …`: the HTTP server (its own command line; the batch one is unchanged).
+    install_panic_hook(Report::Log);
+    // `stylize serve …`: the HTTP server (its own command line and panic policy; the batch
+    // command line is unchanged).
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if kubestyle_stylize::serve::is_serve(&argv) {
         return kubestyle_stylize::serve::main(argv);
     }
-    install_panic_hook(Report::Log);
     let args = Args::parse();
     init_tracing();
     // SIGINT/SIGTERM: temp files removed, nothing committed after it, exit 130/143.

@@ -7,17 +7,7 @@ use kubestyle_manifest::Manifest;
 use kubestyle_manifest::manifest::manifest_path;
 use kubestyle_testkit::files;
 
-fn assets() -> PathBuf {
-    let d = std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"));
-    assert!(
-        d.join("multistyle26.onnx").exists(),
-        "assets missing in {}: run scripts/test.sh",
-        d.display()
-    );
-    d
-}
+use kubestyle_testkit::assets;
 
 /// A volume with the packaged MultiStyle26 network and a few test images.
 fn volume() -> tempfile::TempDir {

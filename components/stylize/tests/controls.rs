@@ -11,17 +11,7 @@ use assert_cmd::Command;
 use kubestyle_manifest::Manifest;
 use kubestyle_manifest::manifest::manifest_path;
 
-fn assets() -> PathBuf {
-    let d = std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"));
-    assert!(
-        d.join("multistyle26.onnx").exists(),
-        "assets missing in {}: run scripts/test.sh",
-        d.display()
-    );
-    d
-}
+use kubestyle_testkit::assets;
 
 fn python() -> PathBuf {
     std::env::var_os("KUBESTYLE_PYTHON")

@@ -5,15 +5,9 @@
 //! Alone in its test binary: the peak RSS is read with `getrusage(RUSAGE_CHILDREN)`, the
 //! maximum over every child this process has waited for.
 
-use std::path::{Path, PathBuf};
-
 use nix::sys::resource::{UsageWho, getrusage};
 
-fn assets() -> PathBuf {
-    std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"))
-}
+use kubestyle_testkit::assets;
 
 /// Peak RSS in MiB of the children waited for so far.
 fn children_peak_mib() -> f64 {

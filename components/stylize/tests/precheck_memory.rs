@@ -6,15 +6,9 @@
 //! maximum over every child this process has waited for. A corrupt last image ends each run
 //! right after the pre-check (exit 4), so no forward pass runs and the peak is the pre-check's.
 
-use std::path::{Path, PathBuf};
-
 use nix::sys::resource::{UsageWho, getrusage};
 
-fn assets() -> PathBuf {
-    std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"))
-}
+use kubestyle_testkit::assets;
 
 fn children_peak_mib() -> f64 {
     let usage = getrusage(UsageWho::RUSAGE_CHILDREN).unwrap();

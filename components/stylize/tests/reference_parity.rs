@@ -34,11 +34,7 @@ fn generated() -> PathBuf {
     d
 }
 
-fn assets() -> PathBuf {
-    std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"))
-}
+use kubestyle_testkit::assets;
 
 fn network(path: &Path, device: &Device) -> Network {
     let (mut map, _) = read_weights(path).unwrap();

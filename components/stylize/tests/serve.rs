@@ -11,17 +11,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{Value, json};
 
-fn assets() -> PathBuf {
-    let d = std::env::var_os("KUBESTYLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/assets"));
-    assert!(
-        d.join("multistyle26.onnx").exists(),
-        "assets missing in {}: run scripts/test.sh",
-        d.display()
-    );
-    d
-}
+use kubestyle_testkit::assets;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

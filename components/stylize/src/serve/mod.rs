@@ -35,13 +35,22 @@ use shutdown::Stop;
 
 /// The `stylize serve …` process: `argv` with `serve` as its first argument.
 pub fn main(argv: Vec<std::ffi::OsString>) -> ExitCode {
-    // A panic in a request is that request's 500 (the task is caught), not the server's end.
+    // Replaces the stage's exit-at-once hook: a panic in a request is that request's 500 (the
+    // task is caught), not the server's end; one outside a request ends the process with exit 1
+    // (below), never 101.
     std::panic::set_hook(Box::new(|info| {
         tracing::error!(
             "internal error: bug: {}",
             info.to_string().replace('\n', " ")
         );
     }));
+    match std::panic::catch_unwind(move || serve_main(argv)) {
+        Ok(code) => code,
+        Err(_) => ExitCode::from(kubestyle_manifest::ExitStatus::Internal.code()),
+    }
+}
+
+fn serve_main(argv: Vec<std::ffi::OsString>) -> ExitCode {
     let args = ServeArgs::parse_from(argv.into_iter().skip(1));
     init_tracing();
     let stop = Stop::new();
