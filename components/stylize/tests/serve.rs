@@ -244,7 +244,7 @@ fn batch_file(vol: &Path, out: &str, label: &str, stem: &str, ext: &str) -> Vec<
 
 const IMAGES: [(&str, &str); 3] = [("odd", "png"), ("alpha", "png"), ("photo", "jpg")];
 
-/// Promise: for every kind of image and style (index, name, blend), the plain, V2 and V1 answers
+/// Promise: for every kind of image and style (index, name, blend, with controls), the plain, V2 and V1 answers
 /// are byte for byte the file the batch stage writes — also with the batch stage's options
 /// (exact tiling above `--tile-above`, `--max-size`, `--format`) given to both.
 #[test]
@@ -255,6 +255,11 @@ fn every_protocol_answers_what_the_batch_stage_writes() {
         ("7", "style-07"),
         ("style-19", "style-19"),
         ("3:0.5,12:0.5", "style-03@0.50+style-12@0.50"),
+        // The style controls, applied as the batch stage applies them.
+        (
+            "3:0.5,12:0.5~preserve-colour~strength=0.6",
+            "style-03@0.50+style-12@0.50~preserve-colour~strength=0.60",
+        ),
     ];
     let specs: Vec<&str> = styles.iter().map(|s| s.0).collect();
     batch(vol, &pkg, "plain", &specs, &[]);
@@ -360,7 +365,9 @@ fn every_protocol_answers_what_the_batch_stage_writes() {
 
 /// `3:0.5,12:0.5` as a query value.
 fn url_encode(s: &str) -> String {
-    s.replace(':', "%3A").replace(',', "%2C")
+    s.replace(':', "%3A")
+        .replace(',', "%2C")
+        .replace('=', "%3D")
 }
 
 /// A PNG whose header says `w`×`h` and whose data is cut short: only a decoder that looks at

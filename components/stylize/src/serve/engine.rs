@@ -103,7 +103,7 @@ pub(crate) fn run(
         )));
     }
     let t0 = Instant::now();
-    let (rgb, _) = stylize_planar(
+    let (mut rgb, _) = stylize_planar(
         &pkg.net,
         pkg.fused.as_ref(),
         &planar,
@@ -113,6 +113,10 @@ pub(crate) fn run(
     )
     .map_err(ServeError::from_stage)?;
     let forward_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    // The style's controls (`7~preserve-colour~strength=0.6`), as the batch stage applies them.
+    if !style.is_plain() {
+        crate::colour::apply(&mut rgb, &planar.rgb, style.preserve_colour, style.strength);
+    }
     let img = image_io::to_image(
         planar.width,
         planar.height,
