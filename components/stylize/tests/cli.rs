@@ -1,5 +1,7 @@
 //! `stylize` end to end on the trained MultiStyle26 network and real photos (flex backend).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -13,19 +15,7 @@ use kubestyle_testkit::assets;
 fn volume() -> tempfile::TempDir {
     let vol = tempfile::tempdir().unwrap();
     let a = assets();
-    {
-        use clap::Parser;
-        let onnx = a.join("multistyle26.onnx");
-        let argv = [
-            "package-model",
-            "--volume",
-            vol.path().to_str().unwrap(),
-            "--run-id",
-            "t",
-            onnx.to_str().unwrap(),
-        ];
-        kubestyle_package_model::run(kubestyle_package_model::Args::parse_from(argv)).unwrap();
-    }
+    common::package_multistyle26(vol.path());
     let img = vol.path().join("img");
     std::fs::create_dir_all(&img).unwrap();
     let chelsea = image::open(a.join("chelsea.png")).unwrap();

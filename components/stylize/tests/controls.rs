@@ -4,6 +4,8 @@
 //! with NumPy's inverse matrix, the blend in sRGB values) to within a level, also composed with
 //! a blend and under exact tiling; the controls name the output and key its cache.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command as Std;
 
@@ -23,19 +25,7 @@ fn python() -> PathBuf {
 fn volume() -> tempfile::TempDir {
     let vol = tempfile::tempdir().unwrap();
     let a = assets();
-    {
-        use clap::Parser;
-        let onnx = a.join("multistyle26.onnx");
-        let argv = [
-            "package-model",
-            "--volume",
-            vol.path().to_str().unwrap(),
-            "--run-id",
-            "t",
-            onnx.to_str().unwrap(),
-        ];
-        kubestyle_package_model::run(kubestyle_package_model::Args::parse_from(argv)).unwrap();
-    }
+    common::package_multistyle26(vol.path());
     image::open(a.join("chelsea.png"))
         .unwrap()
         .resize_exact(150, 100, image::imageops::FilterType::Triangle)

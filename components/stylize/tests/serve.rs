@@ -3,6 +3,8 @@
 //! a full queue answers 503 with `Retry-After`; SIGTERM drains and exits 143; the bearer token
 //! is enforced and never logged; the README's commands work.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,19 +25,7 @@ fn repo() -> PathBuf {
 fn volume() -> (tempfile::TempDir, PathBuf) {
     let vol = tempfile::tempdir().unwrap();
     let a = assets();
-    {
-        use clap::Parser;
-        let onnx = a.join("multistyle26.onnx");
-        let argv = [
-            "package-model",
-            "--volume",
-            vol.path().to_str().unwrap(),
-            "--run-id",
-            "t",
-            onnx.to_str().unwrap(),
-        ];
-        kubestyle_package_model::run(kubestyle_package_model::Args::parse_from(argv)).unwrap();
-    }
+    common::package_multistyle26(vol.path());
     let img = vol.path().join("img");
     let big = vol.path().join("big");
     std::fs::create_dir_all(&img).unwrap();
