@@ -33,7 +33,8 @@ export KUBESTYLE_ASSETS="$root/.cache/assets"
 # --- S3 server --------------------------------------------------------------------------------
 port=$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 moto_log=$(mktemp -t kubestyle-moto.XXXXXX.log)
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+# KUBESTYLE_MOTO_HOST=0.0.0.0: also reachable from pods (the real-kubelet tier); default loopback only.
+"$venv/bin/moto_server" -H "${KUBESTYLE_MOTO_HOST:-127.0.0.1}" -p "$port" >"$moto_log" 2>&1 &
 moto_pid=$!
 cleanup() { kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; rm -f "$moto_log"; }
 trap cleanup EXIT

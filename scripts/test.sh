@@ -84,10 +84,10 @@ if [ -n "${KUBESTYLE_K8S_BIN:-}" ]; then
   KUBESTYLE_CLUSTER_WATCH_PID=$$ tests/cluster/up.sh "$cluster_dir" "${CARGO_TARGET_DIR:-$root/target}/debug" >"$cluster_dir/env"
   export KUBESTYLE_TEST_KUBECONFIG="$cluster_dir/admin.kubeconfig"
   log "cargo test: the real-cluster tier (local control plane)"
-  cargo test --locked -p pipeline --test cluster -- --ignored --test-threads=1
+  cargo test --locked -p pipeline --test cluster -- --ignored --skip real_node_ --test-threads=1
 elif [ -n "${KUBESTYLE_TEST_KUBECONFIG:-}" ] && [ -n "${KUBESTYLE_TEST_POD_S3_ENDPOINT:-}" ]; then
   log "cargo test: the real-cluster tier against $KUBESTYLE_TEST_KUBECONFIG"
-  cargo test --locked -p pipeline --test cluster -- --ignored --test-threads=1
+  cargo test --locked -p pipeline --test cluster -- --ignored --skip real_node_ --test-threads=1
 else
   log "real-cluster tier skipped (set KUBESTYLE_K8S_BIN, or KUBESTYLE_TEST_KUBECONFIG with KUBESTYLE_TEST_POD_S3_ENDPOINT)"
 fi

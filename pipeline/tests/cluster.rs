@@ -9,8 +9,14 @@
 //!
 //! ```sh
 //! KUBESTYLE_TEST_KUBECONFIG=… KUBESTYLE_TEST_S3_ENDPOINT=http://127.0.0.1:PORT \
-//!   cargo test -p pipeline --test cluster -- --ignored --test-threads=1
+//!   cargo test -p pipeline --test cluster -- --ignored --skip real_node_ --test-threads=1
 //! ```
+//!
+//! The same scenarios run on a real node (kubelet + containerd + CNI, our images:
+//! `tests/cluster/real-tier.sh`), which also runs the `real_node_` tests: what only a real
+//! runtime shows (securityContext seen from inside, fsGroup, the Secret's reach, SIGTERM on
+//! delete, an image that cannot be pulled). On the process kubelet, skip those:
+//! `-- --ignored --skip real_node_`.
 //!
 //! Each test gets its own namespace with `manifests/base` applied into it (Namespace,
 //! ServiceAccounts, the least-privilege Role and RoleBinding), its own buckets, and runs the
@@ -237,8 +243,8 @@ output: s3://{results}/runs/
 stylize:
   max_size: 96
 kubernetes:
-  registry: ghcr.io/kubestyle
-  tag: ci
+  registry: {registry}
+  tag: {tag}
   s3_secret: kubestyle-s3
   volume:
     size: 1Gi
@@ -253,6 +259,10 @@ kubernetes:
             inputs = self.inputs,
             models = self.models,
             results = self.results,
+            // The images the node has (the real-kubelet tier imports kubestyle-test/…:ci; the
+            // process kubelet runs command[0] from its BIN_DIR whatever the image).
+            registry = env_or("KUBESTYLE_TEST_IMAGE_REGISTRY", "ghcr.io/kubestyle"),
+            tag = env_or("KUBESTYLE_TEST_IMAGE_TAG", "ci"),
         );
         let p = self.dir.path().join(format!("{name}.yaml"));
         std::fs::write(&p, edit(text)).unwrap();
@@ -610,5 +620,491 @@ async fn a_job_that_cannot_create_pods_is_reported() {
         "{:?}",
         started.elapsed()
     );
+    w.cleanup().await;
+}
+
+// --- What only a real node shows (tests/cluster/real-tier.sh) ----------------------------------
+
+/// The real-node tests run only where `KUBESTYLE_TEST_REAL_NODE=1` (real-tier.sh sets it): on
+/// the process kubelet there is no container to look into.
+fn require_real_node() {
+    assert_eq!(
+        std::env::var("KUBESTYLE_TEST_REAL_NODE").as_deref(),
+        Ok("1"),
+        "a real_node_ test needs the real-kubelet tier (tests/cluster/real-tier.sh); on the process \
+         kubelet run with --skip real_node_"
+    );
+}
+
+/// The `running as …` line each stage logs at start (kubestyle_manifest::runs_as).
+fn runs_as_line(log: &str) -> String {
+    log.lines()
+        .find(|l| l.contains("running as uid"))
+        .unwrap_or_else(|| panic!("no 'running as' line in:\n{log}"))
+        .to_string()
+}
+
+/// A run on real pods, seen from inside its containers: every stage runs as 65532 with a
+/// read-only root filesystem, the volume (a `local` PV made root-owned 0755 by the tier's
+/// provisioner) is writable only through the pod's fsGroup (group 65532, setgid), and the S3
+/// Secret's variables reach download and upload only — package-model and stylize have none.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs cluster"]
+async fn real_node_stages_run_confined_as_rendered() {
+    require_real_node();
+    let w = World::new("confined").await;
+    let spec = w.spec("confined", |t| t);
+    let out = w
+        .pipeline(&["submit", spec.to_str().unwrap(), "--timeout", "900"])
+        .await;
+    let t = assert_code(&out, 0);
+    assert!(t.contains("run confined: 4 stages complete"), "{t}");
+    assert!(w.verify_published("confined").await > 0);
+    for (stage, credentials) in [
+        ("download", true),
+        ("package-model", false),
+        ("stylize", false),
+        ("upload", true),
+    ] {
+        let out = w.pipeline(&["logs", "confined", "--stage", stage]).await;
+        let log = assert_code(&out, 0);
+        let line = runs_as_line(&log);
+        eprintln!("{stage}: {line}");
+        assert!(
+            line.contains("running as uid 65532 gid 65532 groups ["),
+            "{line}"
+        );
+        assert!(line.contains("root filesystem read-only"), "{line}");
+        // Owner root, group 65532 with setgid: the kubelet applied fsGroup to the volume.
+        assert!(line.contains("volume owner 0 group 65532 mode 2"), "{line}");
+        assert!(line.contains("writable (as group)"), "{line}");
+        if credentials {
+            assert!(
+                line.contains(
+                    "S3 credentials in environment: AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY"
+                ),
+                "{stage}: {line}"
+            );
+        } else {
+            assert!(
+                line.contains("S3 credentials in environment: none"),
+                "{stage} must not get the Secret: {line}"
+            );
+        }
+        // Whether, never what: moto's secret never shows up in a log.
+        assert!(
+            !log.contains("AWS_SECRET_ACCESS_KEY=") && !log.contains("testing\n"),
+            "{log}"
+        );
+    }
+    w.cleanup().await;
+}
+
+/// `pipeline delete` while stylize runs: the kubelet sends SIGTERM to the stage (PID 1 of its
+/// container), which exits 143 — not 137, a SIGKILL after the grace period — and leaves no
+/// temp file and no manifest of the interrupted stage on the volume.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs cluster"]
+async fn real_node_delete_sends_sigterm_and_nothing_is_half_written() {
+    use futures::{StreamExt, TryStreamExt};
+    use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
+    use kube::api::{ListParams, LogParams, WatchEvent, WatchParams};
+    require_real_node();
+    let w = World::new("sigterm").await;
+    // Enough work that stylize is still busy when it is deleted: every style, larger images.
+    let styles: Vec<String> = (0..26).map(|i| format!("\"{i}\"")).collect();
+    let spec = w.spec("sigterm", |t| {
+        t.replace(
+            "styles: [\"7\", \"3:0.5,12:0.5\"]",
+            &format!("styles: [{}]", styles.join(", ")),
+        )
+        .replace("max_size: 96", "max_size: 1024")
+    });
+    let mut submit = {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        cmd.args(["submit", spec.to_str().unwrap(), "--timeout", "900"])
+            .env("KUBECONFIG", &w.kubeconfig)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let pods: Api<Pod> = Api::namespaced(w.admin.clone(), &w.ns);
+    let stylize = ListParams::default().labels("job-name=sigterm-stylize");
+    // Wait until a stylize container has started its forward passes.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let busy = loop {
+        assert!(Instant::now() < deadline, "stylize never got busy");
+        let mut found = None;
+        for p in pods.list(&stylize).await.unwrap().items {
+            let name = p.metadata.name.clone().unwrap();
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+            if phase.as_deref() == Some("Running")
+                && let Ok(log) = pods.logs(&name, &LogParams::default()).await
+                && log.contains("running as uid")
+                && log.lines().count() > 3
+            {
+                found = Some(name);
+            }
+        }
+        if let Some(name) = found {
+            break name;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // Watch the stylize pods from now on: the terminated state is in the last update before
+    // the pod object goes.
+    let rv = pods
+        .list(&stylize)
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let watch = pods
+        .watch(
+            &WatchParams::default().labels("job-name=sigterm-stylize"),
+            &rv,
+        )
+        .await
+        .unwrap();
+    // The stylize pods still running now get the SIGTERM (a shard may have finished already).
+    let running: Vec<String> = pods
+        .list(&stylize)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .map(|p| p.metadata.name.unwrap())
+        .collect();
+    assert!(running.contains(&busy), "{busy} not running: {running:?}");
+    let interrupted_shards: BTreeMap<String, String> = pods
+        .list(&stylize)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|p| {
+            let index = p
+                .metadata
+                .annotations
+                .as_ref()?
+                .get("batch.kubernetes.io/job-completion-index")?
+                .clone();
+            Some((p.metadata.name?, index))
+        })
+        .collect();
+    let expected = running.clone();
+    let codes = tokio::spawn(async move {
+        let mut codes: BTreeMap<String, i32> = BTreeMap::new();
+        let mut watch = watch.boxed();
+        let until = Instant::now() + Duration::from_secs(120);
+        while let Ok(Some(ev)) = tokio::time::timeout(
+            until.saturating_duration_since(Instant::now()),
+            watch.try_next(),
+        )
+        .await
+        .map(|r| r.ok().flatten())
+        {
+            let (WatchEvent::Modified(p) | WatchEvent::Deleted(p)) = ev else {
+                continue;
+            };
+            let name = p.metadata.name.clone().unwrap();
+            for cs in p
+                .status
+                .and_then(|s| s.container_statuses)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(t) = cs.state.and_then(|s| s.terminated) {
+                    eprintln!(
+                        "{name}: exit {} reason {:?} finished {:?}",
+                        t.exit_code,
+                        t.reason,
+                        t.finished_at.map(|f| f.0.to_string())
+                    );
+                    codes.insert(name.clone(), t.exit_code);
+                }
+            }
+            if expected.iter().all(|p| codes.contains_key(p)) {
+                break;
+            }
+        }
+        codes
+    });
+    eprintln!("deleting at {:?}", std::time::SystemTime::now());
+    let out = w.pipeline(&["delete", "sigterm"]).await;
+    let t = assert_code(&out, 0);
+    assert!(t.contains("deleted job/sigterm-stylize"), "{t}");
+    let codes = codes.await.unwrap();
+    eprintln!("stylize containers terminated with {codes:?} (running at delete: {running:?})");
+    // Each pod running at the delete either was stopped by the SIGTERM (143) or had just
+    // finished (0, its manifest committed before the signal: checked below); never 137 (killed
+    // after the grace period) or anything else. At least one was busy enough to be stopped.
+    for pod in &running {
+        assert!(
+            matches!(codes.get(pod), Some(143) | Some(0)),
+            "{pod} did not exit 143 on SIGTERM (137: killed after the grace period): {codes:?}"
+        );
+    }
+    assert!(
+        codes.values().any(|c| *c == 143),
+        "no stylize container was stopped by the SIGTERM: {codes:?}"
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(60), submit.wait()).await;
+    let _ = submit.kill().await;
+
+    // The volume, as the node sees it: the claim's local PV directory.
+    let claim = Api::<PersistentVolumeClaim>::namespaced(w.admin.clone(), &w.ns)
+        .get("sigterm-volume")
+        .await
+        .unwrap();
+    let pv_name = claim.spec.unwrap().volume_name.unwrap();
+    let pv = Api::<PersistentVolume>::all(w.admin.clone())
+        .get(&pv_name)
+        .await
+        .unwrap();
+    let root = PathBuf::from(pv.spec.unwrap().local.unwrap().path);
+    let mut files = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    files.sort();
+    let tmp: Vec<_> = files
+        .iter()
+        .filter(|f| f.contains("kubestyle-tmp"))
+        .collect();
+    assert!(tmp.is_empty(), "temp files left: {tmp:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f == "runs/sigterm/package-model.manifest.json"),
+        "the stages before stylize committed: {files:?}"
+    );
+    // A shard stopped by the signal committed nothing; a shard that exited 0 committed its
+    // manifest (the manifest is the commit marker: exit code and volume agree).
+    for pod in &running {
+        let shard = interrupted_shards
+            .get(pod)
+            .expect("an Indexed Job's pod has its index");
+        let manifest = format!("runs/sigterm/stylize-{shard}-of-2.manifest.json");
+        match codes[pod] {
+            143 => assert!(
+                !files.contains(&manifest),
+                "shard {shard} exited 143 but committed {manifest}: {files:?}"
+            ),
+            _ => assert!(
+                files.contains(&manifest),
+                "shard {shard} exited 0 without its manifest: {files:?}"
+            ),
+        }
+    }
+    // Every stylize pod goes (the garbage collector removes the finished ones too).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pods.list(&stylize).await.unwrap().items.is_empty() {
+        assert!(Instant::now() < deadline, "stylize pods still there");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    w.cleanup().await;
+}
+
+/// An image that cannot be pulled (a registry that does not resolve) is reported as such:
+/// exit 3 naming the image and the kubelet's pull error, once the pull has backed off past
+/// `--pending-timeout`, rather than waiting for the Job's deadline.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs cluster"]
+async fn real_node_an_image_that_cannot_be_pulled_is_reported() {
+    require_real_node();
+    let w = World::new("nopull").await;
+    let registry = env_or("KUBESTYLE_TEST_IMAGE_REGISTRY", "ghcr.io/kubestyle");
+    let spec = w.spec("nopull", |t| {
+        t.replace(
+            &format!("registry: {registry}"),
+            "registry: registry.invalid/kubestyle",
+        )
+    });
+    let started = Instant::now();
+    let out = w
+        .pipeline(&[
+            "submit",
+            spec.to_str().unwrap(),
+            "--timeout",
+            "600",
+            "--pending-timeout",
+            "20",
+        ])
+        .await;
+    let t = assert_code(&out, 3);
+    eprintln!("{t}");
+    assert!(
+        t.contains("ErrImagePull") || t.contains("ImagePullBackOff"),
+        "{t}"
+    );
+    assert!(
+        t.contains("registry.invalid/kubestyle/kubestyle-download"),
+        "{t}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(180),
+        "{:?}",
+        started.elapsed()
+    );
+    w.cleanup().await;
+}
+
+/// `manifests/admin/admission-policy.yaml` on a real API server (#21: least privilege for real):
+/// with the policy bound to this test's namespace, the controller ServiceAccount — which may
+/// create Jobs and read pod logs, but not Secrets — cannot create a Job that would mount the S3
+/// Secret, read another Secret, or run as another ServiceAccount (each denied with the policy's
+/// message), cannot read the Secret directly either, and the rendered Jobs are admitted: the run
+/// completes under the policy.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs cluster"]
+async fn the_admission_policy_denies_jobs_that_could_read_a_secret() {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let w = World::new("admit").await;
+    let registry = env_or("KUBESTYLE_TEST_IMAGE_REGISTRY", "ghcr.io/kubestyle");
+    // The admin's file, as an admin adapts it: this registry, and bound to this namespace only
+    // (the other tests' namespaces carry the same label).
+    let text = std::fs::read_to_string(repo().join("manifests/admin/admission-policy.yaml"))
+        .unwrap()
+        .replace("'ghcr.io/kubestyle/'", &format!("'{registry}/'"));
+    let mut docs = text.split("\n---\n");
+    let mut policy: ValidatingAdmissionPolicy =
+        serde_yaml_ng::from_str(docs.next().unwrap()).unwrap();
+    let mut binding: ValidatingAdmissionPolicyBinding =
+        serde_yaml_ng::from_str(docs.next().unwrap()).unwrap();
+    let name = format!("kubestyle-jobs-{}", w.ns);
+    policy.metadata.name = Some(name.clone());
+    binding.metadata.name = Some(name.clone());
+    let bspec = binding.spec.as_mut().unwrap();
+    bspec.policy_name = Some(name.clone());
+    bspec.match_resources.as_mut().unwrap().namespace_selector = Some(LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            "kubernetes.io/metadata.name".to_string(),
+            w.ns.clone(),
+        )])),
+        ..Default::default()
+    });
+    let pp = PostParams::default();
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(w.admin.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(w.admin.clone());
+    policies.create(&pp, &policy).await.unwrap();
+    bindings.create(&pp, &binding).await.unwrap();
+
+    // The controller's own client (its TokenRequest kubeconfig).
+    let kc = kube::config::Kubeconfig::read_from(&w.kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let controller = Client::try_from(cfg).unwrap();
+    let jobs: Api<Job> = Api::namespaced(controller.clone(), &w.ns);
+    let secrets: Api<Secret> = Api::namespaced(controller.clone(), &w.ns);
+    match secrets.get("kubestyle-s3").await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("the controller read the Secret: {other:?}"),
+    }
+
+    let job = |name: &str, pod: serde_json::Value| -> Job {
+        let mut spec = serde_json::json!({
+            "serviceAccountName": "kubestyle",
+            "automountServiceAccountToken": false,
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "c",
+                "image": format!("{registry}/kubestyle-download:ci"),
+                "command": ["download", "--version"],
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true, "capabilities": {"drop": ["ALL"]}},
+            }],
+        });
+        for (k, v) in pod.as_object().unwrap() {
+            if k == "container" {
+                for (ck, cv) in v.as_object().unwrap() {
+                    spec["containers"][0][ck] = cv.clone();
+                }
+            } else {
+                spec[k] = v.clone();
+            }
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, "template": {"spec": spec}},
+        }))
+        .unwrap()
+    };
+    let hostile = [
+        (
+            "secret-volume",
+            serde_json::json!({"volumes": [{"name": "s", "secret": {"secretName": "kubestyle-s3"}}],
+                               "container": {"volumeMounts": [{"name": "s", "mountPath": "/s"}]}}),
+            "kubestyle Jobs mount only the run's claim and an emptyDir",
+        ),
+        (
+            "other-secret",
+            serde_json::json!({"container": {"envFrom": [{"secretRef": {"name": "other"}}]}}),
+            "kubestyle Jobs read only the S3 Secret",
+        ),
+        (
+            "secret-key-ref",
+            serde_json::json!({"container": {"env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "kubestyle-s3", "key": "AWS_SECRET_ACCESS_KEY"}}}]}}),
+            "kubestyle Jobs take no env from Secrets, ConfigMaps or fields",
+        ),
+        (
+            "other-sa",
+            serde_json::json!({"serviceAccountName": "kubestyle-controller"}),
+            "kubestyle Jobs run as the kubestyle ServiceAccount",
+        ),
+    ];
+    // The policy takes effect once the API server has loaded it: retry the first for a while.
+    for (i, (name, pod, message)) in hostile.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(if i == 0 { 30 } else { 5 });
+        loop {
+            match jobs.create(&pp, &job(name, pod.clone())).await {
+                Err(kube::Error::Api(s)) => {
+                    assert!(s.message.contains(message), "{name}: {s:?}");
+                    assert!(s.code == 422 || s.code == 403, "{name}: {s:?}");
+                    break;
+                }
+                Ok(_) => {
+                    jobs.delete(name, &DeleteParams::background())
+                        .await
+                        .unwrap();
+                    assert!(Instant::now() < deadline, "{name} was admitted");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+    }
+    // A Job as the policy wants it is admitted (the same builder, nothing hostile).
+    jobs.create(&pp, &job("fine", serde_json::json!({})))
+        .await
+        .expect("a Job like the rendered ones is admitted");
+    jobs.delete("fine", &DeleteParams::background())
+        .await
+        .unwrap();
+    // And the real thing: the run's four Jobs are admitted and complete.
+    let spec = w.spec("admit", |t| t);
+    let out = w
+        .pipeline(&["submit", spec.to_str().unwrap(), "--timeout", "900"])
+        .await;
+    let t = assert_code(&out, 0);
+    assert!(t.contains("run admit: 4 stages complete"), "{t}");
+    let _ = bindings.delete(&name, &DeleteParams::default()).await;
+    let _ = policies.delete(&name, &DeleteParams::default()).await;
     w.cleanup().await;
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stop everything tests/cluster/up.sh started for DIR: the watchdog, the process kubelet (which
-# TERMs/KILLs its pods' processes), any container process group it left behind, then the control
+# Stop everything tests/cluster/up.sh or up-real.sh started for DIR: the watchdog, the process
+# kubelet (which TERMs/KILLs its pods' processes) and any container process group it left behind, or
+# the real node (real-node/node.sh stop), then the control
 # plane (control-plane.sh stop DIR). Safe to run twice; DIR itself is kept (rm -rf it yourself).
 #
 # usage: tests/cluster/down.sh DIR
@@ -49,5 +50,9 @@ if [ -d "$dir/kubelet/pgids" ]; then
     fi
     rm -f "$f"
   done
+fi
+# A real node (up-real.sh): kubelet, its pods, containerd, CNI, and what they changed on the host.
+if [ -d "$dir/node" ]; then
+  "$here/real-node/node.sh" stop "$dir"
 fi
 "$here/control-plane.sh" stop "$dir"

@@ -20,60 +20,15 @@ root=$(pwd)
 log() { printf '== %s\n' "$*" >&2; }
 export CARGO_TERM_COLOR=never
 
-engine=${KUBESTYLE_CONTAINER_ENGINE:-docker}
-started_dockerd=
-dockerd_pid=
-stop_engine() {
-  # Containers the tests started (a failed test may leave one).
-  ids=$("$engine" ps -aq --filter label=app.kubernetes.io/managed-by=kubestyle-pipeline 2>/dev/null || true)
-  [ -z "$ids" ] || "$engine" rm -f $ids >/dev/null 2>&1 || true
-  if [ -n "$started_dockerd" ]; then
-    log "stopping the dockerd this tier started"
-    kill "$dockerd_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
-  fi
-}
-
-if ! "$engine" info >/dev/null 2>&1; then
-  if [ "$engine" != docker ]; then
-    echo "container tier: $engine does not answer" >&2; exit 2
-  fi
-  if ! command -v dockerd >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      log "installing Debian's docker.io"
-      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
-    else
-      echo "container tier: no Docker engine answers and dockerd is not installed" >&2; exit 2
-    fi
-  fi
-  log "starting dockerd"
-  dockerd_log=$(mktemp -t kubestyle-dockerd.XXXXXX.log)
-  dockerd >"$dockerd_log" 2>&1 &
-  dockerd_pid=$!
-  started_dockerd=1
-  trap stop_engine EXIT
-  for _ in $(seq 1 150); do "$engine" info >/dev/null 2>&1 && break; sleep 0.2; done
-  "$engine" info >/dev/null 2>&1 || { tail -n 30 "$dockerd_log" >&2; echo "dockerd did not start" >&2; exit 1; }
-else
-  trap stop_engine EXIT
-fi
-if [ "$(id -u)" = 0 ] && ! command -v debootstrap >/dev/null && [ -z "${KUBESTYLE_REAL_BASES:-}" ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-fi
+# shellcheck source=tests/containers/lib.sh
+. tests/containers/lib.sh
+start_engine
 
 # --- images -----------------------------------------------------------------------------------
-export KUBESTYLE_TEST_IMAGE_REGISTRY=${KUBESTYLE_TEST_IMAGE_REGISTRY:-kubestyle-test}
-export KUBESTYLE_TEST_IMAGE_TAG=${KUBESTYLE_TEST_IMAGE_TAG:-ci}
-build=(scripts/build-images.sh)
-[ -n "${KUBESTYLE_REAL_BASES:-}" ] || build+=(--offline)
-ca=${KUBESTYLE_EXTRA_CA-/etc/ssl/certs/ca-certificates.crt}
-[ -z "$ca" ] || [ ! -s "$ca" ] || build+=(--extra-ca "$ca")
 images="download package-model stylize upload pipeline"
 # The CUDA image (~6 GB, ~20 min cold on 2 cores) with KUBESTYLE_CUDA=1.
 [ -z "${KUBESTYLE_CUDA:-}" ] || images="$images stylize-cuda"
-t0=$(date +%s)
-KUBESTYLE_IMAGES="$images" "${build[@]}" "$KUBESTYLE_TEST_IMAGE_REGISTRY" "$KUBESTYLE_TEST_IMAGE_TAG"
-log "images built in $(($(date +%s) - t0)) s"
+build_tier_images "$images"
 
 # --- binaries, venv, assets, moto ---------------------------------------------------------------
 log "cargo build --workspace (the process runner the containers are compared with)"

@@ -11,6 +11,8 @@
 //! * [`command`]: each stage's command line as a typed value (the stage parses it, the pipeline
 //!   writes it with `to_args()`), the [`Stage`]s, and where their files are named
 //!   ([`command::naming`]).
+//! * [`runs_as`]: what a stage runs as (user, groups, read-only root, volume access), logged at
+//!   its start.
 //! * [`vocab`]: the style grammar, the architecture names, stylize's backends and devices.
 
 pub mod atomic;
@@ -21,6 +23,7 @@ pub mod error;
 pub mod files;
 pub mod location;
 pub mod manifest;
+pub mod runs_as;
 pub mod telemetry;
 pub mod vocab;
 

@@ -166,7 +166,8 @@ impl Artifact {
 }
 
 /// The volume root, canonicalised. It must already exist (in a cluster it is a mounted volume:
-/// creating it would hide a mis-mount); otherwise a usage error.
+/// creating it would hide a mis-mount); otherwise a usage error. Logs what the stage runs as
+/// ([`crate::runs_as::RunsAs`]).
 pub fn open_volume(v: &Path) -> Result<PathBuf, StageError> {
     let meta = std::fs::metadata(v).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
@@ -180,7 +181,10 @@ pub fn open_volume(v: &Path) -> Result<PathBuf, StageError> {
             v.display()
         )));
     }
-    v.canonicalize().map_err(|e| StageError::io(v, e))
+    let volume = v.canonicalize().map_err(|e| StageError::io(v, e))?;
+    // What the stage runs as: in a pod, the evidence of its securityContext and Secret.
+    tracing::info!("{}", crate::runs_as::RunsAs::probe(&volume));
+    Ok(volume)
 }
 
 pub use crate::command::naming::{manifest_path, run_data_dir, run_dir};
