@@ -251,7 +251,7 @@ async fn s3_in_containers_is_byte_identical_to_processes() {
         &env,
     );
     let mut published = Vec::new();
-    for runner in ["process", "docker"] {
+    for runner in ["process", "docker", "kfp-local"] {
         let results = s3.bucket(&format!("results-{runner}")).await;
         let wd = Workdir::new();
         let spec = wd.spec_from_example(
@@ -267,15 +267,19 @@ async fn s3_in_containers_is_byte_identical_to_processes() {
         );
         let spec = spec.to_str().unwrap().to_string();
         let (reg, tg) = (registry(), tag());
-        let args = if runner == "docker" {
-            docker_run_args(&spec, &reg, &tg)
+        if runner == "kfp-local" {
+            run_with_kfp_local(&spec, &wd, &env_ref);
         } else {
-            vec!["run", spec.as_str()]
-        };
-        let out = pipeline(&args, &env_ref);
-        assert!(out.status.success(), "{runner} run failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(statuses(&stdout).values().all(|s| s == "ran"), "{stdout}");
+            let args = if runner == "docker" {
+                docker_run_args(&spec, &reg, &tg)
+            } else {
+                vec!["run", spec.as_str()]
+            };
+            let out = pipeline(&args, &env_ref);
+            assert!(out.status.success(), "{runner} run failed");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(statuses(&stdout).values().all(|s| s == "ran"), "{stdout}");
+        }
         // Credentials never in the logs the stages wrote.
         let secret = env
             .iter()
@@ -304,14 +308,94 @@ async fn s3_in_containers_is_byte_identical_to_processes() {
         verify_sums(&local);
         published.push(got);
     }
-    let (a, b) = (&published[0], &published[1]);
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    let (da, db) = (deterministic(a), deterministic(b));
+    let a = &published[0];
+    let da = deterministic(a);
     assert!(da.len() >= 12, "styled outputs: {:?}", da.keys());
-    assert_eq!(
-        da, db,
-        "styled outputs differ between the process and docker runners"
+    for (runner, b) in ["docker", "kfp-local"].iter().zip(&published[1..]) {
+        // The KFP run's stylize is 2 shards (the spec's kubernetes section): its manifests are
+        // per shard, so only the styled outputs and thumbnails are compared by name there.
+        if *runner == "docker" {
+            assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        }
+        assert_eq!(
+            da,
+            deterministic(b),
+            "styled outputs differ between the process and {runner} runners"
+        );
+    }
+}
+
+/// The same spec through `pipeline compile --target kfp` (the spec's `kubernetes` section with
+/// the test images, stylize as 2 CPU shards) and the kfp SDK's local DockerRunner
+/// (`scripts/kfp_local.py`): every step in its image, the volume handed over by the Pipeline
+/// Run Workspace, upload publishing to the same S3.
+fn run_with_kfp_local(spec: &str, wd: &Workdir, env: &[(&str, String)]) {
+    let python = std::env::var("KUBESTYLE_ENGINES_PYTHON").expect(
+        "KUBESTYLE_ENGINES_PYTHON: a Python with the kfp SDK (scripts/test-env.sh sets it)",
     );
+    let text = std::fs::read_to_string(spec).unwrap();
+    let cluster = format!(
+        "{text}\nkubernetes:\n  registry: {}\n  tag: {}\n  s3_secret: kubestyle-s3\n  volume:\n    size: 1Gi\n    access_mode: ReadWriteMany\n  gpu:\n    enabled: false\n    shards: 2\n    parallelism: 2\n",
+        registry(),
+        tag()
+    );
+    let cluster_spec = wd.path().join("s3-kfp.yaml");
+    std::fs::write(&cluster_spec, cluster).unwrap();
+    let compiled = wd.path().join("s3.kfp.yaml");
+    let out = pipeline(
+        &[
+            "compile",
+            cluster_spec.to_str().unwrap(),
+            "--target",
+            "kfp",
+            "-o",
+            compiled.to_str().unwrap(),
+        ],
+        env,
+    );
+    assert!(out.status.success(), "compile failed");
+    let started = Instant::now();
+    let out = Command::new(python)
+        .arg(repo().join("scripts/kfp_local.py"))
+        .arg(&compiled)
+        .arg("--workspace")
+        .arg(wd.path().join("kfp"))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // kfp's local logger colours task names and statuses: drop the escape sequences.
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for e in chars.by_ref() {
+                if e.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let text = plain;
+    eprintln!(
+        "--- kfp_local.py in {:?}: {}\n{text}",
+        started.elapsed(),
+        out.status
+    );
+    assert!(out.status.success(), "the KFP local run failed:\n{text}");
+    assert!(text.contains("succeeded"), "{text}");
+    for step in ["download", "package-model", "stylize", "upload"] {
+        assert!(
+            text.contains(&format!("Task '{step}' finished with status SUCCESS")),
+            "{step}: {text}"
+        );
+    }
 }
 
 /// A missing image is a usage error naming it, before anything is written; a missing engine
