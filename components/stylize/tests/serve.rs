@@ -503,14 +503,57 @@ fn protocol_metadata_errors_limits_and_metrics() {
             "a temp file name leaked: {e}"
         );
     }
-    // Binary-data extension: refused with a clear message.
-    let r = reply(
-        agent()
-            .post(&u("/v2/models/multistyle26/infer"))
-            .header("Inference-Header-Content-Length", "10")
-            .send(&b"{}"[..]),
-    );
-    assert_eq!((r.status, r.error().contains("binary-data")), (400, true));
+    // Binary-data extension: bad framing is a 400 naming what is wrong, never a panic.
+    let binary = |header: &str, body: &[u8]| {
+        reply(
+            agent()
+                .post(&u("/v2/models/multistyle26/infer"))
+                .header("Inference-Header-Content-Length", header)
+                .send(body),
+        )
+    };
+    let head = |size: usize| {
+        format!(
+            r#"{{"inputs":[{{"name":"image","shape":[1],"datatype":"BYTES","parameters":{{"binary_data_size":{size}}}}}]}}"#
+        )
+    };
+    for (header, body, says) in [
+        ("10".to_string(), b"{}".to_vec(), "over the body"),
+        ("x".to_string(), b"{}".to_vec(), "not a byte count"),
+        (
+            head(100).len().to_string(),
+            format!("{}\x05\0\0\0abc", head(100)).into_bytes(),
+            "over the",
+        ),
+        (
+            head(7).len().to_string(),
+            format!("{}\x05\0\0\0abc", head(7)).into_bytes(),
+            "over the 3 left",
+        ),
+        (
+            head(4).len().to_string(),
+            format!("{}\0\0\0\0xyz", head(4)).into_bytes(),
+            "belong to no input",
+        ),
+        (
+            "2".to_string(),
+            b"{}trailing".to_vec(),
+            "invalid JSON request",
+        ),
+    ] {
+        let r = binary(&header, &body);
+        assert_eq!(
+            r.status,
+            400,
+            "{says}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            r.error().contains(says),
+            "{:?} does not say {says:?}",
+            r.error()
+        );
+    }
     // The server is still fine after all that.
     assert_eq!(post(&u("/stylize?style=3"), &photo).status, 200);
 
@@ -846,5 +889,49 @@ fn the_rendered_serving_command_line_parses() {
         );
         assert_eq!(parsed.listen.port(), 8080);
         assert_eq!(parsed.max_size, Some(1024));
+    }
+}
+
+/// Promise: the V2 binary-data extension as Triton's own HTTP client speaks it (tritonclient,
+/// `tests/oip_client.py`): the image in as raw `BYTES` or base64 JSON, the styled image out as
+/// raw bytes or base64 JSON — each answer byte for byte the batch stage's file.
+#[test]
+fn tritons_client_speaks_the_binary_data_extension_with_us() {
+    let python = std::env::var_os("KUBESTYLE_PYTHON")
+        .map(PathBuf::from)
+        .expect("KUBESTYLE_PYTHON (the test venv's Python with tritonclient) is not set: run scripts/test.sh");
+    let (vol, pkg) = volume();
+    let vol = vol.path();
+    let (spec, label) = (
+        "3:0.5,12:0.5~preserve-colour~strength=0.6",
+        "style-03@0.50+style-12@0.50~preserve-colour~strength=0.60",
+    );
+    batch(vol, &pkg, "plain", &[spec], &[]);
+    let server = Server::start(&pkg, &[]);
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oip_client.py");
+    for (stem, ext) in IMAGES {
+        let want = batch_file(vol, "plain", label, stem, ext);
+        for (input, output) in [("binary", "binary"), ("json", "binary"), ("binary", "json")] {
+            let got = vol.join(format!("triton-{stem}-{input}-{output}.{ext}"));
+            let out = Command::new(&python)
+                .arg(&client)
+                .args([&server.base, "multistyle26", spec])
+                .arg(vol.join(format!("img/{stem}.{ext}")))
+                .arg(&got)
+                .args(["--input", input, "--output", output])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{stem} {input}→{output}: {}{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                server.log()
+            );
+            assert!(
+                std::fs::read(&got).unwrap() == want,
+                "tritonclient {input} in, {output} out: {stem} differs from the batch output"
+            );
+        }
     }
 }

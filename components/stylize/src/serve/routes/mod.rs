@@ -1,5 +1,6 @@
 //! The HTTP routes, one protocol per file.
 
+pub(crate) mod binary_data;
 pub(crate) mod health;
 pub(crate) mod raw;
 pub(crate) mod v1;

@@ -1,16 +1,19 @@
 //! The Open Inference Protocol (V2): `POST /v2/models/{m}/infer` with one `BYTES` input tensor
 //! of shape `[n]` holding base64 images, the style (the batch grammar) as the parameter
 //! `style` of the request or of the input; answered with a `BYTES` output `image` of the same
-//! shape. The binary-data extension is not supported (a request using it is refused with 400).
+//! shape. The binary-data extension ([`super::binary_data`]) both ways: an input's images as raw
+//! `BYTES` after the JSON header, and the output as raw bytes when the request asks for it.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::binary_data;
 use crate::serve::error::ServeError;
 use crate::serve::state::AppState;
 
@@ -21,7 +24,6 @@ struct InferRequest {
     parameters: Map<String, Value>,
     inputs: Vec<Tensor>,
     #[serde(default)]
-    #[allow(dead_code)]
     outputs: Vec<Value>,
 }
 
@@ -32,6 +34,8 @@ struct Tensor {
     datatype: String,
     #[serde(default)]
     parameters: Map<String, Value>,
+    /// Absent when the tensor travels as binary data.
+    #[serde(default)]
     data: Vec<Value>,
 }
 
@@ -46,8 +50,12 @@ fn style_param(p: &Map<String, Value>) -> Result<Option<String>, ServeError> {
     }
 }
 
-/// The images (decoded base64) and the style of a request, checked.
-fn images(req: &InferRequest) -> Result<(Vec<Vec<u8>>, Option<String>), ServeError> {
+/// The images (decoded base64, or the raw `BYTES` elements of `binary`, the body after the JSON
+/// header) and the style of a request, checked; every binary byte must belong to an input.
+fn images(
+    req: &InferRequest,
+    mut binary: &[u8],
+) -> Result<(Vec<Vec<u8>>, Option<String>), ServeError> {
     let [input] = req.inputs.as_slice() else {
         return Err(ServeError::BadRequest(format!(
             "expected one input tensor (a BYTES image), got {}",
@@ -65,6 +73,39 @@ fn images(req: &InferRequest) -> Result<(Vec<Vec<u8>>, Option<String>), ServeErr
         1i64,
         |acc, &d| if d < 0 { None } else { acc.checked_mul(d) },
     );
+    let what = format!("input {:?}", input.name);
+    if let Some(size) = binary_data::size_param(&input.parameters, &what)? {
+        let count = n
+            .filter(|n| *n >= 1 && !input.shape.is_empty())
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| {
+                ServeError::BadRequest(format!("{what}: shape {:?} is not a count", input.shape))
+            })?;
+        if !input.data.is_empty() {
+            return Err(ServeError::BadRequest(format!(
+                "{what}: both data and binary_data_size"
+            )));
+        }
+        let raw = binary_data::take(&mut binary, size, &what)?;
+        let images = binary_data::bytes_elements(raw, count, &what)?;
+        if !binary.is_empty() {
+            return Err(ServeError::BadRequest(format!(
+                "{} byte(s) of binary data belong to no input",
+                binary.len()
+            )));
+        }
+        let style = match style_param(&input.parameters)? {
+            Some(s) => Some(s),
+            None => style_param(&req.parameters)?,
+        };
+        return Ok((images, style));
+    }
+    if !binary.is_empty() {
+        return Err(ServeError::BadRequest(format!(
+            "{} byte(s) of binary data but no input with binary_data_size",
+            binary.len()
+        )));
+    }
     if input.shape.is_empty() || n != i64::try_from(input.data.len()).ok() || n < Some(1) {
         return Err(ServeError::BadRequest(format!(
             "input {:?}: shape {:?} does not match its {} data element(s)",
@@ -97,38 +138,63 @@ pub(crate) async fn infer(
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ServeError> {
+) -> Result<Response, ServeError> {
     s.models.get(&model)?;
-    if headers.contains_key("inference-header-content-length") {
-        return Err(ServeError::BadRequest(
-            "the binary-data extension is not supported: send the image base64 in the JSON".into(),
-        ));
-    }
-    let req: InferRequest = super::json(&super::body(body)?)?;
-    let (imgs, style) = images(&req)?;
+    let body = super::body(body)?;
+    let header_len = match headers.get(binary_data::HEADER) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ServeError::BadRequest("Inference-Header-Content-Length is not text".into())
+        })?),
+    };
+    let (head, binary) = binary_data::split(&body, header_len)?;
+    let req: InferRequest = super::json(head)?;
+    let (imgs, style) = images(&req, binary)?;
+    let binary_out = binary_data::wants_binary(&req.parameters, &req.outputs, "image")?;
     let n = imgs.len();
-    let mut data = Vec::with_capacity(n);
+    let mut outputs = Vec::with_capacity(n);
     let mut types = Vec::with_capacity(n);
     for img in imgs {
         let out = s.stylize(Some(&model), style.as_deref(), img).await?;
-        data.push(Value::String(super::base64(&out.bytes)));
         types.push(out.content_type);
+        outputs.push(out.bytes);
     }
     types.dedup();
-    let mut resp = json!({
-        "model_name": model,
-        "outputs": [{
-            "name": "image",
-            "datatype": "BYTES",
-            "shape": [n],
-            "parameters": { "content_type": types.join(",") },
-            "data": data,
-        }],
+    let mut output = json!({
+        "name": "image",
+        "datatype": "BYTES",
+        "shape": [n],
+        "parameters": { "content_type": types.join(",") },
     });
+    let raw = if binary_out {
+        let raw = binary_data::encode_bytes(&outputs);
+        output["parameters"]["binary_data_size"] = json!(raw.len());
+        Some(raw)
+    } else {
+        output["data"] = outputs
+            .iter()
+            .map(|o| Value::String(super::base64(o)))
+            .collect();
+        None
+    };
+    let mut resp = json!({ "model_name": model, "outputs": [output] });
     if let Some(id) = req.id {
         resp["id"] = Value::String(id);
     }
-    Ok(Json(resp))
+    let Some(raw) = raw else {
+        return Ok(Json(resp).into_response());
+    };
+    let mut framed = serde_json::to_vec(&resp).expect("a JSON value serialises");
+    let json_len = framed.len();
+    framed.extend_from_slice(&raw);
+    let mut r = Response::new(Body::from(framed));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r.headers_mut()
+        .insert(binary_data::HEADER, HeaderValue::from(json_len));
+    Ok(r)
 }
 
 #[cfg(test)]
@@ -145,7 +211,7 @@ mod tests {
             json!({"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
             "data": ["aGk="], "parameters": {"style": 7}}], "parameters": {"style": "3"}}),
         );
-        let (imgs, style) = images(&ok).unwrap();
+        let (imgs, style) = images(&ok, &[]).unwrap();
         assert_eq!((imgs, style.as_deref()), (vec![b"hi".to_vec()], Some("7")));
         for bad in [
             json!({"inputs": []}),
@@ -158,7 +224,7 @@ mod tests {
             json!({"inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": [3]}]}),
             json!({"parameters": {"style": [1]}, "inputs": [{"name": "i", "shape": [1], "datatype": "BYTES", "data": ["aGk="]}]}),
         ] {
-            let e = images(&req(bad.clone())).unwrap_err();
+            let e = images(&req(bad.clone()), &[]).unwrap_err();
             assert_eq!(e.status().as_u16(), 400, "{bad}: {e}");
         }
     }
