@@ -80,6 +80,38 @@ fn rendered_jobs_are_admitted() {
     }
 }
 
+/// Promise: the policy also admits the serving Deployment `pipeline render --serve deployment`
+/// makes (manifests/serve lets the controller apply it; the policy covers Deployments, whose pod
+/// template sits where a Job's does), and refuses one that mounts a Secret.
+#[test]
+fn the_rendered_serving_deployment_is_admitted_and_a_hostile_one_is_not() {
+    use kubestyle_pipeline::render::RenderOptions;
+    use kubestyle_pipeline::serve::{ServeForm, render_serve_yaml};
+    let p = policy();
+    let l = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
+    let yaml = render_serve_yaml(&l, &RenderOptions::default(), ServeForm::Deployment).unwrap();
+    let deployment: Value = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &Value| d["kind"] == "Deployment")
+        .unwrap();
+    assert_eq!(denied(&p, &deployment), Vec::<String>::new());
+    let rule = p["spec"]["matchConstraints"]["resourceRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["apiGroups"] == json!(["apps"]) && r["resources"] == json!(["deployments"]));
+    assert!(rule, "the policy does not match Deployments");
+    let mut hostile = deployment.clone();
+    hostile["spec"]["template"]["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "s", "secret": {"secretName": "other"}}));
+    assert!(
+        !denied(&p, &hostile).is_empty(),
+        "a Deployment mounting a Secret is admitted"
+    );
+}
+
 /// Promise: least privilege for real: a Job made with the Role's `jobs create` cannot mount
 /// another Secret, a projected token or a host path, take env from a Secret, run as another
 /// ServiceAccount or with its token, run a foreign image or an init container.

@@ -1108,3 +1108,136 @@ async fn the_admission_policy_denies_jobs_that_could_read_a_secret() {
     let _ = policies.delete(&name, &DeleteParams::default()).await;
     w.cleanup().await;
 }
+
+/// `pipeline render --serve deployment` on a real node (#22): with `manifests/serve` applied, the
+/// controller ServiceAccount applies the rendered Deployment and Service; the pod becomes ready
+/// through its readiness probe (the kubelet calls `/v2/health/ready` once the package on the
+/// claim has verified), and an image POSTed to it comes back byte for byte as the batch run
+/// published it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs cluster"]
+async fn real_node_the_rendered_serving_deployment_answers_what_the_run_published() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    use kube::api::ListParams;
+    require_real_node();
+    let w = World::new("serve").await;
+    let pp = PostParams::default();
+    // manifests/serve, moved into this namespace.
+    let read = |f: &str| std::fs::read_to_string(repo().join("manifests/serve").join(f)).unwrap();
+    let mut role: Role = serde_yaml_ng::from_str(&read("role.yaml")).unwrap();
+    role.metadata.namespace = Some(w.ns.clone());
+    let mut binding: RoleBinding = serde_yaml_ng::from_str(&read("rolebinding.yaml")).unwrap();
+    binding.metadata.namespace = Some(w.ns.clone());
+    for s in binding.subjects.iter_mut().flatten() {
+        s.namespace = Some(w.ns.clone());
+    }
+    Api::<Role>::namespaced(w.admin.clone(), &w.ns)
+        .create(&pp, &role)
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(w.admin.clone(), &w.ns)
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+
+    let spec = w.spec("serve", |t| t);
+    let spec = spec.to_str().unwrap();
+    let out = w.pipeline(&["submit", spec, "--timeout", "900"]).await;
+    assert_code(&out, 0);
+    let out = w.pipeline(&["render", spec, "--serve", "deployment"]).await;
+    let yaml = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_code(&out, 0);
+
+    // Applied as the controller: the Role of manifests/serve is all it has for this.
+    let kc = kube::config::Kubeconfig::read_from(&w.kubeconfig).unwrap();
+    let cfg = kube::config::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let controller = Client::try_from(cfg).unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(controller.clone(), &w.ns);
+    let services: Api<Service> = Api::namespaced(controller.clone(), &w.ns);
+    let mut name = String::new();
+    for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+        let v: serde_json::Value = serde_yaml_ng::from_str(doc).unwrap();
+        match v["kind"].as_str() {
+            Some("Deployment") => {
+                let mut d: Deployment = serde_json::from_value(v).unwrap();
+                d.metadata.namespace = Some(w.ns.clone());
+                name = d.metadata.name.clone().unwrap();
+                deployments.create(&pp, &d).await.unwrap();
+            }
+            Some("Service") => {
+                let mut s: Service = serde_json::from_value(v).unwrap();
+                s.metadata.namespace = Some(w.ns.clone());
+                services.create(&pp, &s).await.unwrap();
+            }
+            other => panic!("unexpected object {other:?} in:\n{yaml}"),
+        }
+    }
+    let started = Instant::now();
+    loop {
+        let d = deployments.get(&name).await.unwrap();
+        if d.status.and_then(|s| s.ready_replicas) == Some(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{name} not ready after 3 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("{name} ready after {:?}", started.elapsed());
+    let pods: Api<Pod> = Api::namespaced(w.admin.clone(), &w.ns);
+    let pod = pods
+        .list(&ListParams::default().labels("app.kubernetes.io/component=serve"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+        .expect("a serving pod with an IP");
+    let ip = pod.status.unwrap().pod_ip.unwrap();
+
+    // The photo the run styled, POSTed to the pod; the answer is the published object.
+    let photo = repo().join("examples/images/chelsea.jpg");
+    let got = w.dir.path().join("served.jpg");
+    let curl = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "--max-time",
+            "60",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", photo.display()))
+        .arg("-o")
+        .arg(&got)
+        .arg(format!("http://{ip}:8080/stylize?style=7"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    let published =
+        w.s3.read(
+            &w.results,
+            &format!(
+                "runs/serve/styled/multistyle26/style-07/{}/photos/chelsea.jpg",
+                w.inputs
+            ),
+        )
+        .await;
+    assert!(
+        std::fs::read(&got).unwrap() == published,
+        "the served image differs from the one the run published"
+    );
+    deployments
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    w.cleanup().await;
+}

@@ -96,19 +96,25 @@ fn validator_catches_mistakes() {
 }
 
 #[test]
-fn manifests_base_validates() {
-    let base = repo().join("manifests/base");
-    let mut n = 0;
-    for e in std::fs::read_dir(&base).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        if !name.ends_with(".yaml") || name == "kustomization.yaml" {
-            continue;
+fn manifests_base_and_serve_validate() {
+    for (dir, at_least) in [("manifests/base", 4), ("manifests/serve", 2)] {
+        let base = repo().join(dir);
+        let mut n = 0;
+        for e in std::fs::read_dir(&base).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if !name.ends_with(".yaml") || name == "kustomization.yaml" {
+                continue;
+            }
+            validate(&std::fs::read_to_string(&p).unwrap(), &name).unwrap();
+            n += 1;
         }
-        validate(&std::fs::read_to_string(&p).unwrap(), &name).unwrap();
-        n += 1;
+        assert!(
+            n >= at_least,
+            "only {n} objects files in {}",
+            base.display()
+        );
     }
-    assert!(n >= 4, "only {n} objects files in {}", base.display());
 }
 
 /// The admission policy a cluster admin applies (`manifests/admin/`) is valid for every API
