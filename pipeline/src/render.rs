@@ -174,6 +174,18 @@ pub fn check_gpu_device(l: &Loaded, k: &Kubernetes) -> Result<(), StageError> {
     Ok(())
 }
 
+/// Where the stages see things in a cluster: the claim at the mount path, stylize as
+/// `gpu.shards` shards (on GPU nodes when enabled), no stage logs published (the pods' logs are
+/// the cluster's).
+pub(crate) fn cluster_layout(k: &Kubernetes) -> Layout {
+    Layout {
+        volume: k.volume.mount_path.clone(),
+        with_logs: false,
+        shards: k.gpu.shards.max(1),
+        gpu: k.gpu.enabled,
+    }
+}
+
 /// The objects of a run for its spec's namespace ([`render_with`]).
 pub fn render(l: &Loaded) -> Result<Vec<Object>, StageError> {
     render_with(l, &RenderOptions::of_spec(l))
@@ -184,13 +196,7 @@ pub fn render(l: &Loaded) -> Result<Vec<Object>, StageError> {
 pub fn render_with(l: &Loaded, opts: &RenderOptions) -> Result<Vec<Object>, StageError> {
     let k = cluster_settings(l)?;
     let shards = k.gpu.shards.max(1);
-    let layout = Layout {
-        volume: k.volume.mount_path.clone(),
-        with_logs: false,
-        shards,
-        gpu: k.gpu.enabled,
-    };
-    let cmds = stage_commands(l, &layout, opts.force);
+    let cmds = stage_commands(l, &cluster_layout(&k), opts.force);
     let mut out = Vec::new();
     if k.volume.claim.is_none() {
         out.push(Object::Claim(Box::new(claim(l, &k, opts))));

@@ -26,11 +26,18 @@ use kubestyle_manifest::StageError;
 use kubestyle_manifest::command::naming;
 use serde::Serialize;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use kubestyle_manifest::command::StageArgs;
+use kubestyle_manifest::command::serve::{SUBCOMMAND, ServeArgs};
+
 use crate::Stage;
+use crate::plan::stage_commands;
 use crate::render::{
     DATA_VOLUME, IMAGE_PULL_POLICY, RenderOptions, TMP_MOUNT, TMP_VOLUME, claim_name,
-    cluster_settings, container_security_context, on_gpu, pod_security_context, resources,
-    stage_image, tmp_volume, tolerations,
+    cluster_layout, cluster_settings, container_security_context, on_gpu, pod_security_context,
+    resources, stage_image, tmp_volume, tolerations,
 };
 use crate::spec::{Kubernetes, Loaded};
 
@@ -121,39 +128,28 @@ pub fn package_dirs(l: &Loaded, k: &Kubernetes) -> Vec<String> {
         .collect()
 }
 
-/// `stylize serve`'s arguments: the packages, the port, and the spec's stylize options that
-/// shape a result (so that the server answers what the batch stage wrote).
+/// `stylize serve`'s arguments: the packages, the port, and the options of the plan's stylize
+/// command that shape a result (so that the server answers what the batch stage wrote) —
+/// [`ServeArgs::from_batch`] of the same plan the Jobs are rendered from.
 pub fn serve_args(l: &Loaded, k: &Kubernetes) -> Vec<String> {
-    let st = &l.spec.stylize;
-    let mut a = vec!["serve".to_string()];
-    for p in package_dirs(l, k) {
-        a.extend(["--package".into(), p]);
-    }
-    a.extend([
-        "--listen".into(),
-        format!("0.0.0.0:{PORT}"),
-        "--drain-s".into(),
-        DRAIN_S.to_string(),
-        "--scratch-dir".into(),
-        TMP_MOUNT.into(),
-        "--format".into(),
-        st.format.as_str().into(),
-        "--device".into(),
-        if on_gpu(k, Stage::Stylize) {
-            "cuda".into()
-        } else {
-            st.device.clone()
-        },
-        "--backend".into(),
-        st.backend.clone(),
-    ]);
-    if let Some(m) = st.max_size {
-        a.extend(["--max-size".into(), m.to_string()]);
-    }
-    if let Some(p) = st.max_pixels {
-        a.extend(["--max-pixels".into(), p.to_string()]);
-    }
-    a
+    let cmds = stage_commands(l, &cluster_layout(k), [false; 4]);
+    let batch = cmds
+        .iter()
+        .find_map(|c| match &c.command {
+            StageArgs::Stylize(a) => Some(a),
+            _ => None,
+        })
+        .expect("every plan has a stylize command");
+    let serve = ServeArgs::from_batch(
+        batch,
+        package_dirs(l, k).into_iter().map(PathBuf::from).collect(),
+        SocketAddr::from(([0, 0, 0, 0], PORT as u16)),
+        DRAIN_S as u64,
+        PathBuf::from(TMP_MOUNT),
+    );
+    std::iter::once(SUBCOMMAND.to_string())
+        .chain(serve.to_args())
+        .collect()
 }
 
 fn meta(l: &Loaded, opts: &RenderOptions, name: String) -> ObjectMeta {

@@ -18,6 +18,7 @@ pub mod download;
 pub mod naming;
 pub mod package_model;
 pub mod s3;
+pub mod serve;
 pub mod sheet;
 pub mod stylize;
 pub mod upload;

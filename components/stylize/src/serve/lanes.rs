@@ -94,14 +94,26 @@ impl Lanes {
     }
 
     /// Run `f` (a forward pass) in one lane on one core (`in_lane`), or on every core alone.
-    /// The lanes stay taken until `f` returns, even if the request gives up waiting for it.
+    /// A small image that finds every lane free and nobody queued takes them all and runs on
+    /// every core too (one client alone gets the whole machine, as the batch stage's single
+    /// image does; under load each request keeps to its lane). The lanes stay taken until `f`
+    /// returns, even if the request gives up waiting for it.
     pub(crate) async fn run<T: Send + 'static>(
         self: &Arc<Self>,
         in_lane: bool,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ServeError> {
-        let n = if in_lane { 1 } else { self.lanes };
-        let permit = self.acquire(u32::try_from(n).unwrap_or(u32::MAX)).await?;
+        let all = u32::try_from(self.lanes).unwrap_or(u32::MAX);
+        let idle = if in_lane && self.lanes > 1 && self.waiting.load(Ordering::SeqCst) == 0 {
+            self.permits.clone().try_acquire_many_owned(all).ok()
+        } else {
+            None
+        };
+        let in_lane = in_lane && idle.is_none();
+        let permit = match idle {
+            Some(p) => p,
+            None => self.acquire(if in_lane { 1 } else { all }).await?,
+        };
         let me = Arc::clone(self);
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
