@@ -89,6 +89,13 @@ fn base_objects(ns: &str) -> (Namespace, Vec<ServiceAccount>, Role, RoleBinding)
             sa
         })
         .collect();
+    let (role, binding) = role_and_binding("manifests/base", ns);
+    (namespace, sas, role, binding)
+}
+
+/// The Role and RoleBinding of a `manifests/` directory, moved into namespace `ns`.
+fn role_and_binding(dir: &str, ns: &str) -> (Role, RoleBinding) {
+    let read = |f: &str| std::fs::read_to_string(repo().join(dir).join(f)).unwrap();
     let mut role: Role = serde_yaml_ng::from_str(&read("role.yaml")).unwrap();
     role.metadata.namespace = Some(ns.into());
     let mut binding: RoleBinding = serde_yaml_ng::from_str(&read("rolebinding.yaml")).unwrap();
@@ -96,7 +103,7 @@ fn base_objects(ns: &str) -> (Namespace, Vec<ServiceAccount>, Role, RoleBinding)
     for s in binding.subjects.iter_mut().flatten() {
         s.namespace = Some(ns.into());
     }
-    (namespace, sas, role, binding)
+    (role, binding)
 }
 
 impl World {
@@ -299,6 +306,15 @@ kubernetes:
             styled += usize::from(key.starts_with("styled/"));
         }
         styled
+    }
+
+    /// A client acting as the controller ServiceAccount (its TokenRequest kubeconfig).
+    async fn controller(&self) -> Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        Client::try_from(cfg).unwrap()
     }
 
     async fn job(&self, name: &str) -> Option<Job> {
@@ -1003,12 +1019,7 @@ async fn the_admission_policy_denies_jobs_that_could_read_a_secret() {
     policies.create(&pp, &policy).await.unwrap();
     bindings.create(&pp, &binding).await.unwrap();
 
-    // The controller's own client (its TokenRequest kubeconfig).
-    let kc = kube::config::Kubeconfig::read_from(&w.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    let controller = Client::try_from(cfg).unwrap();
+    let controller = w.controller().await;
     let jobs: Api<Job> = Api::namespaced(controller.clone(), &w.ns);
     let secrets: Api<Secret> = Api::namespaced(controller.clone(), &w.ns);
     match secrets.get("kubestyle-s3").await {
@@ -1124,14 +1135,7 @@ async fn real_node_the_rendered_serving_deployment_answers_what_the_run_publishe
     let w = World::new("serve").await;
     let pp = PostParams::default();
     // manifests/serve, moved into this namespace.
-    let read = |f: &str| std::fs::read_to_string(repo().join("manifests/serve").join(f)).unwrap();
-    let mut role: Role = serde_yaml_ng::from_str(&read("role.yaml")).unwrap();
-    role.metadata.namespace = Some(w.ns.clone());
-    let mut binding: RoleBinding = serde_yaml_ng::from_str(&read("rolebinding.yaml")).unwrap();
-    binding.metadata.namespace = Some(w.ns.clone());
-    for s in binding.subjects.iter_mut().flatten() {
-        s.namespace = Some(w.ns.clone());
-    }
+    let (role, binding) = role_and_binding("manifests/serve", &w.ns);
     Api::<Role>::namespaced(w.admin.clone(), &w.ns)
         .create(&pp, &role)
         .await
@@ -1150,11 +1154,7 @@ async fn real_node_the_rendered_serving_deployment_answers_what_the_run_publishe
     assert_code(&out, 0);
 
     // Applied as the controller: the Role of manifests/serve is all it has for this.
-    let kc = kube::config::Kubeconfig::read_from(&w.kubeconfig).unwrap();
-    let cfg = kube::config::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    let controller = Client::try_from(cfg).unwrap();
+    let controller = w.controller().await;
     let deployments: Api<Deployment> = Api::namespaced(controller.clone(), &w.ns);
     let services: Api<Service> = Api::namespaced(controller.clone(), &w.ns);
     let mut name = String::new();

@@ -15,3 +15,13 @@ daemon() {
     exec setsid "$@"
   ) >>"$log" 2>&1 </dev/null &
 }
+
+# watchdog DIR HERE: when KUBESTYLE_CLUSTER_WATCH_PID is set, run `HERE/down.sh DIR` once that
+# process is gone (so that a crashed test run leaves nothing behind); its pid in DIR/run.
+watchdog() {
+  [ -n "${KUBESTYLE_CLUSTER_WATCH_PID:-}" ] || return 0
+  daemon "$1/logs/watchdog.log" env KUBESTYLE_WATCHDOG=1 \
+    bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; exec "$2" "$3"' \
+    watchdog "$KUBESTYLE_CLUSTER_WATCH_PID" "$2/down.sh" "$1"
+  echo $! >"$1/run/watchdog.pid"
+}

@@ -70,12 +70,7 @@ until node_ready; do
   sleep 0.3
 done
 
-if [ -n "${KUBESTYLE_CLUSTER_WATCH_PID:-}" ]; then
-  daemon "$dir/logs/watchdog.log" env KUBESTYLE_WATCHDOG=1 \
-    bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; exec "$2" "$3"' \
-    watchdog "$KUBESTYLE_CLUSTER_WATCH_PID" "$here/down.sh" "$dir"
-  echo $! >"$dir/run/watchdog.pid"
-fi
+watchdog "$dir" "$here"
 
 echo "up.sh: cluster ready after $((SECONDS - t0))s: node Ready; logs in $dir/logs; stop: $here/down.sh $dir" >&2
 echo "export KUBESTYLE_TEST_KUBECONFIG=$kubeconfig"
