@@ -15,6 +15,10 @@
 //!   multiply-adds per 4×4 output tile and channel pair), nearest ×2 + 3×3 layers run as four 2×2 sub-pixel
 //!   convolutions on the source (2.25× fewer), and large kernels with ≤ 4 output channels (the
 //!   final 9×9 layers) run as row convolutions whose GEMM is wide enough for the microkernel.
+//!   On CPUs with AVX-512, layers with a multiple of 32 output channels (the first 9×9 layer,
+//!   the stride-2 layers, MultiStyle26's residual layers) skip im2col: a direct kernel keeps
+//!   each tile of output pixels × channels in registers and reads the windows straight from
+//!   the activation (`conv::direct`).
 //! * [`norm_apply`]: `x * scale + shift`, the activation and the residual add in one pass.
 //!
 //! Activations are NHWC ([`Act`]): a pixel's channels are contiguous, so an im2col row is a few
@@ -23,10 +27,13 @@
 //!
 //! Layout: `act` ([`Act`], reflection indexing), `stats` ([`Stats`]), `norm` ([`norm_apply`]),
 //! `conv` ([`Conv`], whose `Algorithm` is chosen once per layer, with one module per algorithm:
-//! `im2col`, `subpixel`, `winograd`, `rows`) and `gemm`, the only module allowed `unsafe` (the
-//! call into the `gemm` crate, with its safety argument).
+//! `im2col`, `subpixel`, `winograd`, `rows`, `direct`) and `gemm`. `unsafe` is allowed in two
+//! places only, each with its safety argument beside it: `gemm::matmul` (the call into the
+//! `gemm` crate's raw-pointer API) and the direct kernel `conv::direct::wide::tile_avx512`
+//! (AVX-512 loads and stores through raw pointers, behind run-time detection, its bounds
+//! asserted by the safe `tile` that calls it).
 
-// Also set in Cargo.toml; the single exception is `gemm::matmul`, which allows it locally.
+// Also set in Cargo.toml; the exceptions allow it locally (see above).
 #![deny(unsafe_code)]
 // The kernels index several arrays with one loop variable, written as the math reads.
 #![allow(clippy::needless_range_loop)]

@@ -26,14 +26,19 @@ pub(super) fn weights(w: &[f32], k: usize, cin: usize, cout: usize) -> Vec<f32> 
 }
 
 /// `conv` applied to `x` with the weights from [`weights`]; statistics as in [`Conv::forward`].
-pub(super) fn forward(conv: &Conv, wt: &[f32], x: &Act, want_stats: bool) -> (Act, Option<Stats>) {
+pub(super) fn forward(
+    conv: &Conv,
+    wt: &[f32],
+    x: &Act,
+    want_stats: bool,
+    mut out: Act,
+) -> (Act, Option<Stats>) {
     let (ho, wo) = conv.out_dims(x.h, x.w);
     let (my, mx) = (conv.index_map(x.h), conv.index_map(x.w));
     let kk = conv.k * conv.k * conv.cin;
     let cout = conv.cout;
     // Pixels per block: a fixed function of the layer and image, never of the thread count.
     let block_px = (BLOCK_FLOATS / kk).clamp(32, 8192);
-    let mut out = Act::zeros(cout, ho, wo);
     // A window is "contiguous" along x when its k source columns are consecutive (no
     // upsampling, not at a reflected edge): then each kernel row is one copy.
     let contiguous: Vec<bool> = (0..wo)

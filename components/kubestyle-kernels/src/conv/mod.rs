@@ -5,8 +5,11 @@
 //! * [`im2col`]: the general path, im2col blocks times the transposed weights;
 //! * [`subpixel`]: nearest ×2 upsample + 3×3, as four 2×2 convolutions on the source;
 //! * [`winograd`]: stride-1 3×3 with many channels, Winograd F(m×m, 3×3);
-//! * [`rows`]: large kernels with few output channels, as row convolutions.
+//! * [`rows`]: large kernels with few output channels, as row convolutions;
+//! * [`direct`]: on AVX-512, layers with a multiple of 32 output channels, straight from the
+//!   activation (no im2col).
 
+mod direct;
 mod im2col;
 mod rows;
 mod subpixel;
@@ -37,6 +40,9 @@ enum Algorithm {
     /// For a large kernel with few output channels: weights as `[k * cin, k * cout]`, row
     /// `kx * cin + ci`, column `ky * cout + co` (see [`rows`]).
     Rows { wr: Vec<f32> },
+    /// For a layer with a multiple of 32 output channels and no upsampling, on a CPU with
+    /// AVX-512: weights as `[cout / cw][k][k * cin][cw]` (see [`direct::wide`]).
+    Direct { wd: Vec<f32> },
 }
 
 /// A convolution with reflection padding of `k / 2` on every side, optionally preceded by a
@@ -96,6 +102,10 @@ impl Conv {
             Algorithm::Rows {
                 wr: rows::weights(w, k, cin, cout),
             }
+        } else if direct::wide::suits(cout, up) && direct::available() {
+            Algorithm::Direct {
+                wd: direct::wide::weights(w, k, cin, cout),
+            }
         } else {
             Algorithm::Im2col {
                 wt: im2col::weights(w, k, cin, cout),
@@ -113,13 +123,14 @@ impl Conv {
     }
 
     /// Which algorithm [`Conv::forward`] runs for this layer: `"im2col"`, `"subpixel"`,
-    /// `"winograd"` or `"rows"`.
+    /// `"winograd"`, `"rows"` or `"direct"`.
     pub fn algorithm_name(&self) -> &'static str {
         match self.algorithm {
             Algorithm::Im2col { .. } => "im2col",
             Algorithm::Subpixel { .. } => "subpixel",
             Algorithm::Winograd { .. } => "winograd",
             Algorithm::Rows { .. } => "rows",
+            Algorithm::Direct { .. } => "direct",
         }
     }
 
@@ -149,13 +160,17 @@ impl Conv {
             x.h,
             x.w
         );
+        let (ho, wo) = self.out_dims(x.h, x.w);
+        // Every algorithm writes every value of its output.
+        let out = Act::zeros(self.cout, ho, wo);
         match &self.algorithm {
-            Algorithm::Im2col { wt } => im2col::forward(self, wt, x, want_stats),
-            Algorithm::Subpixel { phases } => subpixel::forward(self, phases, x, want_stats),
+            Algorithm::Im2col { wt } => im2col::forward(self, wt, x, want_stats, out),
+            Algorithm::Subpixel { phases } => subpixel::forward(self, phases, x, want_stats, out),
             Algorithm::Winograd { wg, u } => {
-                winograd::forward(wg, u, self.bias.as_deref(), x, self.cout, want_stats)
+                winograd::forward(wg, u, self.bias.as_deref(), x, want_stats, out)
             }
-            Algorithm::Rows { wr } => rows::forward(self, wr, x, want_stats),
+            Algorithm::Rows { wr } => rows::forward(self, wr, x, want_stats, out),
+            Algorithm::Direct { wd } => direct::wide::forward(self, wd, x, want_stats, out),
         }
     }
 }
@@ -179,17 +194,25 @@ mod tests {
     #[test]
     fn from_oihw_picks_the_algorithm_for_each_layer_shape() {
         // (cin, cout, k, stride, up, algorithm): the layers of TransformerNet, then the 32-channel
-        // residual layers of MultiStyle26 (too few channels for Winograd).
+        // residual layers of MultiStyle26 (too few channels for Winograd). Layers with a multiple
+        // of 32 output channels run direct where the CPU has AVX-512.
+        let d = if direct::available() {
+            "direct"
+        } else {
+            "im2col"
+        };
         let cases = [
-            (3, 32, 9, 1, 1, "im2col"),
-            (32, 64, 3, 2, 1, "im2col"),
-            (64, 128, 3, 2, 1, "im2col"),
+            (3, 32, 9, 1, 1, d),
+            (32, 64, 3, 2, 1, d),
+            (64, 128, 3, 2, 1, d),
             (128, 128, 3, 1, 1, "winograd"),
             (128, 64, 3, 1, 2, "subpixel"),
             (64, 32, 3, 1, 2, "subpixel"),
             (32, 3, 9, 1, 1, "rows"),
-            (32, 32, 3, 1, 1, "im2col"),
+            (32, 32, 3, 1, 1, d),
             (64, 64, 3, 1, 1, "winograd"),
+            (16, 16, 3, 1, 1, "im2col"),
+            (8, 32, 3, 1, 2, "subpixel"),
         ];
         for (cin, cout, k, s, up, want) in cases {
             let conv = Conv::from_oihw(
@@ -222,6 +245,14 @@ mod tests {
             (64, 64, 3, 1, 1, 33, 20, false),
             (128, 8, 3, 1, 1, 2, 3, false),
             (3, 4, 3, 1, 1, 2, 2, false),
+            // Direct on AVX-512: 32 (2 vectors × 12 pixels) and 64-wide tiles, stride 2, rows
+            // shorter than a tile, the reflected border gathered, one chunk and several.
+            (3, 32, 9, 1, 1, 21, 30, true),
+            (32, 64, 3, 2, 1, 17, 31, false),
+            (64, 128, 3, 2, 1, 9, 40, true),
+            (32, 32, 3, 2, 1, 5, 7, true),
+            (32, 32, 3, 1, 1, 3, 2, false),
+            (3, 96, 9, 1, 1, 6, 5, true),
         ];
         for (n, &(cin, cout, k, s, up, h, w, has_bias)) in cases.iter().enumerate() {
             let x = Act {

@@ -33,14 +33,19 @@ pub(super) fn weights(w: &[f32], k: usize, cin: usize, cout: usize) -> Vec<f32> 
 /// `conv` (stride 1, no upsampling) applied to `x` with the weights from [`weights`];
 /// statistics as in [`Conv::forward`]. A ring of k rows per block of `ROWS_BLOCK` output rows;
 /// the k - 1 rows before a block are computed twice.
-pub(super) fn forward(conv: &Conv, wr: &[f32], x: &Act, want_stats: bool) -> (Act, Option<Stats>) {
+pub(super) fn forward(
+    conv: &Conv,
+    wr: &[f32],
+    x: &Act,
+    want_stats: bool,
+    mut out: Act,
+) -> (Act, Option<Stats>) {
     let (h, w, cin, cout, k) = (x.h, x.w, conv.cin, conv.cout, conv.k);
     let (my, mx) = (conv.index_map(h), conv.index_map(w));
     let (k1, n1) = (k * cin, k * cout);
     let contiguous: Vec<bool> = (0..w)
         .map(|xo| (1..k).all(|j| mx[xo + j] == mx[xo] + j))
         .collect();
-    let mut out = Act::zeros(cout, h, w);
     let partials: Vec<(Vec<f64>, Vec<f64>)> = out
         .data
         .par_chunks_mut(ROWS_BLOCK * w * cout)

@@ -47,13 +47,13 @@ pub(super) fn forward(
     phases: &[Vec<f32>; 4],
     x: &Act,
     want_stats: bool,
+    mut out: Act,
 ) -> (Act, Option<Stats>) {
     let (h, w, cin, cout) = (x.h, x.w, conv.cin, conv.cout);
     let (ho, wo) = (2 * h, 2 * w);
     let kk = 4 * cin;
     let rows = (BLOCK_FLOATS / kk / w).clamp(1, h);
     let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
-    let mut out = Act::zeros(cout, ho, wo);
     let partials: Vec<(Vec<f64>, Vec<f64>)> = out
         .data
         .par_chunks_mut(2 * rows * wo * cout)

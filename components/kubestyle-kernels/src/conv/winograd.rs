@@ -140,10 +140,11 @@ pub(super) fn forward(
     u: &[f32],
     bias: Option<&[f32]>,
     x: &Act,
-    cout: usize,
     want_stats: bool,
+    mut out: Act,
 ) -> (Act, Option<Stats>) {
-    let (h, w, cin) = (x.h, x.w, x.c);
+    let (h, w, cin, cout) = (x.h, x.w, x.c, out.c);
+    assert!(out.h == h && out.w == w, "winograd output of another size");
     let (m, a) = (wg.m, wg.m + 2);
     let (th, tw) = (h.div_ceil(m), w.div_ceil(m));
     // Source index of every position of the (reflect-)padded input a tile can read; positions
@@ -160,7 +161,6 @@ pub(super) fn forward(
         .max(1);
     let zero = vec![0f32; cout];
     let bias = bias.unwrap_or(&zero);
-    let mut out = Act::zeros(cout, h, w);
     let partials: Vec<(Vec<f64>, Vec<f64>)> = out
         .data
         .par_chunks_mut(m * rows * w * cout)
@@ -317,7 +317,7 @@ mod tests {
             let want = reference(&x, &wts, [cout, cin, 3, 3], Some(&bias), 1, 1);
             for wg in [&WINOGRAD_F2, &WINOGRAD_F4] {
                 let u = weights(wg, &wts, cin, cout);
-                let (got, _) = forward(wg, &u, Some(&bias), &x, cout, false);
+                let (got, _) = forward(wg, &u, Some(&bias), &x, false, Act::zeros(cout, x.h, x.w));
                 let max = got
                     .data
                     .iter()
