@@ -18,6 +18,16 @@ impl std::fmt::Debug for Act {
 }
 
 impl Act {
+    /// A `c × h × w` activation in `buf`'s allocation, grown if it is too small. The values
+    /// are unspecified (what `buf` held, zeros past its old length): for outputs the caller
+    /// overwrites entirely, without zeroing memory that was already written.
+    pub fn reuse(mut buf: Vec<f32>, c: usize, h: usize, w: usize) -> Act {
+        let n = c * h * w;
+        buf.truncate(n);
+        buf.resize(n, 0.0);
+        Act { c, h, w, data: buf }
+    }
+
     pub fn zeros(c: usize, h: usize, w: usize) -> Act {
         Act {
             c,
@@ -37,12 +47,26 @@ impl Act {
         multiple: usize,
         scale: f32,
     ) -> Act {
+        Act::from_planar_in(Vec::new(), planar, c, h, w, multiple, scale)
+    }
+
+    /// [`Act::from_planar`] into `buf`'s allocation (see [`Act::reuse`]).
+    pub fn from_planar_in(
+        buf: Vec<f32>,
+        planar: &[f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        multiple: usize,
+        scale: f32,
+    ) -> Act {
         assert_eq!(planar.len(), c * h * w, "planar data of the wrong length");
         let m = multiple.max(1);
         let (hp, wp) = (h.div_ceil(m) * m, w.div_ceil(m) * m);
         let my: Vec<usize> = (0..hp).map(|i| reflect(i as isize, h)).collect();
         let mx: Vec<usize> = (0..wp).map(|i| reflect(i as isize, w)).collect();
-        let mut out = Act::zeros(c, hp, wp);
+        // Every value is written below.
+        let mut out = Act::reuse(buf, c, hp, wp);
         out.data
             .par_chunks_mut(wp * c)
             .enumerate()
@@ -118,5 +142,7 @@ mod tests {
         assert_eq!(a.data[(5 * 8) * c], planar[3 * w] * 2.0);
         let back = a.to_planar(h, w, 0.5, -1.0, 1.0);
         assert_eq!(back, planar);
+        let stale = vec![f32::NAN; 1000];
+        assert_eq!(Act::from_planar_in(stale, &planar, c, h, w, 4, 2.0), a);
     }
 }

@@ -14,6 +14,7 @@ pub use kubestyle_kernels::Stats;
 use kubestyle_kernels::{Act, Conv, Post, norm_apply};
 
 use crate::Network;
+use crate::buffers::{Buffers, Plan};
 use crate::layers::ReflectConv;
 
 /// Where each instance norm gets its statistics from.
@@ -41,6 +42,8 @@ struct Layer {
 pub struct FusedNet {
     multistyle: bool,
     layers: Vec<Layer>,
+    /// The activation buffers of the last pass, for the next (see [`crate::buffers`]).
+    buffers: Buffers,
 }
 
 fn vec1<const D: usize>(p: &Param<Tensor<D>>) -> Vec<f32> {
@@ -91,6 +94,7 @@ impl FusedNet {
                 FusedNet {
                     multistyle: false,
                     layers,
+                    buffers: Buffers::default(),
                 }
             }
             Network::MultiStyle26(m) => {
@@ -108,6 +112,7 @@ impl FusedNet {
                 FusedNet {
                     multistyle: true,
                     layers,
+                    buffers: Buffers::default(),
                 }
             }
         }
@@ -138,12 +143,24 @@ impl FusedNet {
                 )));
             }
         }
-        let x = Act::from_planar(rgb, 3, h, w, 4, self.input_scale());
         // acts[0] is the input, acts[i + 1] the output of step i; a step's input is the
         // previous activation, its residual an earlier one.
-        let mut acts: Vec<Option<Act>> = vec![Some(x)];
         let steps = self.schedule();
         let last = last_uses(&steps);
+        // Every activation's size (the input is padded to a multiple of 4), then a buffer slot
+        // for each (see `crate::buffers`).
+        let (mut ah, mut aw) = (h.div_ceil(4) * 4, w.div_ceil(4) * 4);
+        let mut sizes = vec![3 * ah * aw];
+        for step in &steps {
+            let conv = &self.layers[step.layer].conv;
+            (ah, aw) = conv.out_dims(ah, aw);
+            sizes.push(conv.cout * ah * aw);
+        }
+        let plan = Plan::new(&sizes, &last);
+        let mut slots = self.buffers.take(&plan);
+        let buf = slot_buffer(&mut slots, &plan, 0);
+        let x = Act::from_planar_in(buf, rgb, 3, h, w, 4, self.input_scale());
+        let mut acts: Vec<Option<Act>> = vec![Some(x)];
         let mut next = 0usize;
         for (i, step) in steps.iter().enumerate() {
             let l = &self.layers[step.layer];
@@ -151,22 +168,23 @@ impl FusedNet {
                 ModelError::Internal("the previous activation was released".into())
             })?;
             let t0 = std::time::Instant::now();
+            let buf = slot_buffer(&mut slots, &plan, i + 1);
             if !step.norm {
-                let y = l.conv.forward(x, false).0;
+                let y = l.conv.forward_in(x, false, buf).0;
                 tracing::trace!(
                     "{:?}: conv {:.1} ms",
                     l.conv,
                     t0.elapsed().as_secs_f64() * 1e3
                 );
                 acts.push(Some(y));
-                release(&mut acts, &last, i);
+                release(&mut acts, &last, i, &plan, &mut slots);
                 continue;
             }
             let replay = match &stats {
                 NormStats::Replay(s) => Some(&s[next]),
                 _ => None,
             };
-            let (mut y, own) = l.conv.forward(x, replay.is_none());
+            let (mut y, own) = l.conv.forward_in(x, replay.is_none(), buf);
             let t1 = t0.elapsed();
             let st = match (replay, own) {
                 (Some(s), _) => s.clone(),
@@ -189,13 +207,16 @@ impl FusedNet {
                 (t0.elapsed() - t1).as_secs_f64() * 1e3
             );
             acts.push(Some(y));
-            release(&mut acts, &last, i);
+            release(&mut acts, &last, i, &plan, &mut slots);
         }
         let y = acts
             .pop()
             .flatten()
             .ok_or_else(|| ModelError::Internal("no output activation".into()))?;
-        Ok(y.to_planar(h, w, 1.0 / self.input_scale(), 0.0, 1.0))
+        let rgb = y.to_planar(h, w, 1.0 / self.input_scale(), 0.0, 1.0);
+        put_back(&mut slots, &plan, steps.len(), y.data);
+        self.buffers.keep(slots);
+        Ok(rgb)
     }
 
     /// What the input is multiplied by before the first layer (TransformerNet works in 0..255).
@@ -279,12 +300,34 @@ pub(crate) fn last_uses(steps: &[Step]) -> Vec<usize> {
         .collect()
 }
 
-/// Release the activations no step after `done` reads.
-fn release(acts: &mut [Option<Act>], last: &[usize], done: usize) {
-    for (a, l) in acts.iter_mut().zip(last) {
-        if *l <= done {
-            *a = None;
+/// Release the activations no step after `done` reads, each buffer back into its slot.
+fn release(
+    acts: &mut [Option<Act>],
+    last: &[usize],
+    done: usize,
+    plan: &Plan,
+    slots: &mut [Vec<f32>],
+) {
+    for (a, (act, l)) in acts.iter_mut().zip(last).enumerate() {
+        if *l <= done
+            && let Some(act) = act.take()
+        {
+            put_back(slots, plan, a, act.data);
         }
+    }
+}
+
+/// The buffer for activation `a`: its slot's if the slot is kept (see `crate::buffers`), else
+/// a new one.
+fn slot_buffer(slots: &mut [Vec<f32>], plan: &Plan, a: usize) -> Vec<f32> {
+    std::mem::take(&mut slots[plan.slot_of[a]])
+}
+
+/// Released activation `a`'s buffer back into its slot if the slot is kept, else freed.
+fn put_back(slots: &mut [Vec<f32>], plan: &Plan, a: usize, buf: Vec<f32>) {
+    let s = plan.slot_of[a];
+    if plan.kept[s] {
+        slots[s] = buf;
     }
 }
 

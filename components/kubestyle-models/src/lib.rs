@@ -11,6 +11,7 @@
 //! (pure Rust, always built) or libtorch with the `tch` feature.
 
 pub mod arch;
+mod buffers;
 pub mod error;
 pub mod exact;
 
