@@ -18,7 +18,9 @@
 //!   On CPUs with AVX-512, layers with a multiple of 32 output channels (the first 9×9 layer,
 //!   the stride-2 layers, MultiStyle26's residual layers) skip im2col: a direct kernel keeps
 //!   each tile of output pixels × channels in registers and reads the windows straight from
-//!   the activation (`conv::direct`).
+//!   the activation (`conv::direct::wide`); layers with ≤ 8 input and ≤ 4 output channels
+//!   (MultiStyle26's last two) run on padded planes, vectorised along the row
+//!   (`conv::direct::planar`).
 //! * [`norm_apply`]: `x * scale + shift`, the activation and the residual add in one pass.
 //!
 //! Activations are NHWC ([`Act`]): a pixel's channels are contiguous, so an im2col row is a few
@@ -27,11 +29,11 @@
 //!
 //! Layout: `act` ([`Act`], reflection indexing), `stats` ([`Stats`]), `norm` ([`norm_apply`]),
 //! `conv` ([`Conv`], whose `Algorithm` is chosen once per layer, with one module per algorithm:
-//! `im2col`, `subpixel`, `winograd`, `rows`, `direct`) and `gemm`. `unsafe` is allowed in two
+//! `im2col`, `subpixel`, `winograd`, `rows`, `direct`) and `gemm`. `unsafe` is allowed in three
 //! places only, each with its safety argument beside it: `gemm::matmul` (the call into the
-//! `gemm` crate's raw-pointer API) and the direct kernel `conv::direct::wide::tile_avx512`
-//! (AVX-512 loads and stores through raw pointers, behind run-time detection, its bounds
-//! asserted by the safe `tile` that calls it).
+//! `gemm` crate's raw-pointer API) and the two direct kernels, `conv::direct::wide::tile_avx512`
+//! and `conv::direct::planar::run` (AVX-512 loads and stores through raw pointers, behind
+//! run-time detection, their bounds asserted by the safe functions that call them).
 
 // Also set in Cargo.toml; the exceptions allow it locally (see above).
 #![deny(unsafe_code)]

@@ -43,6 +43,9 @@ enum Algorithm {
     /// For a layer with a multiple of 32 output channels and no upsampling, on a CPU with
     /// AVX-512: weights as `[cout / cw][k][k * cin][cw]` (see [`direct::wide`]).
     Direct { wd: Vec<f32> },
+    /// For a stride-1 layer (upsampled or not) with at most 8 input and 4 output channels, on
+    /// a CPU with AVX-512: OIHW weights as given (see [`direct::planar`]).
+    Planar { w: Vec<f32> },
 }
 
 /// A convolution with reflection padding of `k / 2` on every side, optionally preceded by a
@@ -88,7 +91,9 @@ impl Conv {
             assert_eq!(b.len(), cout, "bias of the wrong length");
         }
         let k = kh;
-        let algorithm = if up == 2 && k == 3 && stride == 1 {
+        let algorithm = if direct::planar::suits(stride, cin, cout) && direct::available() {
+            Algorithm::Planar { w: w.to_vec() }
+        } else if up == 2 && k == 3 && stride == 1 {
             Algorithm::Subpixel {
                 phases: subpixel::weights(w, cin, cout),
             }
@@ -123,7 +128,7 @@ impl Conv {
     }
 
     /// Which algorithm [`Conv::forward`] runs for this layer: `"im2col"`, `"subpixel"`,
-    /// `"winograd"`, `"rows"` or `"direct"`.
+    /// `"winograd"`, `"rows"`, `"direct"` or `"planar"`.
     pub fn algorithm_name(&self) -> &'static str {
         match self.algorithm {
             Algorithm::Im2col { .. } => "im2col",
@@ -131,6 +136,7 @@ impl Conv {
             Algorithm::Winograd { .. } => "winograd",
             Algorithm::Rows { .. } => "rows",
             Algorithm::Direct { .. } => "direct",
+            Algorithm::Planar { .. } => "planar",
         }
     }
 
@@ -178,6 +184,7 @@ impl Conv {
             }
             Algorithm::Rows { wr } => rows::forward(self, wr, x, want_stats, out),
             Algorithm::Direct { wd } => direct::wide::forward(self, wd, x, want_stats, out),
+            Algorithm::Planar { w } => direct::planar::forward(self, w, x, want_stats, out),
         }
     }
 }
@@ -203,11 +210,9 @@ mod tests {
         // (cin, cout, k, stride, up, algorithm): the layers of TransformerNet, then the 32-channel
         // residual layers of MultiStyle26 (too few channels for Winograd). Layers with a multiple
         // of 32 output channels run direct where the CPU has AVX-512.
-        let d = if direct::available() {
-            "direct"
-        } else {
-            "im2col"
-        };
+        let avx512 = direct::available();
+        let d = if avx512 { "direct" } else { "im2col" };
+        let planar = if avx512 { "planar" } else { "rows" };
         let cases = [
             (3, 32, 9, 1, 1, d),
             (32, 64, 3, 2, 1, d),
@@ -216,6 +221,8 @@ mod tests {
             (128, 64, 3, 1, 2, "subpixel"),
             (64, 32, 3, 1, 2, "subpixel"),
             (32, 3, 9, 1, 1, "rows"),
+            (4, 3, 9, 1, 1, planar),
+            (8, 4, 3, 1, 2, planar),
             (32, 32, 3, 1, 1, d),
             (64, 64, 3, 1, 1, "winograd"),
             (16, 16, 3, 1, 1, "im2col"),
@@ -260,6 +267,11 @@ mod tests {
             (32, 32, 3, 2, 1, 5, 7, true),
             (32, 32, 3, 1, 1, 3, 2, false),
             (3, 96, 9, 1, 1, 6, 5, true),
+            // The planar kernel: 1–4 output channels, up to 8 input channels, rows longer
+            // than one run of 64 pixels and shorter than one vector.
+            (8, 4, 5, 1, 1, 9, 133, true),
+            (1, 1, 7, 1, 1, 12, 17, false),
+            (2, 2, 5, 1, 1, 4, 3, true),
         ];
         for (n, &(cin, cout, k, s, up, h, w, has_bias)) in cases.iter().enumerate() {
             let x = Act {

@@ -2,11 +2,12 @@
 //! input windows are read straight from the NHWC activation, nothing materialised (im2col +
 //! GEMM writes every window out, 243 floats per pixel for a 9×9 layer on 3 channels, then packs
 //! it again inside the GEMM). The walk over tiles ([`forward_tiles`]) is separate from the
-//! kernel; the one kernel today is [`wide`]: a multiple of 32 output channels, vectorised over
-//! them (the first 9×9 layer of both networks, the stride-2 layers, MultiStyle26's 32-channel
-//! residual layers). A kernel for the last 9×9 layers (3 output channels, vectorised along each
-//! window row) was tried and measured no faster than the row convolutions (132 vs 127 ms for
-//! TransformerNet's at 1024²; LLVM spilled its 24 accumulators), so those stay on `rows`.
+//! kernel. [`wide`]: a multiple of 32 output channels, vectorised over them (the first 9×9 layer
+//! of both networks, the stride-2 layers, MultiStyle26's 32-channel residual layers).
+//! [`planar`]: MultiStyle26's last 9×9 layer (4 → 3 channels), vectorised along the row on
+//! padded planes. A kernel for TransformerNet's last layer (32 → 3, a dot product along each
+//! window row) was tried and measured no faster than the row convolutions (132 vs 127 ms at
+//! 1024²; LLVM spilled its 24 accumulators), so that layer stays on `rows`.
 //!
 //! In NHWC a window's kernel row is one contiguous run of `k · cin` values; windows that cross
 //! the reflected border are gathered into a small scratch buffer first. The kernels use
@@ -15,6 +16,7 @@
 //! its safety argument beside it. Each output value is its own sum in a fixed order, so results
 //! do not depend on the thread count; CPUs without AVX-512 keep the im2col and row paths.
 
+pub(super) mod planar;
 pub(super) mod wide;
 
 use rayon::prelude::*;
