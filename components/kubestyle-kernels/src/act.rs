@@ -18,11 +18,16 @@ impl std::fmt::Debug for Act {
 }
 
 impl Act {
-    /// A `c × h × w` activation in `buf`'s allocation, grown if it is too small. The values
-    /// are unspecified (what `buf` held, zeros past its old length): for outputs the caller
-    /// overwrites entirely, without zeroing memory that was already written.
+    /// A `c × h × w` activation in `buf`'s allocation, or a fresh one if `buf` is too small.
+    /// The values are unspecified (what `buf` held, zeros past its old length): for outputs the
+    /// caller overwrites entirely, without zeroing memory that was already written.
     pub fn reuse(mut buf: Vec<f32>, c: usize, h: usize, w: usize) -> Act {
         let n = c * h * w;
+        if buf.capacity() < n {
+            // Fresh zeroed pages (calloc), first touched by the parallel writers, rather than
+            // a single-threaded fill of a grown buffer.
+            return Act::zeros(c, h, w);
+        }
         buf.truncate(n);
         buf.resize(n, 0.0);
         Act { c, h, w, data: buf }

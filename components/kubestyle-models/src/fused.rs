@@ -17,6 +17,9 @@ use crate::Network;
 use crate::buffers::{Buffers, Plan};
 use crate::layers::ReflectConv;
 
+/// The input is reflect-padded to a multiple of this (two stride-2 layers, then two ×2).
+const INPUT_MULTIPLE: usize = 4;
+
 /// Where each instance norm gets its statistics from.
 #[derive(Debug)]
 pub enum NormStats<'a> {
@@ -149,7 +152,8 @@ impl FusedNet {
         let last = last_uses(&steps);
         // Every activation's size (the input is padded to a multiple of 4), then a buffer slot
         // for each (see `crate::buffers`).
-        let (mut ah, mut aw) = (h.div_ceil(4) * 4, w.div_ceil(4) * 4);
+        let m = INPUT_MULTIPLE;
+        let (mut ah, mut aw) = (h.div_ceil(m) * m, w.div_ceil(m) * m);
         let mut sizes = vec![3 * ah * aw];
         for step in &steps {
             let conv = &self.layers[step.layer].conv;
@@ -159,7 +163,7 @@ impl FusedNet {
         let plan = Plan::new(&sizes, &last);
         let mut slots = self.buffers.take(&plan);
         let buf = slot_buffer(&mut slots, &plan, 0);
-        let x = Act::from_planar_in(buf, rgb, 3, h, w, 4, self.input_scale());
+        let x = Act::from_planar_in(buf, rgb, 3, h, w, m, self.input_scale());
         let mut acts: Vec<Option<Act>> = vec![Some(x)];
         let mut next = 0usize;
         for (i, step) in steps.iter().enumerate() {
