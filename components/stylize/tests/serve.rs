@@ -487,6 +487,24 @@ fn protocol_metadata_errors_limits_and_metrics() {
             413,
             "max-body-bytes",
         ),
+        // Far over the limit: the client is still writing when the answer is ready. The
+        // server reads the rest (up to its drain cap) so that the client gets the 413, not a
+        // broken pipe or a reset.
+        (
+            post(&u("/stylize"), &vec![0u8; 12 << 20]),
+            413,
+            "max-body-bytes",
+        ),
+        (
+            post(&u("/v2/models/multistyle26/infer"), &vec![b' '; 12 << 20]),
+            413,
+            "max-body-bytes",
+        ),
+        (
+            post(&u("/v2/models/nope/infer"), &vec![0u8; 12 << 20]),
+            404,
+            "nope",
+        ),
     ];
     for (r, status, says) in &cases {
         assert_eq!(
@@ -714,6 +732,10 @@ fn the_bearer_token_is_required_and_never_logged() {
     assert_eq!(none.headers["www-authenticate"], "Bearer");
     assert_eq!(with("Bearer wrong").status, 401);
     assert_eq!(with(&format!("Basic {token}")).status, 401);
+    // A large upload without the token still gets its 401 (the unread body is drained).
+    for _ in 0..3 {
+        assert_eq!(post(&url, &vec![0u8; 12 << 20]).status, 401);
+    }
     assert_eq!(with(&format!("Bearer {token}")).status, 200);
     assert_eq!(get(&server.url("/v2/models/multistyle26")).status, 401);
     assert_eq!(get(&server.url("/v2/health/ready")).status, 200);

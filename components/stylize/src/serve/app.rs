@@ -1,4 +1,4 @@
-//! The router: every route, the body limit, auth, and the layer that counts, times and logs
+//! The router: every route, the body limit, auth, draining unread bodies, and the layer that counts, times and logs
 //! each request.
 
 use std::time::Instant;
@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::auth;
+use super::drain;
 use super::error::ServeError;
 use super::metrics::{RequestLabels, RouteLabels};
 use super::routes::{health, raw, v1, v2};
@@ -38,6 +39,9 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         // Last resort: a panic in a handler answers 500 (counted and logged by `observe`,
         // outside it) instead of dropping the connection.
         .layer(CatchPanicLayer::custom(panic_response))
+        // Whatever answered early (413, 401, 404, a panic) left part of the body unread: read
+        // it, bounded, so that the client still writing it gets the answer.
+        .layer(middleware::from_fn(drain::unread))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -10,6 +10,7 @@
 mod app;
 mod args;
 mod auth;
+mod drain;
 mod engine;
 mod error;
 mod lanes;
