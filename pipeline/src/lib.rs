@@ -152,6 +152,17 @@ pub enum Command {
         /// KServe InferenceService).
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "deployment", value_name = "FORM")]
         serve: Option<serve::ServeForm>,
+        /// With `--serve`: where the server reads the packages — `claim` (the run's volume,
+        /// read-only) or `output` (what the run published with `publish_models: true`, fetched
+        /// by an init container; no claim needed).
+        #[arg(
+            long,
+            value_enum,
+            default_value_t,
+            requires = "serve",
+            value_name = "FROM"
+        )]
+        packages_from: serve::PackagesFrom,
     },
     /// Create the run's claim and Jobs on a cluster, each Job after the previous one completed,
     /// and follow them to the end (re-submitting adopts the run).
@@ -346,12 +357,16 @@ pub async fn main(cli: Cli) -> Result<(), PipelineError> {
             spec,
             namespace,
             serve: form,
+            packages_from,
         } => {
             let l = spec::load(&spec)?;
             let mut opts = render::RenderOptions::of_spec(&l);
             opts.namespace = namespace.or(opts.namespace);
             match form {
-                Some(form) => out!("{}", serve::render_serve_yaml(&l, &opts, form)?),
+                Some(form) => out!(
+                    "{}",
+                    serve::render_serve_yaml(&l, &opts, form, packages_from)?
+                ),
                 None => out!("{}", render::render_yaml_with(&l, &opts)?),
             }
             Ok(())

@@ -144,7 +144,14 @@ pub fn stage_commands(l: &Loaded, layout: &Layout, force: [bool; 4]) -> Vec<Stag
         shard_manifest_paths(&volume, run, layout.shards),
         l.output(),
     );
-    publish.records = vec![manifest(Stage::Download), manifest(Stage::PackageModel)];
+    // The packages are published with their outputs when the spec asks for it (a server can
+    // then load them from the output), else recorded like the download.
+    publish.records = vec![manifest(Stage::Download)];
+    if spec.publish_models {
+        publish.manifests.push(manifest(Stage::PackageModel));
+    } else {
+        publish.records.push(manifest(Stage::PackageModel));
+    }
     publish.logs = logs;
     // The run's prefix belongs to the run: a changed input replaces its old results.
     publish.transfer.overwrite = true;

@@ -9,6 +9,12 @@
 //! * `kserve`: a KServe `InferenceService` (`serving.kserve.io/v1beta1`) with a custom
 //!   predictor: `spec.predictor.containers[0]` named `kserve-container`, port 8080.
 //!
+//! `--packages-from output` (a spec with `publish_models: true`): the packages come from the
+//! run's published output instead of its claim — an init container in the download image, the
+//! only one that sees the S3 Secret, fetches `<output>/<run>/models/<package>/` into an
+//! emptyDir, and the server reads them there (and verifies them, as it always does). The pod
+//! needs no claim, so it runs on any node, any number of replicas, after the claim is gone.
+//!
 //! Pods are hardened as the Jobs' are ([`crate::render`]): non-root, read-only root filesystem
 //! with a `/tmp` emptyDir, no privilege escalation, every capability dropped, the runtime's
 //! default seccomp profile, no service-account token; GPU settings as the stylize Job's.
@@ -20,10 +26,11 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSpec,
     PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, EnvFromSource, SecretEnvSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kubestyle_manifest::StageError;
-use kubestyle_manifest::command::naming;
+use kubestyle_manifest::command::{download, naming};
+use kubestyle_manifest::{Location, StageError};
 use serde::Serialize;
 
 use std::net::SocketAddr;
@@ -33,11 +40,11 @@ use kubestyle_manifest::command::StageArgs;
 use kubestyle_manifest::command::serve::{SUBCOMMAND, ServeArgs};
 
 use crate::Stage;
-use crate::plan::stage_commands;
+use crate::plan::{download_command, stage_commands};
 use crate::render::{
     DATA_VOLUME, IMAGE_PULL_POLICY, RenderOptions, TMP_MOUNT, TMP_VOLUME, claim_name,
     cluster_layout, cluster_settings, container_security_context, on_gpu, pod_security_context,
-    resources, stage_image, tmp_volume, tolerations,
+    resources, s3_secret, stage_image, tmp_volume, tolerations,
 };
 use crate::spec::{Kubernetes, Loaded};
 
@@ -60,6 +67,25 @@ pub enum ServeForm {
     /// A KServe InferenceService.
     Kserve,
 }
+
+/// Where the serving pod reads the packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PackagesFrom {
+    /// The run's claim, mounted read-only, where package-model wrote them.
+    #[default]
+    Claim,
+    /// The run's published output (the spec's `publish_models: true`), fetched by an init
+    /// container into an emptyDir.
+    Output,
+}
+
+/// The init container that fetches published packages (`--packages-from output`).
+pub const FETCH_CONTAINER: &str = "fetch-packages";
+/// The emptyDir it fetches them into, and where both containers mount it.
+pub const PACKAGES_VOLUME: &str = "packages";
+pub const PACKAGES_MOUNT: &str = "/packages";
+/// The fetch's `--dest` under [`PACKAGES_MOUNT`].
+pub const FETCH_DEST: &str = "published";
 
 /// KServe's `InferenceService` (a custom resource: no k8s-openapi type), as much of it as a
 /// custom predictor needs.
@@ -113,13 +139,9 @@ pub fn serve_name(run: &str) -> String {
 /// Where the run's package-model stage puts each of the spec's models, under the mount path.
 pub fn package_dirs(l: &Loaded, k: &Kubernetes) -> Vec<String> {
     let models = naming::run_data_dir(&l.spec.name, "models");
-    l.spec
-        .sources
-        .models
-        .iter()
-        .map(|m| {
-            let file = m.uri.rsplit('/').next().unwrap_or(&m.uri);
-            let stem = kubestyle_manifest::manifest::package_name(std::path::Path::new(file));
+    package_stems(l)
+        .into_iter()
+        .map(|stem| {
             format!(
                 "{}/{models}/{stem}",
                 k.volume.mount_path.trim_end_matches('/')
@@ -128,10 +150,85 @@ pub fn package_dirs(l: &Loaded, k: &Kubernetes) -> Vec<String> {
         .collect()
 }
 
+/// Where upload publishes each of the spec's model packages (`publish_models: true`):
+/// `<output>/<run>/` and the package's key below the run's prefix
+/// ([`kubestyle_manifest::manifest::published_key`], as upload computes it), as a prefix.
+pub fn published_packages(l: &Loaded) -> Result<Vec<Location>, StageError> {
+    let run = l.spec.name.as_str();
+    let root = l.output().parse::<Location>()?.join(&format!("{run}/"));
+    let models = naming::run_data_dir(run, "models");
+    Ok(package_stems(l)
+        .into_iter()
+        .map(|stem| {
+            let path = format!("{models}/{stem}");
+            root.join(&format!(
+                "{}/",
+                kubestyle_manifest::manifest::published_key(run, &path)
+            ))
+        })
+        .collect())
+}
+
+/// The package names (weights file stems) of the spec's models.
+fn package_stems(l: &Loaded) -> Vec<String> {
+    l.spec
+        .sources
+        .models
+        .iter()
+        .map(|m| {
+            let file = m.uri.rsplit('/').next().unwrap_or(&m.uri);
+            kubestyle_manifest::manifest::package_name(std::path::Path::new(file))
+        })
+        .collect()
+}
+
+/// The init container's download command: the plan's (its S3 settings), on the published
+/// packages, into [`PACKAGES_MOUNT`]`/`[`FETCH_DEST`].
+pub fn fetch_args(l: &Loaded, k: &Kubernetes) -> Result<download::Args, StageError> {
+    let cmds = stage_commands(l, &cluster_layout(k), [false; 4]);
+    let planned = download_command(&cmds).expect("every plan has a download command");
+    Ok(download::Args {
+        sources: published_packages(l)?
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        lists: Vec::new(),
+        column: None,
+        include: Vec::new(),
+        allow_roots: Vec::new(),
+        dest: Some(FETCH_DEST.into()),
+        manifest: None,
+        force: false,
+        volume: PACKAGES_MOUNT.into(),
+        ..planned.clone()
+    })
+}
+
+/// Where the fetch puts each published package (what the server is given).
+pub fn fetched_package_dirs(l: &Loaded) -> Result<Vec<String>, StageError> {
+    published_packages(l)?
+        .into_iter()
+        .map(|loc| match loc {
+            Location::S3 { bucket, key } => Ok(format!(
+                "{PACKAGES_MOUNT}/{}",
+                naming::downloaded_path(FETCH_DEST, &bucket, key.trim_end_matches('/'))
+            )),
+            Location::Local(p) => Err(StageError::Usage(format!(
+                "--packages-from output: the output must be s3://, not {}",
+                p.display()
+            ))),
+        })
+        .collect()
+}
+
 /// `stylize serve`'s arguments: the packages, the port, and the options of the plan's stylize
 /// command that shape a result (so that the server answers what the batch stage wrote) —
 /// [`ServeArgs::from_batch`] of the same plan the Jobs are rendered from.
 pub fn serve_args(l: &Loaded, k: &Kubernetes) -> Vec<String> {
+    serve_args_for(l, k, package_dirs(l, k))
+}
+
+fn serve_args_for(l: &Loaded, k: &Kubernetes, packages: Vec<String>) -> Vec<String> {
     let cmds = stage_commands(l, &cluster_layout(k), [false; 4]);
     let batch = cmds
         .iter()
@@ -142,7 +239,7 @@ pub fn serve_args(l: &Loaded, k: &Kubernetes) -> Vec<String> {
         .expect("every plan has a stylize command");
     let serve = ServeArgs::from_batch(
         batch,
-        package_dirs(l, k).into_iter().map(PathBuf::from).collect(),
+        packages.into_iter().map(PathBuf::from).collect(),
         SocketAddr::from(([0, 0, 0, 0], PORT as u16)),
         DRAIN_S as u64,
         PathBuf::from(TMP_MOUNT),
@@ -193,20 +290,105 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-/// The serving pod: `stylize serve` on the run's claim (read-only) and a `/tmp` emptyDir.
-fn pod(l: &Loaded, k: &Kubernetes, container_name: &str) -> PodSpec {
+/// The serving pod: `stylize serve` on the run's claim (read-only) or on the packages an init
+/// container fetched from the output, and a `/tmp` emptyDir.
+fn pod(
+    l: &Loaded,
+    k: &Kubernetes,
+    container_name: &str,
+    from: PackagesFrom,
+) -> Result<PodSpec, StageError> {
     let gpu = on_gpu(k, Stage::Stylize);
+    let tmp_mount = VolumeMount {
+        name: TMP_VOLUME.into(),
+        mount_path: TMP_MOUNT.into(),
+        ..Default::default()
+    };
+    let home = EnvVar {
+        name: "HOME".into(),
+        value: Some(TMP_MOUNT.into()),
+        ..Default::default()
+    };
+    let (packages, data_mount, data_volume, init) = match from {
+        PackagesFrom::Claim => (
+            package_dirs(l, k),
+            VolumeMount {
+                name: DATA_VOLUME.into(),
+                mount_path: k.volume.mount_path.clone(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            Volume {
+                name: DATA_VOLUME.into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim_name(&l.spec.name, k),
+                    read_only: Some(true),
+                }),
+                ..Default::default()
+            },
+            None,
+        ),
+        PackagesFrom::Output => {
+            if !l.spec.publish_models {
+                return Err(StageError::Usage(
+                    "--packages-from output: the spec does not publish its models; set \
+                     `publish_models: true` and run it, or serve from the claim"
+                        .into(),
+                ));
+            }
+            let fetch = Container {
+                name: FETCH_CONTAINER.into(),
+                image: Some(stage_image(k, Stage::Download)),
+                image_pull_policy: Some(IMAGE_PULL_POLICY.into()),
+                command: Some(vec![Stage::Download.as_str().into()]),
+                args: Some(fetch_args(l, k)?.to_args()),
+                env: Some(vec![home.clone()]),
+                // The S3 credentials, as the download Job sees them: only this container.
+                env_from: s3_secret(k, Stage::Download).map(|name| {
+                    vec![EnvFromSource {
+                        secret_ref: Some(SecretEnvSource {
+                            name: name.to_string(),
+                            optional: Some(false),
+                        }),
+                        ..Default::default()
+                    }]
+                }),
+                resources: Some(resources(k, Stage::Download)),
+                security_context: Some(container_security_context()),
+                volume_mounts: Some(vec![
+                    VolumeMount {
+                        name: PACKAGES_VOLUME.into(),
+                        mount_path: PACKAGES_MOUNT.into(),
+                        ..Default::default()
+                    },
+                    tmp_mount.clone(),
+                ]),
+                ..Default::default()
+            };
+            (
+                fetched_package_dirs(l)?,
+                VolumeMount {
+                    name: PACKAGES_VOLUME.into(),
+                    mount_path: PACKAGES_MOUNT.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                Volume {
+                    name: PACKAGES_VOLUME.into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+                Some(vec![fetch]),
+            )
+        }
+    };
     let container = Container {
         name: container_name.into(),
         image: Some(stage_image(k, Stage::Stylize)),
         image_pull_policy: Some(IMAGE_PULL_POLICY.into()),
         command: Some(vec![Stage::Stylize.as_str().into()]),
-        args: Some(serve_args(l, k)),
-        env: Some(vec![EnvVar {
-            name: "HOME".into(),
-            value: Some(TMP_MOUNT.into()),
-            ..Default::default()
-        }]),
+        args: Some(serve_args_for(l, k, packages)),
+        env: Some(vec![home]),
         ports: Some(vec![ContainerPort {
             name: Some(PORT_NAME.into()),
             container_port: PORT,
@@ -220,39 +402,18 @@ fn pod(l: &Loaded, k: &Kubernetes, container_name: &str) -> PodSpec {
         startup_probe: Some(probe("/v2/health/live", 5, 60)),
         resources: Some(resources(k, Stage::Stylize)),
         security_context: Some(container_security_context()),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: k.volume.mount_path.clone(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: TMP_VOLUME.into(),
-                mount_path: TMP_MOUNT.into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(vec![data_mount, tmp_mount]),
         ..Default::default()
     };
-    PodSpec {
+    Ok(PodSpec {
         service_account_name: Some(k.service_account.clone()),
         automount_service_account_token: Some(false),
         security_context: Some(pod_security_context()),
         // Longer than the server's drain, so in-flight requests finish before a SIGKILL.
         termination_grace_period_seconds: Some(DRAIN_S + 10),
+        init_containers: init,
         containers: vec![container],
-        volumes: Some(vec![
-            Volume {
-                name: DATA_VOLUME.into(),
-                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                    claim_name: claim_name(&l.spec.name, k),
-                    read_only: Some(true),
-                }),
-                ..Default::default()
-            },
-            tmp_volume(),
-        ]),
+        volumes: Some(vec![data_volume, tmp_volume()]),
         node_selector: (gpu && !k.gpu.node_selector.is_empty())
             .then(|| k.gpu.node_selector.clone()),
         tolerations: (gpu && !k.gpu.tolerations.is_empty()).then(|| tolerations(k)),
@@ -262,7 +423,7 @@ fn pod(l: &Loaded, k: &Kubernetes, container_name: &str) -> PodSpec {
             None
         },
         ..Default::default()
-    }
+    })
 }
 
 /// The serving objects of a run: a Deployment and a Service, or an InferenceService.
@@ -270,6 +431,7 @@ pub fn render_serve(
     l: &Loaded,
     opts: &RenderOptions,
     form: ServeForm,
+    from: PackagesFrom,
 ) -> Result<Vec<ServeObject>, StageError> {
     let k = cluster_settings(l)?;
     if l.spec.sources.models.is_empty() {
@@ -293,7 +455,7 @@ pub fn render_serve(
                             labels: Some(meta(l, opts, name.clone()).labels.unwrap_or_default()),
                             ..Default::default()
                         }),
-                        spec: Some(pod(l, &k, Stage::Stylize.as_str())),
+                        spec: Some(pod(l, &k, Stage::Stylize.as_str(), from)?),
                     },
                     ..Default::default()
                 }),
@@ -327,7 +489,7 @@ pub fn render_serve(
             spec: InferenceServiceSpec {
                 predictor: Predictor {
                     min_replicas: 1,
-                    pod: pod(l, &k, KSERVE_CONTAINER),
+                    pod: pod(l, &k, KSERVE_CONTAINER, from)?,
                 },
             },
         }))],
@@ -339,9 +501,10 @@ pub fn render_serve_yaml(
     l: &Loaded,
     opts: &RenderOptions,
     form: ServeForm,
+    from: PackagesFrom,
 ) -> Result<String, StageError> {
     let mut s = String::new();
-    for o in render_serve(l, opts, form)? {
+    for o in render_serve(l, opts, form, from)? {
         s.push_str("---\n");
         s.push_str(&o.to_yaml()?);
     }
@@ -364,16 +527,141 @@ mod tests {
     #[test]
     fn deployment_and_service_snapshot() {
         let l = example();
-        let yaml =
-            render_serve_yaml(&l, &RenderOptions::of_spec(&l), ServeForm::Deployment).unwrap();
+        let yaml = render_serve_yaml(
+            &l,
+            &RenderOptions::of_spec(&l),
+            ServeForm::Deployment,
+            PackagesFrom::Claim,
+        )
+        .unwrap();
         insta::assert_snapshot!("serve_deployment", yaml);
     }
 
     #[test]
     fn inference_service_snapshot() {
         let l = example();
-        let yaml = render_serve_yaml(&l, &RenderOptions::of_spec(&l), ServeForm::Kserve).unwrap();
+        let yaml = render_serve_yaml(
+            &l,
+            &RenderOptions::of_spec(&l),
+            ServeForm::Kserve,
+            PackagesFrom::Claim,
+        )
+        .unwrap();
         insta::assert_snapshot!("serve_kserve", yaml);
+    }
+
+    fn publishing() -> Loaded {
+        let mut l = example();
+        l.spec.publish_models = true;
+        l
+    }
+
+    #[test]
+    fn packages_from_the_output_snapshot() {
+        let l = publishing();
+        let opts = RenderOptions::of_spec(&l);
+        let yaml =
+            render_serve_yaml(&l, &opts, ServeForm::Deployment, PackagesFrom::Output).unwrap();
+        insta::assert_snapshot!("serve_deployment_from_output", yaml);
+    }
+
+    /// Promise: with `--packages-from output` an init container in the download image fetches
+    /// what upload published for each model (`<output>/<run>/models/<package>/`) with the
+    /// plan's S3 settings and the S3 Secret, into an emptyDir; the server reads the packages
+    /// where download puts them, sees no Secret, and the pod mounts no claim. Without
+    /// `publish_models` it is a usage error saying so.
+    #[test]
+    fn packages_from_the_output_are_fetched_by_an_init_container() {
+        use clap::Parser;
+        let l = publishing();
+        let k = cluster_settings(&l).unwrap();
+        let published = published_packages(&l).unwrap();
+        assert_eq!(
+            published
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["s3://kubestyle-results/runs/demo-k8s/models/multistyle26/"]
+        );
+        for form in [ServeForm::Deployment, ServeForm::Kserve] {
+            let objs =
+                render_serve(&l, &RenderOptions::of_spec(&l), form, PackagesFrom::Output).unwrap();
+            let pod = match &objs[0] {
+                ServeObject::Deployment(d) => d.spec.clone().unwrap().template.spec.unwrap(),
+                ServeObject::InferenceService(i) => i.spec.predictor.pod.clone(),
+                ServeObject::Service(_) => unreachable!(),
+            };
+            let [fetch] = pod.init_containers.as_deref().unwrap() else {
+                panic!("{pod:?}")
+            };
+            assert_eq!(fetch.name, FETCH_CONTAINER);
+            assert!(fetch.image.as_ref().unwrap().contains("kubestyle-download"));
+            assert_eq!(fetch.security_context, Some(container_security_context()));
+            assert_eq!(
+                fetch.env_from.as_ref().unwrap()[0]
+                    .secret_ref
+                    .as_ref()
+                    .unwrap()
+                    .name,
+                "kubestyle-s3"
+            );
+            // The fetch parses as the download stage's command, with the plan's S3 settings.
+            let mut argv = vec!["download".to_string()];
+            argv.extend(fetch.args.clone().unwrap());
+            let parsed = download::Args::try_parse_from(&argv).unwrap();
+            let cmds = stage_commands(&l, &cluster_layout(&k), [false; 4]);
+            let planned = download_command(&cmds).unwrap();
+            assert_eq!(parsed.s3, planned.s3);
+            assert_eq!(parsed.sources, [published[0].to_string()]);
+            assert_eq!(parsed.volume, PathBuf::from(PACKAGES_MOUNT));
+            // The server reads what the fetch writes: download's landing path of the prefix.
+            let c = &pod.containers[0];
+            assert!(c.env_from.is_none(), "the server sees no Secret");
+            let args = c.args.as_ref().unwrap();
+            let Location::S3 { bucket, key } = &published[0] else {
+                panic!()
+            };
+            let fetched = format!(
+                "{PACKAGES_MOUNT}/{}",
+                naming::downloaded_path(
+                    parsed.dest.as_deref().unwrap(),
+                    bucket,
+                    key.trim_end_matches('/')
+                )
+            );
+            assert_eq!(
+                args[..3],
+                ["serve".to_string(), "--package".into(), fetched]
+            );
+            // The packages' emptyDir: written by the fetch, read-only for the server.
+            let mount = |c: &Container| {
+                c.volume_mounts
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m.name == PACKAGES_VOLUME)
+                    .cloned()
+                    .unwrap()
+            };
+            assert_eq!(mount(fetch).read_only, None);
+            assert_eq!(mount(c).read_only, Some(true));
+            let volumes = pod.volumes.as_ref().unwrap();
+            assert!(volumes.iter().all(|v| v.persistent_volume_claim.is_none()));
+            assert!(
+                volumes
+                    .iter()
+                    .any(|v| v.name == PACKAGES_VOLUME && v.empty_dir.is_some())
+            );
+        }
+
+        let e = render_serve(
+            &example(),
+            &RenderOptions::of_spec(&l),
+            ServeForm::Deployment,
+            PackagesFrom::Output,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("publish_models: true"), "{e}");
     }
 
     /// Promise: the server reads the packages where the run's package-model stage writes them,
@@ -382,7 +670,13 @@ mod tests {
     #[test]
     fn serving_pods_read_the_runs_packages_and_are_hardened() {
         let l = example();
-        let objs = render_serve(&l, &RenderOptions::of_spec(&l), ServeForm::Deployment).unwrap();
+        let objs = render_serve(
+            &l,
+            &RenderOptions::of_spec(&l),
+            ServeForm::Deployment,
+            PackagesFrom::Claim,
+        )
+        .unwrap();
         let [ServeObject::Deployment(d), ServeObject::Service(s)] = objs.as_slice() else {
             panic!("{objs:?}")
         };
@@ -464,7 +758,13 @@ mod tests {
             assert_eq!(pod_labels.get(k), Some(v), "{k}");
         }
 
-        let objs = render_serve(&l, &RenderOptions::of_spec(&l), ServeForm::Kserve).unwrap();
+        let objs = render_serve(
+            &l,
+            &RenderOptions::of_spec(&l),
+            ServeForm::Kserve,
+            PackagesFrom::Claim,
+        )
+        .unwrap();
         let [ServeObject::InferenceService(i)] = objs.as_slice() else {
             panic!("{objs:?}")
         };

@@ -86,14 +86,22 @@ fn rendered_jobs_are_admitted() {
 #[test]
 fn the_rendered_serving_deployment_is_admitted_and_a_hostile_one_is_not() {
     use kubestyle_pipeline::render::RenderOptions;
-    use kubestyle_pipeline::serve::{ServeForm, render_serve_yaml};
+    use kubestyle_pipeline::serve::{PackagesFrom, ServeForm, render_serve_yaml};
     let p = policy();
-    let l = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
-    let yaml = render_serve_yaml(&l, &RenderOptions::default(), ServeForm::Deployment).unwrap();
-    let deployment: Value = serde_yaml_ng::Deserializer::from_str(&yaml)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .find(|d: &Value| d["kind"] == "Deployment")
-        .unwrap();
+    let mut l = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
+    l.spec.publish_models = true;
+    let rendered = |from| {
+        let yaml =
+            render_serve_yaml(&l, &RenderOptions::default(), ServeForm::Deployment, from).unwrap();
+        serde_yaml_ng::Deserializer::from_str(&yaml)
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .find(|d: &Value| d["kind"] == "Deployment")
+            .unwrap()
+    };
+    // With the packages from the output too: its init container is held to the same rules.
+    let fetching: Value = rendered(PackagesFrom::Output);
+    assert_eq!(denied(&p, &fetching), Vec::<String>::new());
+    let deployment: Value = rendered(PackagesFrom::Claim);
     assert_eq!(denied(&p, &deployment), Vec::<String>::new());
     let rule = p["spec"]["matchConstraints"]["resourceRules"]
         .as_array()
@@ -110,6 +118,25 @@ fn the_rendered_serving_deployment_is_admitted_and_a_hostile_one_is_not() {
         !denied(&p, &hostile).is_empty(),
         "a Deployment mounting a Secret is admitted"
     );
+    // An init container is held to every container's rules.
+    type Mutation = fn(&mut Value);
+    let hostile_init: [(&str, Mutation); 3] = [
+        ("a foreign image", |c| c["image"] = json!("evil.io/cat:1")),
+        ("another Secret", |c| {
+            c["envFrom"] = json!([{"secretRef": {"name": "other"}}]);
+        }),
+        ("env from a Secret", |c| {
+            c["env"] = json!([{"name": "X", "valueFrom": {"secretKeyRef": {"name": "other", "key": "k"}}}]);
+        }),
+    ];
+    for (what, mutate) in hostile_init {
+        let mut d = fetching.clone();
+        mutate(&mut d["spec"]["template"]["spec"]["initContainers"][0]);
+        assert!(
+            !denied(&p, &d).is_empty(),
+            "a serving Deployment whose init container has {what} is admitted"
+        );
+    }
 }
 
 /// Promise: least privilege for real: a Job made with the Role's `jobs create` cannot mount

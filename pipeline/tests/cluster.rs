@@ -1106,6 +1106,68 @@ async fn the_admission_policy_denies_jobs_that_could_read_a_secret() {
     jobs.delete("fine", &DeleteParams::background())
         .await
         .unwrap();
+    // The serving Deployment that fetches the published packages in an init container
+    // (`--packages-from output`) is admitted; the same with a foreign image in its init
+    // container, or another Secret there, is not (server-side dry runs: admission runs, nothing
+    // is stored).
+    {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let spec = w.spec("admit-serve", |t| format!("{t}publish_models: true\n"));
+        let out = w
+            .pipeline(&[
+                "render",
+                spec.to_str().unwrap(),
+                "--serve",
+                "--packages-from",
+                "output",
+            ])
+            .await;
+        let yaml = assert_code(&out, 0);
+        let mut d: Deployment = yaml
+            .split("\n---\n")
+            .map(|doc| doc.trim_start_matches("---\n"))
+            .find(|doc| doc.contains("kind: Deployment"))
+            .map(|doc| serde_yaml_ng::from_str(doc).unwrap())
+            .expect("a Deployment");
+        d.metadata.namespace = Some(w.ns.clone());
+        let dry = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        // As the admin (the base Role cannot create Deployments; the policy binds every user).
+        let deployments: Api<Deployment> = Api::namespaced(w.admin.clone(), &w.ns);
+        fn fetch(d: &mut Deployment) -> &mut k8s_openapi::api::core::v1::Container {
+            let pod = d.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+            &mut pod.init_containers.as_mut().unwrap()[0]
+        }
+        assert_eq!(fetch(&mut d).name, "fetch-packages");
+        deployments
+            .create(&dry, &d)
+            .await
+            .expect("the rendered serving Deployment with its fetch is admitted");
+        type Mutation = fn(&mut k8s_openapi::api::core::v1::Container);
+        let mutations: [(&str, Mutation); 2] = [
+            (
+                "kubestyle Jobs run images of the kubestyle registry only",
+                |c| c.image = Some("evil.io/cat:1".into()),
+            ),
+            ("kubestyle Jobs read only the S3 Secret", |c| {
+                c.env_from.as_mut().unwrap()[0]
+                    .secret_ref
+                    .as_mut()
+                    .unwrap()
+                    .name = "other".into()
+            }),
+        ];
+        for (message, mutate) in mutations {
+            let mut hostile = d.clone();
+            mutate(fetch(&mut hostile));
+            match deployments.create(&dry, &hostile).await {
+                Err(kube::Error::Api(s)) => assert!(s.message.contains(message), "{s:?}"),
+                other => panic!("a hostile init container was admitted: {other:?}"),
+            }
+        }
+    }
     // And the real thing: the run's four Jobs are admitted and complete.
     let spec = w.spec("admit", |t| t);
     let out = w

@@ -140,16 +140,32 @@ fn manifests_admin_validates_and_binds_the_base_namespace() {
 #[test]
 fn serving_objects_validate() {
     use kubestyle_pipeline::render::RenderOptions;
-    use kubestyle_pipeline::serve::{ServeForm, ServeObject, render_serve, render_serve_yaml};
-    let example = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
+    use kubestyle_pipeline::serve::{
+        PackagesFrom, ServeForm, ServeObject, render_serve, render_serve_yaml,
+    };
+    let mut example = spec::load(&repo().join("manifests/example-spec.yaml")).unwrap();
+    example.spec.publish_models = true;
     let mut cpu = example.clone();
     let k = cpu.spec.kubernetes.as_mut().unwrap();
     k.gpu.enabled = false;
     k.volume.claim = Some("shared".into());
     k.resources.clear();
-    for (l, name) in [(&example, "gpu"), (&cpu, "cpu")] {
+    for ((l, name), from) in [(&example, "gpu"), (&cpu, "cpu")]
+        .into_iter()
+        .flat_map(|x| [(x, PackagesFrom::Claim), (x, PackagesFrom::Output)])
+    {
+        let name = format!("{name}-{from:?}");
         let opts = RenderOptions::of_spec(l);
-        let yaml = render_serve_yaml(l, &opts, ServeForm::Deployment).unwrap();
+        let yaml = render_serve_yaml(l, &opts, ServeForm::Deployment, from).unwrap();
+        // The packages from the output: an init container fetches them, the pod has no claim.
+        assert_eq!(
+            yaml.contains("initContainers"),
+            from == PackagesFrom::Output
+        );
+        assert_eq!(
+            yaml.contains("persistentVolumeClaim"),
+            from == PackagesFrom::Claim
+        );
         assert!(yaml.contains("kind: Deployment") && yaml.contains("kind: Service"));
         validate(&yaml, &format!("serve-{name}")).unwrap();
         // The validator is strict on these too.
@@ -157,7 +173,7 @@ fn serving_objects_validate() {
         assert_ne!(wrong, yaml);
         assert!(validate(&wrong, "serve-wrong-type").is_err());
 
-        let objs = render_serve(l, &opts, ServeForm::Kserve).unwrap();
+        let objs = render_serve(l, &opts, ServeForm::Kserve, from).unwrap();
         let [ServeObject::InferenceService(isvc)] = objs.as_slice() else {
             panic!("{objs:?}")
         };

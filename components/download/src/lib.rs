@@ -244,7 +244,8 @@ fn plan(
     for r in resolved {
         let (name, rel) = match &r {
             Resolved::S3(o) => {
-                let rel = format!("{dest}/{}/{}", o.bucket, o.key);
+                let rel =
+                    kubestyle_manifest::command::naming::downloaded_path(dest, &o.bucket, &o.key);
                 if let Err(e) = validate_relative_path(&rel) {
                     problems.push(format!("{} cannot be stored on the volume: {e}", o.uri()));
                     continue;

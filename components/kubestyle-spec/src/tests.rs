@@ -89,6 +89,23 @@ fn semantic_errors_are_all_reported_with_lines() {
     has("styles[2]: \"2:-1\": weight", 12);
 }
 
+/// Promise: `publish_models` is a flag; with `anonymize` it is refused, saying why (a card
+/// names its weights' source).
+#[test]
+fn publish_models_is_refused_with_anonymize() {
+    assert!(
+        parse(&format!("{GOOD}publish_models: true\n"))
+            .unwrap()
+            .publish_models
+    );
+    assert!(!parse(GOOD).unwrap().publish_models);
+    let e = errors(&format!("{GOOD}publish_models: true\nanonymize: true\n"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].field, "publish_models");
+    assert_eq!(e[0].line, Some(16));
+    assert!(e[0].message.contains("anonymize"), "{}", e[0]);
+}
+
 #[test]
 fn line_lookup_walks_keys_and_items() {
     assert_eq!(line_of(GOOD, "sources.models[1].styles"), Some(11));

@@ -25,6 +25,12 @@ pub fn run_data_dir(run_id: &str, what: &str) -> String {
     format!("{}/{what}", run_dir(run_id))
 }
 
+/// Where the download stage puts S3 object `s3://<bucket>/<key>` under `dest` (relative to the
+/// volume): `<dest>/<bucket>/<key>`.
+pub fn downloaded_path(dest: &str, bucket: &str, key: &str) -> String {
+    format!("{dest}/{bucket}/{key}")
+}
+
 /// `<volume>/runs/<run_id>`.
 pub fn run_path(volume: &Path, run_id: &str) -> PathBuf {
     volume.join(RUNS_DIR).join(run_id)

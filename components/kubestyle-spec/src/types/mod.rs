@@ -54,6 +54,12 @@ pub struct Spec {
     /// spec. The styled images themselves are still published.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anonymize: bool,
+    /// Publish the run's model packages too (`<output>/<name>/models/<package>/`: the
+    /// weights and their card), so that a server can load them from there — `pipeline render
+    /// --serve --packages-from output` — instead of from the run's volume. Not with
+    /// `anonymize` (a card names its weights' source).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub publish_models: bool,
     /// How the run is laid out as Kubernetes objects (`pipeline render` / `submit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<Kubernetes>,

@@ -53,6 +53,12 @@ pub fn validate(spec: &Spec) -> Vec<(String, String)> {
     header(spec, &mut d);
     sources::validate(&spec.sources, &spec.styles, &mut d);
     output(&spec.output, &mut d);
+    if spec.publish_models && spec.anonymize {
+        d.push(
+            "publish_models",
+            "not with anonymize: a model card names its weights' source, which anonymize hides",
+        );
+    }
     stylize::validate(&spec.stylize, &mut d);
     parallelism::validate(&spec.parallelism, &mut d);
     if let Some(k) = &spec.kubernetes {
