@@ -1184,7 +1184,8 @@ async fn the_admission_policy_denies_jobs_that_could_read_a_secret() {
 /// controller ServiceAccount applies the rendered Deployment and Service; the pod becomes ready
 /// through its readiness probe (the kubelet calls `/v2/health/ready` once the package on the
 /// claim has verified), and an image POSTed to it comes back byte for byte as the batch run
-/// published it.
+/// published it. Then the same from S3 (`publish_models: true`, `--packages-from output`) after
+/// the run's claim is deleted: the init container fetches the published package.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs cluster"]
 async fn real_node_the_rendered_serving_deployment_answers_what_the_run_published() {
@@ -1205,83 +1206,11 @@ async fn real_node_the_rendered_serving_deployment_answers_what_the_run_publishe
         .await
         .unwrap();
 
-    let spec = w.spec("serve", |t| t);
+    // `publish_models: true`: the second half serves the package from S3.
+    let spec = w.spec("serve", |t| format!("{t}publish_models: true\n"));
     let spec = spec.to_str().unwrap();
     let out = w.pipeline(&["submit", spec, "--timeout", "900"]).await;
     assert_code(&out, 0);
-    let out = w.pipeline(&["render", spec, "--serve", "deployment"]).await;
-    let yaml = String::from_utf8(out.stdout.clone()).unwrap();
-    assert_code(&out, 0);
-
-    // Applied as the controller: the Role of manifests/serve is all it has for this.
-    let controller = w.controller().await;
-    let deployments: Api<Deployment> = Api::namespaced(controller.clone(), &w.ns);
-    let services: Api<Service> = Api::namespaced(controller.clone(), &w.ns);
-    let mut name = String::new();
-    for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
-        let v: serde_json::Value = serde_yaml_ng::from_str(doc).unwrap();
-        match v["kind"].as_str() {
-            Some("Deployment") => {
-                let mut d: Deployment = serde_json::from_value(v).unwrap();
-                d.metadata.namespace = Some(w.ns.clone());
-                name = d.metadata.name.clone().unwrap();
-                deployments.create(&pp, &d).await.unwrap();
-            }
-            Some("Service") => {
-                let mut s: Service = serde_json::from_value(v).unwrap();
-                s.metadata.namespace = Some(w.ns.clone());
-                services.create(&pp, &s).await.unwrap();
-            }
-            other => panic!("unexpected object {other:?} in:\n{yaml}"),
-        }
-    }
-    let started = Instant::now();
-    loop {
-        let d = deployments.get(&name).await.unwrap();
-        if d.status.and_then(|s| s.ready_replicas) == Some(1) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "{name} not ready after 3 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    eprintln!("{name} ready after {:?}", started.elapsed());
-    let pods: Api<Pod> = Api::namespaced(w.admin.clone(), &w.ns);
-    let pod = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/component=serve"))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
-        .expect("a serving pod with an IP");
-    let ip = pod.status.unwrap().pod_ip.unwrap();
-
-    // The photo the run styled, POSTed to the pod; the answer is the published object.
-    let photo = repo().join("examples/images/chelsea.jpg");
-    let got = w.dir.path().join("served.jpg");
-    let curl = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--fail-with-body",
-            "--max-time",
-            "60",
-            "--data-binary",
-        ])
-        .arg(format!("@{}", photo.display()))
-        .arg("-o")
-        .arg(&got)
-        .arg(format!("http://{ip}:8080/stylize?style=7"))
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        curl.status.success(),
-        "{}",
-        String::from_utf8_lossy(&curl.stderr)
-    );
     let published =
         w.s3.read(
             &w.results,
@@ -1291,13 +1220,131 @@ async fn real_node_the_rendered_serving_deployment_answers_what_the_run_publishe
             ),
         )
         .await;
+
+    // Applied as the controller: the Role of manifests/serve is all it has for this.
+    let controller = w.controller().await;
+    let deployments: Api<Deployment> = Api::namespaced(controller.clone(), &w.ns);
+    let services: Api<Service> = Api::namespaced(controller.clone(), &w.ns);
+    let pods: Api<Pod> = Api::namespaced(w.admin.clone(), &w.ns);
+    let serving = ListParams::default().labels("app.kubernetes.io/component=serve");
+    // Render with these arguments, apply, wait for the readiness probe, POST the photo the run
+    // styled to the pod, delete the Deployment (and wait for its pod to go); the answer.
+    let serve = |args: &'static [&'static str]| {
+        let (w, deployments, services, pods, serving) =
+            (&w, &deployments, &services, &pods, &serving);
+        async move {
+            let mut argv = vec!["render", spec, "--serve", "deployment"];
+            argv.extend(args);
+            let out = w.pipeline(&argv).await;
+            let yaml = String::from_utf8(out.stdout.clone()).unwrap();
+            assert_code(&out, 0);
+            let pp = PostParams::default();
+            let mut name = String::new();
+            for doc in yaml.split("---\n").filter(|d| !d.trim().is_empty()) {
+                let v: serde_json::Value = serde_yaml_ng::from_str(doc).unwrap();
+                match v["kind"].as_str() {
+                    Some("Deployment") => {
+                        let mut d: Deployment = serde_json::from_value(v).unwrap();
+                        d.metadata.namespace = Some(w.ns.clone());
+                        name = d.metadata.name.clone().unwrap();
+                        deployments.create(&pp, &d).await.unwrap();
+                    }
+                    Some("Service") => {
+                        let mut s: Service = serde_json::from_value(v).unwrap();
+                        s.metadata.namespace = Some(w.ns.clone());
+                        if services
+                            .get_opt(s.metadata.name.as_ref().unwrap())
+                            .await
+                            .unwrap()
+                            .is_none()
+                        {
+                            services.create(&pp, &s).await.unwrap();
+                        }
+                    }
+                    other => panic!("unexpected object {other:?} in:\n{yaml}"),
+                }
+            }
+            let started = Instant::now();
+            loop {
+                let d = deployments.get(&name).await.unwrap();
+                if d.status.and_then(|s| s.ready_replicas) == Some(1) {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(180),
+                    "{name} ({args:?}) not ready after 3 minutes"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            eprintln!("{name} ({args:?}) ready after {:?}", started.elapsed());
+            let pod = pods
+                .list(serving)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+                .expect("a serving pod with an IP");
+            let ip = pod.status.unwrap().pod_ip.unwrap();
+            let photo = repo().join("examples/images/chelsea.jpg");
+            let got = w.dir.path().join("served.jpg");
+            let curl = tokio::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--fail-with-body",
+                    "--max-time",
+                    "60",
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", photo.display()))
+                .arg("-o")
+                .arg(&got)
+                .arg(format!("http://{ip}:8080/stylize?style=7"))
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                curl.status.success(),
+                "{}",
+                String::from_utf8_lossy(&curl.stderr)
+            );
+            deployments
+                .delete(&name, &DeleteParams::default())
+                .await
+                .unwrap();
+            let started = Instant::now();
+            while !pods.list(serving).await.unwrap().items.is_empty() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "serving pods left"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            std::fs::read(&got).unwrap()
+        }
+    };
+
+    // 1. From the run's claim, mounted read-only.
     assert!(
-        std::fs::read(&got).unwrap() == published,
-        "the served image differs from the one the run published"
+        serve(&[]).await == published,
+        "the served image (from the claim) differs from the one the run published"
     );
-    deployments
-        .delete(&name, &DeleteParams::default())
-        .await
-        .unwrap();
+    // 2. From S3, after the run's claim is deleted: the init container fetches what upload
+    // published; the server has no claim and no Secret.
+    let out = w.pipeline(&["delete", "serve", "--with-data"]).await;
+    assert_code(&out, 0);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(w.admin.clone(), &w.ns);
+    let started = Instant::now();
+    while claims.get_opt("serve-volume").await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the claim stays"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        serve(&["--packages-from", "output"]).await == published,
+        "the served image (from the output) differs from the one the run published"
+    );
     w.cleanup().await;
 }
