@@ -44,6 +44,7 @@ mod act;
 mod conv;
 mod gemm;
 mod norm;
+mod simd;
 mod stats;
 #[cfg(test)]
 mod testutil;

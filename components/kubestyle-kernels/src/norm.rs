@@ -56,28 +56,9 @@ pub fn norm_apply(
     let span = 64usize.div_ceil(c) * c;
     let (scale, shift) = (scale.repeat(span / c), shift.repeat(span / c));
     let block = (BLOCK_FLOATS / span).max(1) * span;
+    // Each block's loops on 16 floats at a time where the CPU can.
     let apply = |chunk: &mut [f32], res: Option<&[f32]>| {
-        for (i, part) in chunk.chunks_mut(span).enumerate() {
-            let lane = scale.iter().zip(&shift);
-            match post {
-                Post::None => part
-                    .iter_mut()
-                    .zip(lane)
-                    .for_each(|(v, (a, b))| *v = *v * a + b),
-                Post::Relu => part
-                    .iter_mut()
-                    .zip(lane)
-                    .for_each(|(v, (a, b))| *v = (*v * a + b).max(0.0)),
-                Post::Sigmoid => part
-                    .iter_mut()
-                    .zip(lane)
-                    .for_each(|(v, (a, b))| *v = 1.0 / (1.0 + (-(*v * a + b)).exp())),
-            }
-            if let Some(r) = res {
-                let r = &r[i * span..i * span + part.len()];
-                part.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-            }
-        }
+        crate::simd::with_avx512(|| apply_block(chunk, res, span, &scale, &shift, post))
     };
     match residual {
         Some(r) => {
@@ -88,6 +69,39 @@ pub fn norm_apply(
                 .for_each(|(d, r)| apply(d, Some(r)));
         }
         None => x.data.par_chunks_mut(block).for_each(|d| apply(d, None)),
+    }
+}
+
+/// `chunk` normalised, activated and (with `res`) added to, `span` values at a time.
+#[inline(always)]
+fn apply_block(
+    chunk: &mut [f32],
+    res: Option<&[f32]>,
+    span: usize,
+    scale: &[f32],
+    shift: &[f32],
+    post: Post,
+) {
+    for (i, part) in chunk.chunks_mut(span).enumerate() {
+        let lane = scale.iter().zip(shift);
+        match post {
+            Post::None => part
+                .iter_mut()
+                .zip(lane)
+                .for_each(|(v, (a, b))| *v = *v * a + b),
+            Post::Relu => part
+                .iter_mut()
+                .zip(lane)
+                .for_each(|(v, (a, b))| *v = (*v * a + b).max(0.0)),
+            Post::Sigmoid => part
+                .iter_mut()
+                .zip(lane)
+                .for_each(|(v, (a, b))| *v = 1.0 / (1.0 + (-(*v * a + b)).exp())),
+        }
+        if let Some(r) = res {
+            let r = &r[i * span..i * span + part.len()];
+            part.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
     }
 }
 

@@ -45,8 +45,11 @@ impl Stats {
     pub fn of(x: &Act) -> Stats {
         let c = x.c;
         let block = (BLOCK_FLOATS / c.max(1)).max(1) * c;
-        let partials: Vec<(Vec<f64>, Vec<f64>)> =
-            x.data.par_chunks(block).map(|b| moments(b, c)).collect();
+        let partials: Vec<(Vec<f64>, Vec<f64>)> = x
+            .data
+            .par_chunks(block)
+            .map(|b| crate::simd::with_avx512(|| moments(b, c)))
+            .collect();
         Stats::from_partials(&partials, c, x.h * x.w)
     }
 }
@@ -76,8 +79,10 @@ impl Moments {
     pub fn add(&mut self, data: &[f32]) {
         let c = self.c;
         let block = (BLOCK_FLOATS / c.max(1)).max(1) * c;
-        let partials: Vec<(Vec<f64>, Vec<f64>)> =
-            data.par_chunks(block).map(|b| moments(b, c)).collect();
+        let partials: Vec<(Vec<f64>, Vec<f64>)> = data
+            .par_chunks(block)
+            .map(|b| crate::simd::with_avx512(|| moments(b, c)))
+            .collect();
         for (ps, pq) in partials {
             for ch in 0..c {
                 self.sum[ch] += ps[ch];
@@ -94,6 +99,7 @@ impl Moments {
 }
 
 /// Per-channel sum and sum of squares of NHWC data.
+#[inline(always)]
 fn moments(data: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
     // Accumulate over spans of whole pixels (long, vectorisable inner loops), fold per channel.
     let span = 64usize.div_ceil(c) * c;
@@ -118,7 +124,7 @@ fn moments(data: &[f32], c: usize) -> (Vec<f64>, Vec<f64>) {
 /// A block's `moments` when the caller wants statistics (else nothing).
 pub(crate) fn block_moments(dst: &[f32], c: usize, want_stats: bool) -> (Vec<f64>, Vec<f64>) {
     if want_stats {
-        moments(dst, c)
+        crate::simd::with_avx512(|| moments(dst, c))
     } else {
         (Vec::new(), Vec::new())
     }

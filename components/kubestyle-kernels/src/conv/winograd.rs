@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::act::{Act, reflect};
 use crate::gemm::matmul;
+use crate::simd::with_avx512;
 use crate::stats::{Stats, block_moments};
 
 /// The Winograd variant the layers use.
@@ -107,8 +108,12 @@ pub(super) fn weights(wg: &Winograd, w: &[f32], cin: usize, cout: usize) -> Vec<
     u
 }
 
-/// `out[i] = Σ_k c[i][k] · input(k)` for `rows` outputs of `n` channels each; `c` is
-/// `rows × cols` row-major. Zero coefficients are skipped; the loops vectorise over channels.
+/// `out[output(i)..][..n] = Σ_k c[i][k] · src[input(k)..][..n]` for `rows` outputs of `n`
+/// channels each; `c` is `rows × cols` row-major. Zero coefficients are skipped; the loops
+/// vectorise over channels (inlined into [`block`], which runs under
+/// [`with_avx512`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn combine(
     c: &[f32],
     rows: usize,
@@ -116,16 +121,168 @@ fn combine(
     n: usize,
     input: impl Fn(usize) -> usize,
     src: &[f32],
+    output: impl Fn(usize) -> usize,
     out: &mut [f32],
 ) {
-    for (i, o) in out.chunks_exact_mut(n).take(rows).enumerate() {
+    for i in 0..rows {
+        let o = &mut out[output(i)..][..n];
         o.fill(0.0);
         for k in 0..cols {
             let coef = c[i * cols + k];
             if coef != 0.0 {
-                let s = &src[input(k)..input(k) + n];
+                let s = &src[input(k)..][..n];
                 for (o, s) in o.iter_mut().zip(s) {
                     *o += coef * s;
+                }
+            }
+        }
+    }
+}
+
+/// Which of the transforms' matrices.
+#[derive(Clone, Copy)]
+enum Coefs {
+    Bt,
+    At,
+}
+
+/// [`combine`] with `wg`'s Bᵀ or Aᵀ.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn transform(
+    wg: &Winograd,
+    which: Coefs,
+    n: usize,
+    input: impl Fn(usize) -> usize,
+    src: &[f32],
+    output: impl Fn(usize) -> usize,
+    out: &mut [f32],
+) {
+    let a = wg.m + 2;
+    match which {
+        Coefs::Bt => combine(wg.bt, a, a, n, input, src, output, out),
+        Coefs::At => combine(wg.at, wg.m, a, n, input, src, output, out),
+    }
+}
+
+/// What every block of one layer shares.
+struct Layer<'a> {
+    wg: &'a Winograd,
+    u: &'a [f32],
+    bias: &'a [f32],
+    x: &'a Act,
+    cout: usize,
+    /// Source row / column of every position of the padded input a tile can read.
+    my: &'a [usize],
+    mx: &'a [usize],
+    /// Tile rows per block, tiles per row.
+    rows: usize,
+    tw: usize,
+}
+
+/// Block `bi` of the output (`dst`: whole output rows) with per-thread scratch `v` (the
+/// Winograd-domain input) and `mm` (its products). The transforms read the input and write
+/// the products' sums in place (no gathered copies).
+#[inline(always)]
+fn block(l: &Layer, bi: usize, dst: &mut [f32], v: &mut Vec<f32>, mm: &mut Vec<f32>) {
+    let (wg, x, cout, tw) = (l.wg, l.x, l.cout, l.tw);
+    let (w, cin) = (x.w, x.c);
+    let (m, a) = (wg.m, wg.m + 2);
+    let out_rows = dst.len() / (w * cout);
+    let (t0, nt_rows) = (bi * l.rows, out_rows.div_ceil(m));
+    let t = nt_rows * tw;
+    v.resize(a * a * t * cin, 0.0);
+    mm.resize(a * a * t * cout, 0.0);
+    // Input transform Bᵀ d B on channel vectors, read from the input in place and written
+    // straight to its place in `v` (`[a²][t][cin]`).
+    let mut r = vec![0f32; a * a * cin];
+    for tr in 0..nt_rows {
+        let y0 = m * (t0 + tr);
+        for tc in 0..tw {
+            let ti = tr * tw + tc;
+            // Rows: r[i][j] = Σ_k Bᵀ[i][k] d[k][j], stored column-major (j, i).
+            for j in 0..a {
+                let sx = l.mx[m * tc + j];
+                transform(
+                    wg,
+                    Coefs::Bt,
+                    cin,
+                    |k| (l.my[y0 + k] * w + sx) * cin,
+                    &x.data,
+                    |i| (j * a + i) * cin,
+                    &mut r,
+                );
+            }
+            // Columns: e[i][j] = Σ_k r[i][k] Bᵀ[j][k], into v[i·a + j][ti].
+            for i in 0..a {
+                transform(
+                    wg,
+                    Coefs::Bt,
+                    cin,
+                    |k| (k * a + i) * cin,
+                    &r,
+                    |j| ((i * a + j) * t + ti) * cin,
+                    v,
+                );
+            }
+        }
+    }
+    for xi in 0..a * a {
+        matmul(
+            t,
+            cin,
+            cout,
+            &v[xi * t * cin..(xi + 1) * t * cin],
+            &l.u[xi * cin * cout..(xi + 1) * cin * cout],
+            &mut mm[xi * t * cout..(xi + 1) * t * cout],
+        );
+    }
+    // Output transform Aᵀ M A, plus bias; outputs past the image are dropped.
+    let mut s = vec![0f32; m * a * cout];
+    let mut y = vec![0f32; m * m * cout];
+    for tr in 0..nt_rows {
+        for tc in 0..tw {
+            let ti = tr * tw + tc;
+            // Rows: s[i][j] = Σ_k Aᵀ[i][k] M[k][j], read from `mm` in place, stored
+            // column-major (j, i).
+            for j in 0..a {
+                transform(
+                    wg,
+                    Coefs::At,
+                    cout,
+                    |k| ((k * a + j) * t + ti) * cout,
+                    mm,
+                    |i| (j * m + i) * cout,
+                    &mut s,
+                );
+            }
+            // Columns: y[i][j] = Σ_k s[i][k] Aᵀ[j][k].
+            for i in 0..m {
+                transform(
+                    wg,
+                    Coefs::At,
+                    cout,
+                    |k| (k * m + i) * cout,
+                    &s,
+                    |j| (i * m + j) * cout,
+                    &mut y,
+                );
+            }
+            for i in 0..m {
+                let oy = m * tr + i;
+                if oy >= out_rows {
+                    break;
+                }
+                for j in 0..m {
+                    let ox = m * tc + j;
+                    if ox >= w {
+                        break;
+                    }
+                    let o = (oy * w + ox) * cout;
+                    let yv = &y[(i * m + j) * cout..(i * m + j + 1) * cout];
+                    for ((d, v), b) in dst[o..o + cout].iter_mut().zip(yv).zip(l.bias) {
+                        *d = v + b;
+                    }
                 }
             }
         }
@@ -160,7 +317,17 @@ pub(super) fn forward(
         .min(th.div_ceil(16))
         .max(1);
     let zero = vec![0f32; cout];
-    let bias = bias.unwrap_or(&zero);
+    let layer = Layer {
+        wg,
+        u,
+        bias: bias.unwrap_or(&zero),
+        x,
+        cout,
+        my: &my,
+        mx: &mx,
+        rows,
+        tw,
+    };
     let partials: Vec<(Vec<f64>, Vec<f64>)> = out
         .data
         .par_chunks_mut(m * rows * w * cout)
@@ -168,120 +335,8 @@ pub(super) fn forward(
         .map_init(
             || (Vec::<f32>::new(), Vec::<f32>::new()),
             |(v, mm), (bi, dst)| {
-                let out_rows = dst.len() / (w * cout);
-                let (t0, nt_rows) = (bi * rows, out_rows.div_ceil(m));
-                let t = nt_rows * tw;
-                v.resize(a * a * t * cin, 0.0);
-                mm.resize(a * a * t * cout, 0.0);
-                // Input transform Bᵀ d B on channel vectors.
-                let mut d = vec![0f32; a * a * cin];
-                let mut r = vec![0f32; a * a * cin];
-                let mut e = vec![0f32; a * a * cin];
-                for tr in 0..nt_rows {
-                    for tc in 0..tw {
-                        let ti = tr * tw + tc;
-                        for i in 0..a {
-                            let sy = my[m * (t0 + tr) + i];
-                            for j in 0..a {
-                                let src = (sy * w + mx[m * tc + j]) * cin;
-                                d[(i * a + j) * cin..(i * a + j + 1) * cin]
-                                    .copy_from_slice(&x.data[src..src + cin]);
-                            }
-                        }
-                        // Rows: r[i][j] = Σ_k Bᵀ[i][k] d[k][j], stored column-major (j, i).
-                        for j in 0..a {
-                            combine(
-                                wg.bt,
-                                a,
-                                a,
-                                cin,
-                                |k| (k * a + j) * cin,
-                                &d,
-                                &mut r[j * a * cin..(j + 1) * a * cin],
-                            );
-                        }
-                        // Columns: e[i][j] = Σ_k r[i][k] Bᵀ[j][k].
-                        for i in 0..a {
-                            combine(
-                                wg.bt,
-                                a,
-                                a,
-                                cin,
-                                |k| (k * a + i) * cin,
-                                &r,
-                                &mut e[i * a * cin..(i + 1) * a * cin],
-                            );
-                        }
-                        for xi in 0..a * a {
-                            let o = (xi * t + ti) * cin;
-                            v[o..o + cin].copy_from_slice(&e[xi * cin..(xi + 1) * cin]);
-                        }
-                    }
-                }
-                for xi in 0..a * a {
-                    matmul(
-                        t,
-                        cin,
-                        cout,
-                        &v[xi * t * cin..(xi + 1) * t * cin],
-                        &u[xi * cin * cout..(xi + 1) * cin * cout],
-                        &mut mm[xi * t * cout..(xi + 1) * t * cout],
-                    );
-                }
-                // Output transform Aᵀ M A, plus bias; outputs past the image are dropped.
-                let mut g = vec![0f32; a * a * cout];
-                let mut s = vec![0f32; m * a * cout];
-                let mut y = vec![0f32; m * m * cout];
-                for tr in 0..nt_rows {
-                    for tc in 0..tw {
-                        let ti = tr * tw + tc;
-                        for xi in 0..a * a {
-                            let o = (xi * t + ti) * cout;
-                            g[xi * cout..(xi + 1) * cout].copy_from_slice(&mm[o..o + cout]);
-                        }
-                        // Rows: s[i][j] = Σ_k Aᵀ[i][k] M[k][j], stored column-major (j, i).
-                        for j in 0..a {
-                            combine(
-                                wg.at,
-                                m,
-                                a,
-                                cout,
-                                |k| (k * a + j) * cout,
-                                &g,
-                                &mut s[j * m * cout..(j + 1) * m * cout],
-                            );
-                        }
-                        // Columns: y[i][j] = Σ_k s[i][k] Aᵀ[j][k].
-                        for i in 0..m {
-                            combine(
-                                wg.at,
-                                m,
-                                a,
-                                cout,
-                                |k| (k * m + i) * cout,
-                                &s,
-                                &mut y[i * m * cout..(i + 1) * m * cout],
-                            );
-                        }
-                        for i in 0..m {
-                            let oy = m * tr + i;
-                            if oy >= out_rows {
-                                break;
-                            }
-                            for j in 0..m {
-                                let ox = m * tc + j;
-                                if ox >= w {
-                                    break;
-                                }
-                                let o = (oy * w + ox) * cout;
-                                let yv = &y[(i * m + j) * cout..(i * m + j + 1) * cout];
-                                for ((d, v), b) in dst[o..o + cout].iter_mut().zip(yv).zip(bias) {
-                                    *d = v + b;
-                                }
-                            }
-                        }
-                    }
-                }
+                // The transforms' channel loops on 16 floats at a time where the CPU can.
+                with_avx512(|| block(&layer, bi, dst, v, mm));
                 block_moments(dst, cout, want_stats)
             },
         )
