@@ -29,11 +29,14 @@
 //!
 //! Layout: `act` ([`Act`], reflection indexing), `stats` ([`Stats`]), `norm` ([`norm_apply`]),
 //! `conv` ([`Conv`], whose `Algorithm` is chosen once per layer, with one module per algorithm:
-//! `im2col`, `subpixel`, `winograd`, `rows`, `direct`) and `gemm`. `unsafe` is allowed in three
-//! places only, each with its safety argument beside it: `gemm::matmul` (the call into the
-//! `gemm` crate's raw-pointer API) and the two direct kernels, `conv::direct::wide::tile_avx512`
+//! `im2col`, `subpixel`, `winograd`, `rows`, `direct`), `gemm` and `simd`. `unsafe` is allowed in
+//! four places only, each with its safety argument beside it: `gemm::matmul` (the call into the
+//! `gemm` crate's raw-pointer API), the two direct kernels, `conv::direct::wide::tile_avx512`
 //! and `conv::direct::planar::run` (AVX-512 loads and stores through raw pointers, behind
-//! run-time detection, their bounds asserted by the safe functions that call them).
+//! run-time detection, their bounds asserted by the safe functions that call them), and
+//! `simd::with_avx512` (the call into a function compiled with AVX-512 enabled, behind run-time
+//! detection: the Winograd transforms, the moments and the norm pass are plain loops inlined
+//! there, vectorised for 16 floats; same operations in the same order, same bits).
 
 // Also set in Cargo.toml; the exceptions allow it locally (see above).
 #![deny(unsafe_code)]
