@@ -348,6 +348,19 @@ pub fn s3_secret(k: &Kubernetes, stage: Stage) -> Option<&str> {
     k.s3_secret.as_deref().filter(|_| talks_to_s3(stage))
 }
 
+/// `envFrom` of `stage`'s container: the S3 Secret, by reference, where [`s3_secret`] gives one.
+pub fn s3_env_from(k: &Kubernetes, stage: Stage) -> Option<Vec<EnvFromSource>> {
+    s3_secret(k, stage).map(|name| {
+        vec![EnvFromSource {
+            secret_ref: Some(SecretEnvSource {
+                name: name.to_string(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }]
+    })
+}
+
 /// The Secret whose key [`ANONYMIZE_SALT_KEY`] is `anonymize`'s salt, for `stage`: upload
 /// only, and only when the spec anonymizes. Referenced, never inlined.
 pub fn anonymize_secret<'a>(l: &Loaded, k: &'a Kubernetes, stage: Stage) -> Option<&'a str> {
@@ -476,15 +489,7 @@ fn job(l: &Loaded, k: &Kubernetes, opts: &RenderOptions, cmd: &StageCmd, shards:
         })
         .collect();
     env_vars.extend(anonymize_secret(l, k, stage).map(salt_env));
-    let env_from = s3_secret(k, stage).map(|name| {
-        vec![EnvFromSource {
-            secret_ref: Some(SecretEnvSource {
-                name: name.to_string(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }]
-    });
+    let env_from = s3_env_from(k, stage);
 
     let container = Container {
         name: stage.as_str().into(),

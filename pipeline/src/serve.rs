@@ -22,11 +22,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::EmptyDirVolumeSource;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSpec,
     PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
-use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, EnvFromSource, SecretEnvSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kubestyle_manifest::command::{download, naming};
@@ -44,7 +44,7 @@ use crate::plan::{download_command, stage_commands};
 use crate::render::{
     DATA_VOLUME, IMAGE_PULL_POLICY, RenderOptions, TMP_MOUNT, TMP_VOLUME, claim_name,
     cluster_layout, cluster_settings, container_security_context, on_gpu, pod_security_context,
-    resources, s3_secret, stage_image, tmp_volume, tolerations,
+    resources, s3_env_from, stage_image, tmp_volume, tolerations,
 };
 use crate::spec::{Kubernetes, Loaded};
 
@@ -344,15 +344,7 @@ fn pod(
                 args: Some(fetch_args(l, k)?.to_args()),
                 env: Some(vec![home.clone()]),
                 // The S3 credentials, as the download Job sees them: only this container.
-                env_from: s3_secret(k, Stage::Download).map(|name| {
-                    vec![EnvFromSource {
-                        secret_ref: Some(SecretEnvSource {
-                            name: name.to_string(),
-                            optional: Some(false),
-                        }),
-                        ..Default::default()
-                    }]
-                }),
+                env_from: s3_env_from(k, Stage::Download),
                 resources: Some(resources(k, Stage::Download)),
                 security_context: Some(container_security_context()),
                 volume_mounts: Some(vec![

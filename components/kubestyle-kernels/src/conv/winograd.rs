@@ -139,32 +139,6 @@ fn combine(
     }
 }
 
-/// Which of the transforms' matrices.
-#[derive(Clone, Copy)]
-enum Coefs {
-    Bt,
-    At,
-}
-
-/// [`combine`] with `wg`'s Bᵀ or Aᵀ.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn transform(
-    wg: &Winograd,
-    which: Coefs,
-    n: usize,
-    input: impl Fn(usize) -> usize,
-    src: &[f32],
-    output: impl Fn(usize) -> usize,
-    out: &mut [f32],
-) {
-    let a = wg.m + 2;
-    match which {
-        Coefs::Bt => combine(wg.bt, a, a, n, input, src, output, out),
-        Coefs::At => combine(wg.at, wg.m, a, n, input, src, output, out),
-    }
-}
-
 /// What every block of one layer shares.
 struct Layer<'a> {
     wg: &'a Winograd,
@@ -203,9 +177,10 @@ fn block(l: &Layer, bi: usize, dst: &mut [f32], v: &mut Vec<f32>, mm: &mut Vec<f
             // Rows: r[i][j] = Σ_k Bᵀ[i][k] d[k][j], stored column-major (j, i).
             for j in 0..a {
                 let sx = l.mx[m * tc + j];
-                transform(
-                    wg,
-                    Coefs::Bt,
+                combine(
+                    wg.bt,
+                    a,
+                    a,
                     cin,
                     |k| (l.my[y0 + k] * w + sx) * cin,
                     &x.data,
@@ -215,9 +190,10 @@ fn block(l: &Layer, bi: usize, dst: &mut [f32], v: &mut Vec<f32>, mm: &mut Vec<f
             }
             // Columns: e[i][j] = Σ_k r[i][k] Bᵀ[j][k], into v[i·a + j][ti].
             for i in 0..a {
-                transform(
-                    wg,
-                    Coefs::Bt,
+                combine(
+                    wg.bt,
+                    a,
+                    a,
                     cin,
                     |k| (k * a + i) * cin,
                     &r,
@@ -246,9 +222,10 @@ fn block(l: &Layer, bi: usize, dst: &mut [f32], v: &mut Vec<f32>, mm: &mut Vec<f
             // Rows: s[i][j] = Σ_k Aᵀ[i][k] M[k][j], read from `mm` in place, stored
             // column-major (j, i).
             for j in 0..a {
-                transform(
-                    wg,
-                    Coefs::At,
+                combine(
+                    wg.at,
+                    m,
+                    a,
                     cout,
                     |k| ((k * a + j) * t + ti) * cout,
                     mm,
@@ -258,9 +235,10 @@ fn block(l: &Layer, bi: usize, dst: &mut [f32], v: &mut Vec<f32>, mm: &mut Vec<f
             }
             // Columns: y[i][j] = Σ_k s[i][k] Aᵀ[j][k].
             for i in 0..m {
-                transform(
-                    wg,
-                    Coefs::At,
+                combine(
+                    wg.at,
+                    m,
+                    a,
                     cout,
                     |k| (k * m + i) * cout,
                     &s,

@@ -34,10 +34,7 @@ const BLOCKS: usize = 64;
 
 /// Whether this CPU runs the direct kernels (AVX-512F, detected at run time).
 pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    return false;
+    crate::simd::avx512()
 }
 
 /// Where each output pixel's window lies in the input.
